@@ -1,0 +1,189 @@
+//! Choosing the compute backend at run time.
+//!
+//! Burn 0.22 puts the backend in the [`Device`]: model code is backend-free and the choice is a
+//! string from the command line or the environment. Each backend is a cargo feature of this
+//! crate; naming one that was not compiled in is an error that says which feature enables it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::prelude::Device;
+
+/// A compute backend this toolkit knows how to name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// Pure-Rust CPU backend; always the fallback.
+    Flex,
+    /// The ndarray CPU backend (deprecated upstream, kept for comparison).
+    NdArray,
+    /// wgpu on Vulkan: GPUs without CUDA.
+    Vulkan,
+    /// LibTorch on the CPU.
+    Tch,
+    /// LibTorch on CUDA device 0.
+    TchCuda,
+    /// CubeCL's native CUDA backend.
+    Cuda,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DeviceError {
+    #[error(
+        "backend `{backend}` is not compiled into this binary; rebuild with `--features {feature}`"
+    )]
+    NotCompiled {
+        backend: Backend,
+        feature: &'static str,
+    },
+    #[error("unknown backend `{0}`; expected one of: flex, ndarray, vulkan, tch, tch-cuda, cuda")]
+    Unknown(String),
+}
+
+impl Backend {
+    pub const ALL: [Backend; 6] = [
+        Backend::Flex,
+        Backend::NdArray,
+        Backend::Vulkan,
+        Backend::Tch,
+        Backend::TchCuda,
+        Backend::Cuda,
+    ];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Flex => "flex",
+            Backend::NdArray => "ndarray",
+            Backend::Vulkan => "vulkan",
+            Backend::Tch => "tch",
+            Backend::TchCuda => "tch-cuda",
+            Backend::Cuda => "cuda",
+        }
+    }
+
+    /// The cargo feature that compiles this backend in.
+    pub fn feature(self) -> &'static str {
+        match self {
+            Backend::Flex => "flex",
+            Backend::NdArray => "ndarray",
+            Backend::Vulkan => "vulkan",
+            Backend::Tch | Backend::TchCuda => "tch",
+            Backend::Cuda => "cuda",
+        }
+    }
+
+    pub fn is_compiled(self) -> bool {
+        match self {
+            Backend::Flex => cfg!(feature = "flex"),
+            Backend::NdArray => cfg!(feature = "ndarray"),
+            Backend::Vulkan => cfg!(feature = "vulkan"),
+            Backend::Tch | Backend::TchCuda => cfg!(feature = "tch"),
+            Backend::Cuda => cfg!(feature = "cuda"),
+        }
+    }
+
+    /// Backends compiled into this binary that run on the CPU, in preference order.
+    /// Tests run on each of them.
+    pub fn compiled_cpu() -> Vec<Backend> {
+        [Backend::Flex, Backend::NdArray, Backend::Tch]
+            .into_iter()
+            .filter(|b| b.is_compiled())
+            .collect()
+    }
+
+    /// The best compiled-in backend: a GPU one if compiled in, else the fastest CPU one.
+    ///
+    /// Compiling a GPU backend in is taken as the user's wish to use it; whether a GPU is
+    /// actually present is only known when the first tensor is created.
+    pub fn best_compiled() -> Backend {
+        [
+            Backend::Cuda,
+            Backend::TchCuda,
+            Backend::Vulkan,
+            Backend::Flex,
+            Backend::Tch,
+            Backend::NdArray,
+        ]
+        .into_iter()
+        .find(|b| b.is_compiled())
+        .unwrap_or(Backend::Flex)
+    }
+
+    /// The Burn device for this backend, or an error naming the missing feature.
+    pub fn device(self) -> Result<Device, DeviceError> {
+        if !self.is_compiled() {
+            return Err(DeviceError::NotCompiled {
+                backend: self,
+                feature: self.feature(),
+            });
+        }
+        Ok(self.device_unchecked())
+    }
+
+    #[allow(deprecated, unreachable_code)] // ndarray and tch devices are deprecated upstream
+    fn device_unchecked(self) -> Device {
+        match self {
+            #[cfg(feature = "flex")]
+            Backend::Flex => Device::flex(),
+            #[cfg(feature = "ndarray")]
+            Backend::NdArray => Device::ndarray(),
+            #[cfg(feature = "vulkan")]
+            Backend::Vulkan => Device::vulkan(burn::tensor::DeviceKind::DefaultDevice),
+            #[cfg(feature = "tch")]
+            Backend::Tch => Device::libtorch(),
+            #[cfg(feature = "tch")]
+            Backend::TchCuda => Device::libtorch_cuda(0),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda => Device::cuda(0),
+            #[allow(unreachable_patterns)]
+            other => unreachable!("{other} is checked to be compiled in"),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = DeviceError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase();
+        Backend::ALL
+            .into_iter()
+            .find(|b| b.name() == wanted)
+            .ok_or_else(|| DeviceError::Unknown(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for backend in Backend::ALL {
+            assert_eq!(backend.name().parse::<Backend>().unwrap(), backend);
+        }
+        assert_eq!(
+            "metal".parse::<Backend>(),
+            Err(DeviceError::Unknown("metal".into()))
+        );
+    }
+
+    #[test]
+    fn missing_backend_names_its_feature() {
+        let missing = Backend::ALL.into_iter().find(|b| !b.is_compiled());
+        if let Some(backend) = missing {
+            let message = backend.device().unwrap_err().to_string();
+            assert!(
+                message.contains(&format!("--features {}", backend.feature())),
+                "{message}"
+            );
+        }
+        assert!(Backend::Flex.device().is_ok() || !Backend::Flex.is_compiled());
+    }
+}

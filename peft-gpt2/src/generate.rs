@@ -1,0 +1,326 @@
+//! Text generation: greedy or sampled, batched with left padding, with or without a KV cache,
+//! optionally conditioned by an adapter.
+//!
+//! The semantics follow Hugging Face's `generate`: positions come from the attention mask (an
+//! adapter's virtual tokens and prefix count as real), finished rows keep receiving the pad
+//! token until every row is done, and generation stops at `max_new_tokens`.
+
+use burn::prelude::*;
+use peft_core::Conditioning;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::batch::{PadSide, PaddedRows, bool_tensor, positions_from_mask};
+use crate::error::{Error, Result};
+use crate::model::{ForwardInput, Gpt2, KvCache};
+
+/// How the next token is chosen from the logits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sampling {
+    /// The most likely token (ties go to the lowest id, as `argmax` does).
+    Greedy,
+    /// Sample from `softmax(logits / temperature)`, restricted to the `top_k` most likely
+    /// tokens and then to the smallest set whose probability reaches `top_p`.
+    Random {
+        temperature: f32,
+        top_k: Option<usize>,
+        top_p: Option<f32>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct GenerationConfig {
+    pub max_new_tokens: usize,
+    pub sampling: Sampling,
+    /// Seed of the sampler; the same seed gives the same text.
+    pub seed: u64,
+    /// Stop a row when it produces this token (it is kept in the output).
+    pub eos_id: Option<u32>,
+    /// Left padding of shorter prompts, and the filler for rows that already stopped.
+    pub pad_id: u32,
+    /// Reuse keys/values of earlier tokens (the normal case); without it every step reruns the
+    /// whole sequence, which gives the same tokens and is only useful to prove that.
+    pub use_cache: bool,
+}
+
+impl GenerationConfig {
+    pub fn greedy(max_new_tokens: usize, eos_id: u32) -> Self {
+        Self {
+            max_new_tokens,
+            sampling: Sampling::Greedy,
+            seed: 0,
+            eos_id: Some(eos_id),
+            pad_id: eos_id,
+            use_cache: true,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if let Sampling::Random {
+            temperature,
+            top_k,
+            top_p,
+        } = self.sampling
+        {
+            if !(temperature.is_finite() && temperature > 0.0) {
+                return Err(Error::Input(format!(
+                    "temperature must be positive, got {temperature} (use greedy decoding for 0)"
+                )));
+            }
+            if top_k == Some(0) {
+                return Err(Error::Input("top_k must be at least 1".into()));
+            }
+            if let Some(p) = top_p
+                && !(p > 0.0 && p <= 1.0)
+            {
+                return Err(Error::Input(format!("top_p must be in (0, 1], got {p}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Continues every prompt; returns, per prompt, the new tokens (ending with the EOS token if
+/// one was produced).
+pub fn generate(
+    model: &Gpt2,
+    prompts: &[Vec<u32>],
+    conditioning: &Conditioning,
+    config: &GenerationConfig,
+) -> Result<Vec<Vec<u32>>> {
+    config.validate()?;
+    if prompts.is_empty() || config.max_new_tokens == 0 {
+        return Ok(vec![Vec::new(); prompts.len()]);
+    }
+    if let Some(row) = prompts.iter().position(Vec::is_empty) {
+        return Err(Error::Input(format!(
+            "prompt {row} is empty; give at least one token (GPT-2 models often start from the \
+             end-of-text token)"
+        )));
+    }
+    let device = model.device();
+    let batch = prompts.len();
+    let padded = PaddedRows::new(prompts, config.pad_id, PadSide::Left);
+    let (prompt_len, prefix_len) = (conditioning.prompt_len(), conditioning.prefix_len());
+    model.check_fits(prefix_len + prompt_len + padded.width + config.max_new_tokens)?;
+
+    // Host-side bookkeeping: every row's mask over [prefix, virtual tokens, tokens] and its
+    // tokens so far. Both are small; the model only ever sees them as tensors.
+    let mut masks: Vec<Vec<bool>> = (0..batch)
+        .map(|row| {
+            let mut mask = vec![true; prefix_len + prompt_len];
+            mask.extend_from_slice(&padded.mask[row * padded.width..(row + 1) * padded.width]);
+            mask
+        })
+        .collect();
+    let mut tokens: Vec<Vec<i64>> = padded
+        .ids
+        .chunks(padded.width.max(1))
+        .map(<[i64]>::to_vec)
+        .collect();
+    let mut generated = vec![Vec::new(); batch];
+    let mut finished = vec![false; batch];
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let mut cache = config.use_cache.then(|| KvCache::new(model.n_layer()));
+
+    // The first step feeds the whole prompt; later steps feed only the newest token when
+    // cached, and everything again when not.
+    let mut new_from = 0;
+    for _ in 0..config.max_new_tokens {
+        let fed_tokens: Vec<i64> = tokens
+            .iter()
+            .flat_map(|row| row[new_from..].to_vec())
+            .collect();
+        let fed_len = tokens[0].len() - new_from;
+        let ids =
+            Tensor::<1, Int>::from_data(TensorData::new(fed_tokens, [batch * fed_len]), &device)
+                .reshape([batch, fed_len]);
+        let mut embeddings = model.embed_tokens(ids);
+        let with_prompt = new_from == 0 && prompt_len > 0;
+        if with_prompt {
+            let prompt = conditioning.prompt.clone().expect("prompt_len > 0");
+            let [_, p, d] = prompt.dims();
+            embeddings = Tensor::cat(vec![prompt.expand([batch, p, d]), embeddings], 1);
+        }
+        let input_len = fed_len + if with_prompt { prompt_len } else { 0 };
+        let key_len = masks[0].len();
+        let positions: Vec<i64> = masks
+            .iter()
+            .flat_map(|mask| positions_from_mask(mask)[key_len - input_len..].to_vec())
+            .collect();
+        let flat_mask: Vec<bool> = masks.iter().flatten().copied().collect();
+        let hidden = model.forward(
+            ForwardInput {
+                embeddings,
+                positions: Tensor::<1, Int>::from_data(
+                    TensorData::new(positions, [batch * input_len]),
+                    &device,
+                )
+                .reshape([batch, input_len]),
+                key_mask: Some(bool_tensor(&flat_mask, batch, key_len, &device)),
+                prefix: conditioning.prefix.as_ref(),
+            },
+            cache.as_mut(),
+        );
+        let last = hidden.narrow(1, input_len - 1, 1);
+        let logits = model.logits(last);
+        let vocab = logits.dims()[2];
+        let logits: Vec<f32> = logits
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .map_err(|err| Error::Input(format!("cannot read logits: {err:?}")))?;
+
+        for row in 0..batch {
+            let next = if finished[row] {
+                config.pad_id
+            } else {
+                let token = choose_token(
+                    &logits[row * vocab..(row + 1) * vocab],
+                    config.sampling,
+                    &mut rng,
+                );
+                generated[row].push(token);
+                finished[row] = config.eos_id == Some(token);
+                token
+            };
+            tokens[row].push(i64::from(next));
+            masks[row].push(true);
+        }
+        if finished.iter().all(|&f| f) {
+            break;
+        }
+        if cache.is_some() {
+            new_from = tokens[0].len() - 1;
+        }
+    }
+    Ok(generated)
+}
+
+/// Picks the next token from one row of logits.
+pub fn choose_token(logits: &[f32], sampling: Sampling, rng: &mut impl Rng) -> u32 {
+    match sampling {
+        Sampling::Greedy => argmax(logits),
+        Sampling::Random {
+            temperature,
+            top_k,
+            top_p,
+        } => {
+            let mut candidates: Vec<(u32, f32)> = logits
+                .iter()
+                .enumerate()
+                .map(|(id, &logit)| (id as u32, logit / temperature))
+                .collect();
+            // Most likely first; equal logits keep id order so a seed is reproducible.
+            candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            if let Some(k) = top_k {
+                candidates.truncate(k.max(1));
+            }
+            let max = candidates[0].1;
+            let mut weights: Vec<f64> = candidates
+                .iter()
+                .map(|&(_, logit)| f64::from(logit - max).exp())
+                .collect();
+            let total: f64 = weights.iter().sum();
+            weights.iter_mut().for_each(|w| *w /= total);
+            if let Some(p) = top_p {
+                // Keep the smallest head of the ranking whose probability reaches p.
+                let mut mass = 0.0;
+                let keep = weights
+                    .iter()
+                    .position(|w| {
+                        mass += w;
+                        mass >= f64::from(p)
+                    })
+                    .map_or(weights.len(), |i| i + 1);
+                weights.truncate(keep);
+            }
+            let total: f64 = weights.iter().sum();
+            let mut draw = rng.random::<f64>() * total;
+            for (i, w) in weights.iter().enumerate() {
+                if draw < *w {
+                    return candidates[i].0;
+                }
+                draw -= w;
+            }
+            candidates[weights.len() - 1].0
+        }
+    }
+}
+
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &logit) in logits.iter().enumerate() {
+        if logit > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_many(logits: &[f32], sampling: Sampling) -> Vec<u32> {
+        let mut rng = StdRng::seed_from_u64(7);
+        (0..2000)
+            .map(|_| choose_token(logits, sampling, &mut rng))
+            .collect()
+    }
+
+    #[test]
+    fn greedy_takes_first_maximum() {
+        assert_eq!(
+            choose_token(
+                &[0.1, 3.0, 3.0, -1.0],
+                Sampling::Greedy,
+                &mut StdRng::seed_from_u64(0)
+            ),
+            1
+        );
+    }
+
+    #[test]
+    fn top_k_limits_candidates() {
+        let logits = [1.0, 4.0, 3.0, 2.0];
+        let sampling = Sampling::Random {
+            temperature: 1.0,
+            top_k: Some(2),
+            top_p: None,
+        };
+        let picks = sample_many(&logits, sampling);
+        assert!(picks.iter().all(|&t| t == 1 || t == 2));
+        assert!(picks.contains(&1) && picks.contains(&2));
+    }
+
+    #[test]
+    fn top_p_keeps_smallest_sufficient_head() {
+        // Probabilities ~[0.64, 0.24, 0.09, 0.03]: top_p 0.8 keeps the first two.
+        let logits = [3.0, 2.0, 1.0, 0.0];
+        let sampling = Sampling::Random {
+            temperature: 1.0,
+            top_k: None,
+            top_p: Some(0.8),
+        };
+        let picks = sample_many(&logits, sampling);
+        assert!(picks.iter().all(|&t| t <= 1), "{:?}", &picks[..20]);
+        assert!(picks.contains(&1));
+    }
+
+    #[test]
+    fn low_temperature_approaches_greedy_and_seed_repeats() {
+        let logits = [1.0, 1.5, 0.5];
+        let cold = Sampling::Random {
+            temperature: 0.01,
+            top_k: None,
+            top_p: None,
+        };
+        assert!(sample_many(&logits, cold).iter().all(|&t| t == 1));
+        let warm = Sampling::Random {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+        };
+        assert_eq!(sample_many(&logits, warm), sample_many(&logits, warm));
+    }
+}

@@ -1,0 +1,254 @@
+//! GPT-2 (Radford et al., 2019) as Burn modules, mirroring Hugging Face's `GPT2LMHeadModel`
+//! parameter for parameter so that its checkpoints load without conversion.
+//!
+//! The forward pass is split so adapters can take part: [`Gpt2::embed_tokens`] gives token
+//! embeddings that an adapter may extend (prompt tuning prepends its own), and
+//! [`Gpt2::forward`] takes those embeddings, explicit positions, an attention mask and optional
+//! per-layer prefix keys/values (prefix tuning), plus an optional [`KvCache`] for generation.
+
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
+    LinearConfig,
+};
+use burn::prelude::*;
+use burn::tensor::activation::gelu_approximate;
+use peft_core::{LayerKv, PrefixKv};
+
+use crate::attention::{CausalSelfAttention, score_bias};
+use crate::config::Gpt2Config;
+use crate::error::{Error, Result};
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub c_fc: Linear,
+    pub c_proj: Linear,
+    dropout: Dropout,
+}
+
+impl Mlp {
+    fn new(config: &Gpt2Config, device: &Device) -> Self {
+        Self {
+            c_fc: LinearConfig::new(config.n_embd, config.mlp_width()).init(device),
+            c_proj: LinearConfig::new(config.mlp_width(), config.n_embd).init(device),
+            dropout: DropoutConfig::new(config.resid_pdrop).init(),
+        }
+    }
+
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        // GPT-2's `gelu_new` is the tanh approximation of GELU.
+        let hidden = gelu_approximate(self.c_fc.forward(x));
+        self.dropout.forward(self.c_proj.forward(hidden))
+    }
+}
+
+/// One pre-LayerNorm transformer block.
+#[derive(Module, Debug)]
+pub struct Block {
+    pub ln_1: LayerNorm,
+    pub attn: CausalSelfAttention,
+    pub ln_2: LayerNorm,
+    pub mlp: Mlp,
+}
+
+impl Block {
+    fn new(config: &Gpt2Config, layer: usize, device: &Device) -> Self {
+        let norm = LayerNormConfig::new(config.n_embd).with_epsilon(config.layer_norm_epsilon);
+        Self {
+            ln_1: norm.init(device),
+            attn: CausalSelfAttention::new(config, layer, device),
+            ln_2: norm.init(device),
+            mlp: Mlp::new(config, device),
+        }
+    }
+
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        score_bias: Tensor<4>,
+        prefix: Option<&LayerKv>,
+        cache: Option<&mut Option<LayerKv>>,
+    ) -> Tensor<3> {
+        let x = x.clone()
+            + self
+                .attn
+                .forward(self.ln_1.forward(x), score_bias, prefix, cache);
+        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+    }
+}
+
+/// GPT-2 with its language-model head (tied to the token embedding `wte`).
+#[derive(Module, Debug)]
+pub struct Gpt2 {
+    /// Token embedding `[vocab, d]`; also the output projection.
+    pub wte: Embedding,
+    /// Learned position embedding `[n_positions, d]`.
+    pub wpe: Embedding,
+    pub h: Vec<Block>,
+    pub ln_f: LayerNorm,
+    dropout: Dropout,
+    n_positions: usize,
+}
+
+/// Everything a forward pass reads besides the weights.
+#[derive(Clone, Debug)]
+pub struct ForwardInput<'a> {
+    /// Input embeddings `[B, T, d]`: [`Gpt2::embed_tokens`], possibly with an adapter's
+    /// virtual-token embeddings prepended. Position embeddings are added by the model.
+    pub embeddings: Tensor<3>,
+    /// Position index of every input, `[B, T]`.
+    pub positions: Tensor<2, Int>,
+    /// Which keys are real tokens, `[B, prefix + past + T]` (Hugging Face's
+    /// `attention_mask`, prefix entries included); `None` means all of them.
+    pub key_mask: Option<Tensor<2, Bool>>,
+    /// Keys/values every query sees before its own tokens, one entry per layer.
+    pub prefix: Option<&'a PrefixKv>,
+}
+
+/// Keys and values of tokens already processed, one entry per layer.
+#[derive(Clone, Debug)]
+pub struct KvCache {
+    layers: Vec<Option<LayerKv>>,
+}
+
+impl KvCache {
+    pub fn new(n_layer: usize) -> Self {
+        Self {
+            layers: vec![None; n_layer],
+        }
+    }
+
+    /// Number of cached token positions.
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|layer| layer.as_ref())
+            .map_or(0, LayerKv::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps only the rows `keep` (for dropping finished sequences from a batch).
+    pub fn select_rows(&mut self, keep: Tensor<1, Int>) {
+        for kv in self.layers.iter_mut().flatten() {
+            *kv = LayerKv::new(
+                kv.key.clone().select(0, keep.clone()),
+                kv.value.clone().select(0, keep.clone()),
+            );
+        }
+    }
+}
+
+impl Gpt2 {
+    /// A randomly initialised model (weights are lazy: loading a checkpoint afterwards never
+    /// materialises the random ones).
+    pub fn new(config: &Gpt2Config, device: &Device) -> Self {
+        let d = config.n_embd;
+        Self {
+            wte: EmbeddingConfig::new(config.vocab_size, d).init(device),
+            wpe: EmbeddingConfig::new(config.n_positions, d).init(device),
+            h: (0..config.n_layer)
+                .map(|layer| Block::new(config, layer, device))
+                .collect(),
+            ln_f: LayerNormConfig::new(d)
+                .with_epsilon(config.layer_norm_epsilon)
+                .init(device),
+            dropout: DropoutConfig::new(config.embd_pdrop).init(),
+            n_positions: config.n_positions,
+        }
+    }
+
+    pub fn n_positions(&self) -> usize {
+        self.n_positions
+    }
+
+    pub fn n_layer(&self) -> usize {
+        self.h.len()
+    }
+
+    pub fn device(&self) -> Device {
+        self.wte.weight.device()
+    }
+
+    /// Fails when `len` positions (prefix, cached and new tokens together) exceed what the
+    /// learned position table covers.
+    pub fn check_fits(&self, len: usize) -> Result<()> {
+        if len > self.n_positions {
+            return Err(Error::Input(format!(
+                "sequence of {len} positions (virtual tokens included) is longer than the \
+                 model's {} positions; shorten the input or use fewer virtual tokens",
+                self.n_positions
+            )));
+        }
+        Ok(())
+    }
+
+    /// Token embeddings `[B, T, d]` for token ids `[B, T]`.
+    pub fn embed_tokens(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.wte.forward(ids)
+    }
+
+    /// Final hidden states `[B, T, d]` (after `ln_f`).
+    ///
+    /// Panics if the positions do not fit the model; user-facing callers check with
+    /// [`Gpt2::check_fits`] first.
+    pub fn forward(&self, input: ForwardInput<'_>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let [_, len, _] = input.embeddings.dims();
+        let prefix_len = input.prefix.map_or(0, PrefixKv::len);
+        let past_len = cache.as_deref().map_or(0, KvCache::len);
+        if let Err(err) = self.check_fits(prefix_len + past_len + len) {
+            panic!("{err}");
+        }
+        if let Some(prefix) = input.prefix {
+            assert_eq!(
+                prefix.layers.len(),
+                self.h.len(),
+                "prefix has {} layers, model has {}",
+                prefix.layers.len(),
+                self.h.len()
+            );
+        }
+
+        let device = input.embeddings.device();
+        let bias = score_bias(prefix_len, past_len, len, input.key_mask, &device);
+        let mut x = self
+            .dropout
+            .forward(input.embeddings + self.wpe.forward(input.positions));
+        for (layer, block) in self.h.iter().enumerate() {
+            let prefix = input.prefix.map(|p| &p.layers[layer]);
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[layer]);
+            x = block.forward(x, bias.clone(), prefix, slot);
+        }
+        self.ln_f.forward(x)
+    }
+
+    /// Next-token logits `[B, T, vocab]` from hidden states, through the tied `wte`.
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        hidden.matmul(self.wte.weight.val().transpose().unsqueeze_dim(0))
+    }
+
+    /// Logits for token ids `[B, T]`, with positions `0..T` and an optional padding mask —
+    /// the plain language model, as `GPT2LMHeadModel(input_ids, attention_mask)` computes it.
+    pub fn forward_ids(&self, ids: Tensor<2, Int>, key_mask: Option<Tensor<2, Bool>>) -> Tensor<3> {
+        let [batch, len] = ids.dims();
+        let positions = positions_from(0, batch, len, &ids.device());
+        let hidden = self.forward(
+            ForwardInput {
+                embeddings: self.embed_tokens(ids),
+                positions,
+                key_mask,
+                prefix: None,
+            },
+            None,
+        );
+        self.logits(hidden)
+    }
+}
+
+/// Positions `start, start+1, ...` for every row: `[batch, len]`.
+pub fn positions_from(start: usize, batch: usize, len: usize, device: &Device) -> Tensor<2, Int> {
+    Tensor::<1, Int>::arange(start as i64..(start + len) as i64, device)
+        .reshape([1, len])
+        .expand([batch, len])
+}

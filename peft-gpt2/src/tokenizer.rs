@@ -1,0 +1,120 @@
+//! GPT-2's byte-level BPE tokenizer, through the `tokenizers` crate.
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{AddedToken, Tokenizer};
+
+use crate::error::{Error, Result};
+
+/// GPT-2's only special token: end of text, also used as padding.
+pub const END_OF_TEXT: &str = "<|endoftext|>";
+
+#[derive(Clone)]
+pub struct Gpt2Tokenizer {
+    inner: Tokenizer,
+    eos_id: u32,
+}
+
+impl std::fmt::Debug for Gpt2Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpt2Tokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("eos_id", &self.eos_id)
+            .finish()
+    }
+}
+
+impl Gpt2Tokenizer {
+    /// Loads `tokenizer.json` from `dir`, or else builds the tokenizer from `vocab.json` and
+    /// `merges.txt` as GPT-2 defines it.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let json = dir.join("tokenizer.json");
+        if json.is_file() {
+            return Self::from_file(&json);
+        }
+        let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
+        if vocab.is_file() && merges.is_file() {
+            return Self::from_vocab_and_merges(&vocab, &merges);
+        }
+        Err(Error::Tokenizer {
+            path: dir.to_path_buf(),
+            message: "no tokenizer.json, nor vocab.json with merges.txt".into(),
+        })
+    }
+
+    /// Loads a `tokenizer.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let inner = Tokenizer::from_file(path).map_err(|err| tokenizer_error(path, err))?;
+        Self::with_eos(inner, path)
+    }
+
+    /// Builds the GPT-2 pipeline from its two classic files: byte-level pre-tokenisation
+    /// without a prefix space, BPE, and the byte-level decoder.
+    pub fn from_vocab_and_merges(vocab: &Path, merges: &Path) -> Result<Self> {
+        let bpe = BPE::from_file(&path_str(vocab)?, &path_str(merges)?)
+            .build()
+            .map_err(|err| tokenizer_error(vocab, err))?;
+        let mut inner = Tokenizer::new(bpe);
+        inner
+            .with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)))
+            .with_decoder(Some(ByteLevel::default()))
+            .with_post_processor(Some(ByteLevel::default().trim_offsets(false)));
+        inner.add_special_tokens(&[AddedToken::from(END_OF_TEXT, true)]);
+        Self::with_eos(inner, vocab)
+    }
+
+    fn with_eos(inner: Tokenizer, path: &Path) -> Result<Self> {
+        let eos_id = inner
+            .token_to_id(END_OF_TEXT)
+            .ok_or_else(|| Error::Tokenizer {
+                path: path.to_path_buf(),
+                message: format!("the vocabulary has no `{END_OF_TEXT}` token"),
+            })?;
+        Ok(Self { inner, eos_id })
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|err| Error::Input(format!("cannot tokenize text: {err}")))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, false)
+            .map_err(|err| Error::Input(format!("cannot decode token ids: {err}")))
+    }
+
+    /// The end-of-text token id, which is also GPT-2's padding id.
+    pub fn eos_id(&self) -> u32 {
+        self.eos_id
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+}
+
+fn path_str(path: &Path) -> Result<String> {
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Tokenizer {
+            path: PathBuf::from(path),
+            message: "path is not valid UTF-8".into(),
+        })
+}
+
+fn tokenizer_error(path: &Path, err: impl std::fmt::Display) -> Error {
+    Error::Tokenizer {
+        path: path.to_path_buf(),
+        message: err.to_string(),
+    }
+}
