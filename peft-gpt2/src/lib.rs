@@ -1,6 +1,7 @@
 //! GPT-2 on Burn: the model with prefix-aware attention, Hugging Face checkpoint and tokenizer
 //! loading, a causal-LM loss and generation with a KV cache.
 
+pub mod adapted;
 pub mod attention;
 pub mod batch;
 pub mod checkpoint;
@@ -11,6 +12,7 @@ pub mod loss;
 pub mod model;
 pub mod tokenizer;
 
+pub use adapted::{AdaptedGpt2, conditioned_labels};
 pub use batch::{PadSide, PaddedRows};
 pub use checkpoint::{ModelFiles, load_pretrained, load_weights};
 pub use config::Gpt2Config;

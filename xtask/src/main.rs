@@ -21,6 +21,9 @@ struct Cli {
 enum Task {
     /// Regenerate the tiny GPT-2 checkpoints and Hugging Face reference outputs in `fixtures/`.
     Fixtures,
+    /// Save an adapter of each kind from Rust (`fixtures/rust-adapters/`), then load each in
+    /// Python's `peft` and compare losses; writes `fixtures/rust-adapters/peft_check.txt`.
+    PeftCheck,
     /// Print the reference virtual environment's Python (creating the venv if needed).
     ReferencePython,
 }
@@ -31,6 +34,20 @@ fn main() -> Result<()> {
         Task::Fixtures => {
             let python = reference_python(&root)?;
             run(Command::new(python).arg(root.join("scripts/reference/make_fixtures.py")))
+        }
+        Task::PeftCheck => {
+            run(Command::new(env!("CARGO")).current_dir(&root).args([
+                "run",
+                "--quiet",
+                "-p",
+                "peft-gpt2",
+                "--example",
+                "export_adapters",
+            ]))?;
+            let python = reference_python(&root)?;
+            run(Command::new(python)
+                .arg(root.join("scripts/reference/make_fixtures.py"))
+                .arg("--check-rust-adapters"))
         }
         Task::ReferencePython => {
             println!("{}", reference_python(&root)?.display());

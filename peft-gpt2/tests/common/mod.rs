@@ -36,8 +36,11 @@ pub struct Reference {
 
 impl Reference {
     pub fn load(model: &str) -> Self {
-        let path = fixtures().join(model).join("reference.safetensors");
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Self::load_path(&fixtures().join(model).join("reference.safetensors"))
+    }
+
+    pub fn load_path(path: &std::path::Path) -> Self {
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
         let metadata = meta.metadata().clone().unwrap_or_default();
         let file = SafeTensors::deserialize(&bytes).unwrap();

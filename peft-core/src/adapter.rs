@@ -1,0 +1,344 @@
+//! The [`Adapter`] trait and the two adapters of this crate, with PEFT-format save and load.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::tensor::DType;
+use safetensors::SafeTensors;
+use safetensors::tensor::TensorView;
+
+use crate::conditioning::Conditioning;
+use crate::config::{ModelShape, PeftConfig};
+use crate::prefix_tuning::PrefixEncoder;
+use crate::prompt_tuning::PromptEncoder;
+
+/// PEFT's file names inside an adapter directory.
+pub const CONFIG_FILE: &str = "adapter_config.json";
+pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+/// Our own file beside them, for a projected prefix: its embedding and MLP as trained, so that
+/// training can resume (PEFT saves only the projected table). Python's `peft` ignores it.
+pub const NATIVE_FILE: &str = "peft_rs_adapter.safetensors";
+/// The one tensor PEFT saves for prompt learning methods.
+pub const PEFT_TENSOR: &str = "prompt_embeddings";
+
+/// What any adapter gives a frozen model.
+///
+/// A model integration only consumes [`Conditioning`]; a new kind of adapter (P-tuning, say)
+/// implements this trait and needs no change to the model.
+pub trait Adapter {
+    /// The PEFT config this adapter saves as `adapter_config.json`.
+    fn peft_config(&self) -> &PeftConfig;
+    /// Virtual-token embeddings and/or prefix keys/values for one forward pass, computed once
+    /// and shared by every row of the batch.
+    fn conditioning(&self) -> Conditioning;
+    fn num_virtual_tokens(&self) -> usize;
+    fn num_trainable_params(&self) -> usize;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Format { path: PathBuf, message: String },
+    #[error(
+        "the adapter in {path} was made for a model with {adapter}, but this model has {model}; \
+         use the base model it was trained on"
+    )]
+    ShapeMismatch {
+        path: PathBuf,
+        adapter: ModelShape,
+        model: ModelShape,
+    },
+}
+
+pub type AdapterResult<T> = Result<T, AdapterError>;
+
+/// The trainable part of an adapter.
+// One value per adapter, never in a hot collection; boxing would hide the variant from
+// Burn's Module derive.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum AdapterModule {
+    Prompt(PromptEncoder),
+    Prefix(PrefixEncoder),
+}
+
+/// An adapter with its PEFT config: what is trained, saved, loaded and applied.
+#[derive(Module, Debug)]
+pub struct PeftAdapter {
+    pub module: AdapterModule,
+    #[module(skip)]
+    pub config: PeftConfig,
+}
+
+impl Adapter for PeftAdapter {
+    fn peft_config(&self) -> &PeftConfig {
+        &self.config
+    }
+
+    fn conditioning(&self) -> Conditioning {
+        match &self.module {
+            AdapterModule::Prompt(prompt) => Conditioning {
+                prompt: Some(prompt.forward()),
+                prefix: None,
+            },
+            AdapterModule::Prefix(prefix) => Conditioning {
+                prompt: None,
+                prefix: Some(prefix.forward(self.config.base().shape())),
+            },
+        }
+    }
+
+    fn num_virtual_tokens(&self) -> usize {
+        self.config.base().num_virtual_tokens
+    }
+
+    fn num_trainable_params(&self) -> usize {
+        self.num_params()
+    }
+}
+
+impl PeftAdapter {
+    /// The table PEFT saves as `prompt_embeddings`: the prompt, or the (projected) prefix.
+    pub fn peft_table(&self) -> Tensor<2> {
+        match &self.module {
+            AdapterModule::Prompt(prompt) => prompt.embedding.val(),
+            AdapterModule::Prefix(prefix) => prefix.table(),
+        }
+    }
+
+    /// Writes the adapter as PEFT does (`adapter_config.json`, `adapter_model.safetensors`)
+    /// plus the native checkpoint. Each file is written to a temporary name and renamed, so an
+    /// interrupted save never leaves a half-written adapter behind.
+    pub fn save(&self, dir: &Path) -> AdapterResult<()> {
+        std::fs::create_dir_all(dir).map_err(|source| AdapterError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        // PEFT marks saved adapters inference-only; for a projected prefix that is what makes
+        // it read the saved table as already projected.
+        let mut config = self.config.clone();
+        config.base_mut().inference_mode = true;
+        let json = serde_json::to_string_pretty(&config).expect("configs serialise");
+        write_atomically(&dir.join(CONFIG_FILE), json.as_bytes())?;
+
+        let table = self.peft_table();
+        let shape = table.dims().to_vec();
+        let values: Vec<f32> = table
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .map_err(|err| format_error(dir, format!("cannot read the adapter table: {err:?}")))?;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = TensorView::new(safetensors::Dtype::F32, shape, &bytes)
+            .expect("shape matches the data");
+        let encoded = safetensors::serialize([(PEFT_TENSOR, view)], None)
+            .map_err(|err| format_error(dir, err.to_string()))?;
+        write_atomically(&dir.join(WEIGHTS_FILE), &encoded)?;
+
+        let native_path = dir.join(NATIVE_FILE);
+        if !self.has_reparameterisation() {
+            // The PEFT table is the whole adapter; drop a stale native file from an earlier save.
+            return match std::fs::remove_file(&native_path) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(AdapterError::Io {
+                    path: native_path,
+                    source: err,
+                }),
+                _ => Ok(()),
+            };
+        }
+        let mut store = SafetensorsStore::from_bytes(None);
+        self.save_into(&mut store)
+            .map_err(|err| format_error(dir, err.to_string()))?;
+        let native = store
+            .get_bytes()
+            .map_err(|err| format_error(dir, err.to_string()))?;
+        write_atomically(&native_path, &native)
+    }
+
+    /// Whether the trainable parameters are more than the table PEFT saves.
+    pub fn has_reparameterisation(&self) -> bool {
+        matches!(
+            self.module,
+            AdapterModule::Prefix(PrefixEncoder::Projected(_))
+        )
+    }
+
+    /// Loads an adapter directory written here or by PEFT's `save_pretrained`, for a model of
+    /// `shape`.
+    ///
+    /// A projected prefix with its native checkpoint comes back trainable, MLP included;
+    /// otherwise the PEFT table is loaded, which for a projected prefix is the projected
+    /// result, ready for inference.
+    pub fn load(dir: &Path, shape: ModelShape, device: &Device) -> AdapterResult<Self> {
+        let config_path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&config_path).map_err(|source| AdapterError::Io {
+            path: config_path.clone(),
+            source,
+        })?;
+        let config: PeftConfig = serde_json::from_str(&text).map_err(|err| {
+            format_error(
+                &config_path,
+                format!("not a PEFT prompt/prefix tuning config: {err}"),
+            )
+        })?;
+        check_config(&config, shape, &config_path)?;
+
+        let native_path = dir.join(NATIVE_FILE);
+        let projected = matches!(&config, PeftConfig::PrefixTuning(c) if c.prefix_projection);
+        if projected && native_path.is_file() {
+            let mut adapter = Self::untrained(&config, device);
+            let mut store = SafetensorsStore::from_file(&native_path);
+            adapter
+                .load_from(&mut store)
+                .map_err(|err| format_error(&native_path, err.to_string()))?;
+            return Ok(adapter);
+        }
+
+        let weights_path = dir.join(WEIGHTS_FILE);
+        let table = read_peft_table(&weights_path, device)?;
+        let base = config.base();
+        let expected_width = match &config {
+            PeftConfig::PromptTuning(_) => base.token_dim,
+            PeftConfig::PrefixTuning(_) => base.num_layers * 2 * base.token_dim,
+        };
+        let expected = [
+            base.num_virtual_tokens * base.num_transformer_submodules,
+            expected_width,
+        ];
+        if table.dims() != expected {
+            return Err(format_error(
+                &weights_path,
+                format!(
+                    "`{PEFT_TENSOR}` has shape {:?}, but {CONFIG_FILE} implies {expected:?}",
+                    table.dims()
+                ),
+            ));
+        }
+        let module = match &config {
+            PeftConfig::PromptTuning(_) => AdapterModule::Prompt(PromptEncoder::from_table(table)),
+            PeftConfig::PrefixTuning(_) => AdapterModule::Prefix(PrefixEncoder::Direct(
+                burn::module::Param::from_tensor(table),
+            )),
+        };
+        Ok(Self { module, config })
+    }
+
+    /// A freshly initialised adapter of `config`'s kind and shape, to load parameters into.
+    fn untrained(config: &PeftConfig, device: &Device) -> Self {
+        let base = config.base();
+        let module = match config {
+            PeftConfig::PromptTuning(_) => AdapterModule::Prompt(PromptEncoder::new(
+                base.num_virtual_tokens,
+                base.token_dim,
+                crate::prompt_tuning::PromptInit::Random { std: 1.0 },
+                0.0,
+                device,
+            )),
+            PeftConfig::PrefixTuning(prefix) => {
+                AdapterModule::Prefix(match prefix.encoder_hidden_size {
+                    Some(hidden) if prefix.prefix_projection => PrefixEncoder::projected(
+                        base.num_virtual_tokens,
+                        base.shape(),
+                        hidden,
+                        device,
+                    ),
+                    _ => PrefixEncoder::direct(base.num_virtual_tokens, base.shape(), device),
+                })
+            }
+        };
+        Self {
+            module,
+            config: config.clone(),
+        }
+    }
+}
+
+/// Checks what `adapter_config.json` says against the model it is loaded into.
+fn check_config(config: &PeftConfig, shape: ModelShape, path: &Path) -> AdapterResult<()> {
+    let base = config.base();
+    if base.task_type != crate::config::CAUSAL_LM {
+        return Err(format_error(
+            path,
+            format!(
+                "task_type `{}` is not supported; only CAUSAL_LM",
+                base.task_type
+            ),
+        ));
+    }
+    if base.num_transformer_submodules != 1 {
+        return Err(format_error(
+            path,
+            "num_transformer_submodules must be 1 for a decoder-only model".into(),
+        ));
+    }
+    if base.shape() != shape {
+        return Err(AdapterError::ShapeMismatch {
+            path: path.to_path_buf(),
+            adapter: base.shape(),
+            model: shape,
+        });
+    }
+    Ok(())
+}
+
+/// Reads `prompt_embeddings` from a PEFT `adapter_model.safetensors` as f32.
+fn read_peft_table(path: &Path, device: &Device) -> AdapterResult<Tensor<2>> {
+    let bytes = std::fs::read(path).map_err(|source| AdapterError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file =
+        SafeTensors::deserialize(&bytes).map_err(|err| format_error(path, err.to_string()))?;
+    let view = file.tensor(PEFT_TENSOR).map_err(|_| {
+        format_error(
+            path,
+            format!("no `{PEFT_TENSOR}` tensor; is this a prompt or prefix tuning adapter?"),
+        )
+    })?;
+    let dtype = match view.dtype() {
+        safetensors::Dtype::F32 => DType::F32,
+        safetensors::Dtype::F16 => DType::F16,
+        safetensors::Dtype::BF16 => DType::BF16,
+        other => {
+            return Err(format_error(
+                path,
+                format!("`{PEFT_TENSOR}` has dtype {other:?}; expected F32, F16 or BF16"),
+            ));
+        }
+    };
+    let shape = view.shape().to_vec();
+    if shape.len() != 2 {
+        return Err(format_error(
+            path,
+            format!("`{PEFT_TENSOR}` has shape {shape:?}; expected two dimensions"),
+        ));
+    }
+    let data = TensorData::from_bytes_vec(view.data().to_vec(), shape, dtype).convert::<f32>();
+    Ok(Tensor::from_data(data, device))
+}
+
+fn format_error(path: &Path, message: String) -> AdapterError {
+    AdapterError::Format {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+/// Writes `path` through a temporary file in the same directory and a rename, so readers see
+/// either the old file or the complete new one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> AdapterResult<()> {
+    let io_error = |source| AdapterError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".partial");
+    let temporary = PathBuf::from(temporary);
+    std::fs::write(&temporary, bytes).map_err(io_error)?;
+    std::fs::rename(&temporary, path).map_err(io_error)
+}

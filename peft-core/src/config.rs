@@ -1,0 +1,158 @@
+//! Adapter configurations in Hugging Face PEFT's `adapter_config.json` format.
+//!
+//! Field names and values are PEFT's, so a config written here loads in Python's `peft` and
+//! one written there loads here. Keys this crate does not interpret (`auto_mapping`,
+//! `peft_version`, ...) are kept and written back unchanged.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The only task type these adapters serve: decoder-only language models.
+pub const CAUSAL_LM: &str = "CAUSAL_LM";
+
+/// What PEFT's `PromptLearningConfig` (and its `PeftConfigMixin`) holds for every
+/// prompt-learning method.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PromptLearningConfig {
+    pub task_type: String,
+    #[serde(default)]
+    pub base_model_name_or_path: Option<String>,
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// PEFT's flag for a frozen, inference-only adapter; for a projected prefix it also means
+    /// the saved table is already projected.
+    #[serde(default)]
+    pub inference_mode: bool,
+    pub num_virtual_tokens: usize,
+    /// The model width (`n_embd`).
+    pub token_dim: usize,
+    /// 1 for decoder-only models.
+    #[serde(default = "one")]
+    pub num_transformer_submodules: usize,
+    pub num_attention_heads: usize,
+    pub num_layers: usize,
+    /// Every other key of the file, written back as it was read.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl PromptLearningConfig {
+    /// A config for a model of the given shape.
+    pub fn new(num_virtual_tokens: usize, shape: ModelShape) -> Self {
+        Self {
+            task_type: CAUSAL_LM.into(),
+            base_model_name_or_path: None,
+            revision: None,
+            inference_mode: false,
+            num_virtual_tokens,
+            token_dim: shape.d_model,
+            num_transformer_submodules: 1,
+            num_attention_heads: shape.n_head,
+            num_layers: shape.n_layer,
+            other: BTreeMap::new(),
+        }
+    }
+
+    /// Records the base model's name or path, as PEFT's `base_model_name_or_path`.
+    pub fn for_base_model(mut self, name: impl Into<String>) -> Self {
+        self.base_model_name_or_path = Some(name.into());
+        self
+    }
+
+    pub fn shape(&self) -> ModelShape {
+        ModelShape {
+            d_model: self.token_dim,
+            n_layer: self.num_layers,
+            n_head: self.num_attention_heads,
+        }
+    }
+}
+
+/// How PEFT initialises a soft prompt (`prompt_tuning_init`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PromptTuningInit {
+    Random,
+    Text,
+    SampleVocab,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PromptTuningConfig {
+    #[serde(flatten)]
+    pub base: PromptLearningConfig,
+    pub prompt_tuning_init: PromptTuningInit,
+    #[serde(default)]
+    pub prompt_tuning_init_text: Option<String>,
+    #[serde(default)]
+    pub tokenizer_name_or_path: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrefixTuningConfig {
+    #[serde(flatten)]
+    pub base: PromptLearningConfig,
+    /// Hidden width of the reparameterisation MLP (PEFT's `prefix_projection`).
+    #[serde(default)]
+    pub encoder_hidden_size: Option<usize>,
+    #[serde(default)]
+    pub prefix_projection: bool,
+}
+
+/// An `adapter_config.json`, by its `peft_type`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "peft_type")]
+pub enum PeftConfig {
+    #[serde(rename = "PROMPT_TUNING")]
+    PromptTuning(PromptTuningConfig),
+    #[serde(rename = "PREFIX_TUNING")]
+    PrefixTuning(PrefixTuningConfig),
+}
+
+impl PeftConfig {
+    pub fn base(&self) -> &PromptLearningConfig {
+        match self {
+            PeftConfig::PromptTuning(c) => &c.base,
+            PeftConfig::PrefixTuning(c) => &c.base,
+        }
+    }
+
+    pub fn base_mut(&mut self) -> &mut PromptLearningConfig {
+        match self {
+            PeftConfig::PromptTuning(c) => &mut c.base,
+            PeftConfig::PrefixTuning(c) => &mut c.base,
+        }
+    }
+
+    /// PEFT's name for the method.
+    pub fn peft_type(&self) -> &'static str {
+        match self {
+            PeftConfig::PromptTuning(_) => "PROMPT_TUNING",
+            PeftConfig::PrefixTuning(_) => "PREFIX_TUNING",
+        }
+    }
+}
+
+/// The dimensions of a transformer that an adapter must agree with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelShape {
+    pub d_model: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+}
+
+impl std::fmt::Display for ModelShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "d_model {}, {} layers, {} heads",
+            self.d_model, self.n_layer, self.n_head
+        )
+    }
+}

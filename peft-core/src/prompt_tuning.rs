@@ -1,0 +1,83 @@
+//! Prompt tuning (Lester et al., 2021): `p` trainable embeddings prepended to the input.
+
+use burn::module::Param;
+use burn::nn::{Dropout, DropoutConfig};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+
+/// How the soft prompt starts.
+#[derive(Clone, Debug)]
+pub enum PromptInit {
+    /// Normal noise with this standard deviation (PEFT's `RANDOM` uses `nn.Embedding`'s 1.0).
+    Random { std: f64 },
+    /// Rows of the model's token-embedding table `[vocab, d]`, chosen uniformly at random with
+    /// the device's seed (PEFT's `SAMPLE_VOCAB`).
+    SampleVocab { token_embeddings: Tensor<2> },
+    /// The embeddings of an init text's tokens, `[n, d]`, repeated or cut to `p` rows
+    /// (PEFT's `TEXT`).
+    Text { text_embeddings: Tensor<2> },
+    /// A copy of an existing prompt `[p, d]` (transfer from another task).
+    From { prompt: Tensor<2> },
+}
+
+#[derive(Module, Debug)]
+pub struct PromptEncoder {
+    /// The soft prompt, `[p, d]`; PEFT saves it as `prompt_embeddings`.
+    pub embedding: Param<Tensor<2>>,
+    dropout: Dropout,
+}
+
+impl PromptEncoder {
+    pub fn new(
+        num_virtual_tokens: usize,
+        d_model: usize,
+        init: PromptInit,
+        dropout: f64,
+        device: &Device,
+    ) -> Self {
+        let (p, d) = (num_virtual_tokens, d_model);
+        let table = match init {
+            PromptInit::Random { std } => {
+                Tensor::random([p, d], Distribution::Normal(0.0, std), device)
+            }
+            PromptInit::SampleVocab { token_embeddings } => {
+                let vocab = token_embeddings.dims()[0];
+                let rows =
+                    Tensor::<1>::random([p], Distribution::Uniform(0.0, vocab as f64), device)
+                        .int()
+                        .clamp(0, vocab as i64 - 1);
+                token_embeddings.select(0, rows)
+            }
+            PromptInit::Text { text_embeddings } => {
+                let n = text_embeddings.dims()[0];
+                assert!(n > 0, "the init text has no tokens");
+                let rows: Vec<i64> = (0..p).map(|i| (i % n) as i64).collect();
+                let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [p]), device);
+                text_embeddings.select(0, rows)
+            }
+            PromptInit::From { prompt } => prompt,
+        };
+        assert_eq!(table.dims(), [p, d], "initial prompt has the wrong shape");
+        Self {
+            embedding: Param::from_tensor(table.detach()),
+            dropout: DropoutConfig::new(dropout).init(),
+        }
+    }
+
+    /// Loads a trained prompt `[p, d]`.
+    pub fn from_table(table: Tensor<2>) -> Self {
+        Self {
+            embedding: Param::from_tensor(table),
+            dropout: DropoutConfig::new(0.0).init(),
+        }
+    }
+
+    /// The prompt as a batch of one, `[1, p, d]`, broadcast over the batch by the model.
+    pub fn forward(&self) -> Tensor<3> {
+        self.dropout.forward(self.embedding.val()).unsqueeze_dim(0)
+    }
+
+    pub fn num_virtual_tokens(&self) -> usize {
+        self.embedding.dims()[0]
+    }
+}

@@ -1,0 +1,118 @@
+//! GPT-2 under an adapter's [`Conditioning`], with Hugging Face PEFT's semantics:
+//!
+//! - prompt tuning: the virtual tokens are prepended to the input embeddings and take positions
+//!   `0..p`, the real tokens `p, p+1, ...`; the logits cover the virtual positions too, and the
+//!   labels get `p` ignored entries in front (so the last virtual token predicts the first real
+//!   one, as in PEFT);
+//! - prefix tuning: the prefix is `p` past keys/values at every layer; real tokens take
+//!   positions `p, p+1, ...` and the logits cover only them.
+//!
+//! In both cases the attention mask gets `p` ones in front.
+
+use burn::prelude::*;
+use peft_core::{Adapter, Conditioning, ParameterCount, PeftAdapter};
+
+use crate::loss::IGNORE_INDEX;
+use crate::model::{ForwardInput, Gpt2, positions_from};
+
+impl Gpt2 {
+    /// Logits `[B, prompt + T, vocab]` for token ids `[B, T]` (right-padded, `mask` true for
+    /// real tokens) under `conditioning`.
+    pub fn forward_conditioned(
+        &self,
+        ids: Tensor<2, Int>,
+        mask: Option<Tensor<2, Bool>>,
+        conditioning: &Conditioning,
+    ) -> Tensor<3> {
+        let [batch, len] = ids.dims();
+        let device = ids.device();
+        let (prompt_len, prefix_len) = (conditioning.prompt_len(), conditioning.prefix_len());
+        let mut embeddings = self.embed_tokens(ids);
+        if let Some(prompt) = &conditioning.prompt {
+            let [_, p, d] = prompt.dims();
+            embeddings = Tensor::cat(vec![prompt.clone().expand([batch, p, d]), embeddings], 1);
+        }
+        let virtual_len = prefix_len + prompt_len;
+        let key_mask = mask.map(|mask| {
+            if virtual_len == 0 {
+                return mask;
+            }
+            let always = vec![true; batch * virtual_len];
+            let always = Tensor::<1, Bool>::from_data(
+                TensorData::new(always, [batch * virtual_len]),
+                &device,
+            )
+            .reshape([batch, virtual_len]);
+            Tensor::cat(vec![always, mask], 1)
+        });
+        let hidden = self.forward(
+            ForwardInput {
+                embeddings,
+                positions: positions_from(prefix_len, batch, prompt_len + len, &device),
+                key_mask,
+                prefix: conditioning.prefix.as_ref(),
+            },
+            None,
+        );
+        self.logits(hidden)
+    }
+}
+
+/// Labels aligned with [`Gpt2::forward_conditioned`]'s logits: `prompt_len` ignored entries
+/// in front of `labels` `[B, T]`.
+pub fn conditioned_labels(labels: Tensor<2, Int>, conditioning: &Conditioning) -> Tensor<2, Int> {
+    let prompt_len = conditioning.prompt_len();
+    if prompt_len == 0 {
+        return labels;
+    }
+    let [batch, _] = labels.dims();
+    let ignored = Tensor::<2, Int>::full([batch, prompt_len], IGNORE_INDEX, &labels.device());
+    Tensor::cat(vec![ignored, labels], 1)
+}
+
+/// A frozen GPT-2 with an optional adapter: the module that is trained (only the adapter's
+/// parameters require gradients) and evaluated.
+#[derive(Module, Debug)]
+pub struct AdaptedGpt2 {
+    pub base: Gpt2,
+    pub adapter: Option<PeftAdapter>,
+}
+
+impl AdaptedGpt2 {
+    /// Freezes `base` (no gradients, no weight updates) and attaches `adapter`.
+    pub fn new(base: Gpt2, adapter: Option<PeftAdapter>) -> Self {
+        Self {
+            base: base.freeze(),
+            adapter,
+        }
+    }
+
+    /// The adapter's conditioning for one forward pass (nothing without an adapter).
+    pub fn conditioning(&self) -> Conditioning {
+        self.adapter
+            .as_ref()
+            .map_or_else(Conditioning::none, Adapter::conditioning)
+    }
+
+    /// Logits `[B, virtual + T, vocab]` and the labels aligned with them, for right-padded ids
+    /// `[B, T]` whose loss targets are `labels` (`IGNORE_INDEX` where nothing is predicted).
+    pub fn forward(
+        &self,
+        ids: Tensor<2, Int>,
+        mask: Option<Tensor<2, Bool>>,
+        labels: Tensor<2, Int>,
+    ) -> (Tensor<3>, Tensor<2, Int>) {
+        let conditioning = self.conditioning();
+        let logits = self.base.forward_conditioned(ids, mask, &conditioning);
+        (logits, conditioned_labels(labels, &conditioning))
+    }
+
+    /// Trainable and total parameters, as PEFT's `print_trainable_parameters` counts them.
+    pub fn parameter_count(&self) -> ParameterCount {
+        let adapter = self
+            .adapter
+            .as_ref()
+            .map_or(0, Adapter::num_trainable_params);
+        ParameterCount::adapter_on(self.base.num_params(), adapter)
+    }
+}

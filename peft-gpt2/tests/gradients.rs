@@ -1,0 +1,174 @@
+//! Training an adapter touches only the adapter: after `backward` only its parameters have
+//! gradients, and an optimizer step leaves every base weight bit-identical.
+
+mod common;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::Gradients;
+use common::*;
+use peft_core::{
+    AdapterModule, Backend, ModelShape, PeftAdapter, PeftConfig, PrefixEncoder, PrefixTuningConfig,
+    PromptEncoder, PromptInit, PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
+};
+use peft_gpt2::loss::{IGNORE_INDEX, mean_loss};
+use peft_gpt2::{AdaptedGpt2, load_pretrained};
+
+/// Which parameters of a module have a gradient.
+struct GradientPresence<'a> {
+    grads: &'a Gradients,
+    with: usize,
+    without: usize,
+}
+
+impl ModuleVisitor for GradientPresence<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        match param.val().grad(self.grads) {
+            Some(_) => self.with += 1,
+            None => self.without += 1,
+        }
+    }
+}
+
+/// Every float parameter's id and values.
+#[derive(Default)]
+struct Snapshot(Vec<(ParamId, TensorData)>);
+
+impl ModuleVisitor for Snapshot {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0.push((param.id, param.val().into_data()));
+    }
+}
+
+/// How many parameters of `module` have a gradient in `grads`, and how many do not.
+fn gradient_presence(module: &impl Module, grads: &Gradients) -> (usize, usize) {
+    let mut presence = GradientPresence {
+        grads,
+        with: 0,
+        without: 0,
+    };
+    module.visit(&mut presence);
+    (presence.with, presence.without)
+}
+
+fn snapshot(module: &impl Module) -> Vec<(ParamId, TensorData)> {
+    let mut snapshot = Snapshot::default();
+    module.visit(&mut snapshot);
+    snapshot.0
+}
+
+fn adapters(
+    shape: ModelShape,
+    token_embeddings: Tensor<2>,
+    device: &Device,
+) -> Vec<(&'static str, PeftAdapter)> {
+    let prompt_config = PeftConfig::PromptTuning(PromptTuningConfig {
+        base: PromptLearningConfig::new(4, shape),
+        prompt_tuning_init: PromptTuningInit::SampleVocab,
+        prompt_tuning_init_text: None,
+        tokenizer_name_or_path: None,
+    });
+    let prefix_config = |projection: bool| {
+        PeftConfig::PrefixTuning(PrefixTuningConfig {
+            base: PromptLearningConfig::new(3, shape),
+            encoder_hidden_size: projection.then_some(16),
+            prefix_projection: projection,
+        })
+    };
+    vec![
+        (
+            "prompt",
+            PeftAdapter {
+                module: AdapterModule::Prompt(PromptEncoder::new(
+                    4,
+                    shape.d_model,
+                    PromptInit::SampleVocab { token_embeddings },
+                    0.0,
+                    device,
+                )),
+                config: prompt_config,
+            },
+        ),
+        (
+            "prefix",
+            PeftAdapter {
+                module: AdapterModule::Prefix(PrefixEncoder::direct(3, shape, device)),
+                config: prefix_config(false),
+            },
+        ),
+        (
+            "prefix-projection",
+            PeftAdapter {
+                module: AdapterModule::Prefix(PrefixEncoder::projected(3, shape, 16, device)),
+                config: prefix_config(true),
+            },
+        ),
+    ]
+}
+
+#[test]
+fn only_adapter_parameters_get_gradients_and_change() {
+    let device = Backend::Flex.device().unwrap().autodiff();
+    let (gpt2, config, _) =
+        load_pretrained(fixtures().join("tiny-gpt2").to_str().unwrap(), &device).unwrap();
+    let shape = ModelShape {
+        d_model: config.n_embd,
+        n_layer: config.n_layer,
+        n_head: config.n_head,
+    };
+    let reference = Reference::load("tiny-gpt2");
+    let ids = reference.int_tensor("batch.ids", &device);
+    let mask = reference.mask_tensor("batch.mask", &device);
+    let labels = ids.clone().mask_fill(mask.clone().bool_not(), IGNORE_INDEX);
+
+    let token_embeddings = gpt2.wte.weight.val().detach();
+    for (name, adapter) in adapters(shape, token_embeddings, &device) {
+        let model = AdaptedGpt2::new(gpt2.clone(), Some(adapter));
+        let base_before = snapshot(&model.base);
+        let adapter_before = snapshot(model.adapter.as_ref().unwrap());
+
+        let (logits, aligned) = model.forward(ids.clone(), Some(mask.clone()), labels.clone());
+        let grads = mean_loss(logits, aligned).backward();
+        let (base_with, base_without) = gradient_presence(&model.base, &grads);
+        assert_eq!(
+            base_with, 0,
+            "{name}: {base_with} base parameters got gradients"
+        );
+        assert!(base_without > 0);
+        let (adapter_with, adapter_without) =
+            gradient_presence(model.adapter.as_ref().unwrap(), &grads);
+        assert_eq!(
+            adapter_without, 0,
+            "{name}: adapter parameters without gradients"
+        );
+
+        let grads = GradientsParams::from_grads(grads, &model);
+        assert_eq!(
+            grads.len(),
+            adapter_with,
+            "{name}: optimizer sees non-adapter gradients"
+        );
+        let mut optimizer = AdamWConfig::new().init();
+        let stepped = optimizer.step(1e-2, model, grads);
+
+        let base_after = snapshot(&stepped.base);
+        assert_eq!(base_after.len(), base_before.len());
+        for ((id, before), (id_after, after)) in base_before.iter().zip(&base_after) {
+            assert_eq!(id, id_after);
+            assert_eq!(
+                before.as_bytes(),
+                after.as_bytes(),
+                "{name}: base parameter {id} changed"
+            );
+        }
+        let adapter_after = snapshot(stepped.adapter.as_ref().unwrap());
+        for ((id, before), (_, after)) in adapter_before.iter().zip(&adapter_after) {
+            assert_ne!(
+                before.as_bytes(),
+                after.as_bytes(),
+                "{name}: adapter parameter {id} did not move"
+            );
+        }
+    }
+}
