@@ -38,7 +38,7 @@ pub trait Adapter {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
-    #[error("cannot read {path}: {source}")]
+    #[error("{path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

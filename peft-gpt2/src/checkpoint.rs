@@ -293,3 +293,38 @@ pub fn load_pretrained(model: &str, device: &Device) -> Result<(Gpt2, Gpt2Config
     let gpt2 = load_weights(Gpt2::new(&config, device), &files.weights)?;
     Ok((gpt2, config, files))
 }
+
+/// Writes `model` as a Hugging Face GPT-2 checkpoint: `config.json` and `model.safetensors`
+/// with the hub's tensor names (no `transformer.` prefix), loadable by
+/// `GPT2LMHeadModel.from_pretrained` and by [`load_pretrained`].
+pub fn save_pretrained(model: &Gpt2, config: &Gpt2Config, dir: &Path) -> Result<()> {
+    let io_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let mut json = serde_json::to_value(config).expect("configs serialise");
+    json["model_type"] = "gpt2".into();
+    json["architectures"] = serde_json::json!(["GPT2LMHeadModel"]);
+    json["n_ctx"] = config.n_positions.into();
+    let config_path = dir.join(CONFIG_FILE);
+    std::fs::write(
+        &config_path,
+        serde_json::to_string_pretty(&json).expect("json"),
+    )
+    .map_err(io_error(&config_path))?;
+
+    let weights_path = dir.join(SAFETENSORS_FILE);
+    let mut store = SafetensorsStore::from_file(&weights_path)
+        .overwrite(true)
+        // Parameters only (not dropout flags), named as Hugging Face names them.
+        .with_regex(r"(weight|bias|gamma|beta)$")
+        .with_key_remapping(r"(ln_[12f])\.gamma$", "$1.weight")
+        .with_key_remapping(r"(ln_[12f])\.beta$", "$1.bias");
+    model
+        .save_into(&mut store)
+        .map_err(|err| Error::Checkpoint {
+            path: weights_path.clone(),
+            message: err.to_string(),
+        })
+}

@@ -14,7 +14,7 @@ pub mod tokenizer;
 
 pub use adapted::{AdaptedGpt2, conditioned_labels};
 pub use batch::{PadSide, PaddedRows};
-pub use checkpoint::{ModelFiles, load_pretrained, load_weights};
+pub use checkpoint::{ModelFiles, load_pretrained, load_weights, save_pretrained};
 pub use config::Gpt2Config;
 pub use error::{Error, Result};
 pub use generate::{GenerationConfig, Sampling, generate};

@@ -130,3 +130,19 @@ fn malformed_config_names_the_file() {
     assert!(matches!(err, Error::Config { .. }), "{err}");
     assert!(err.to_string().contains("config.json"), "{err}");
 }
+
+#[test]
+fn saved_checkpoint_loads_back_with_identical_logits() {
+    let device = Backend::Flex.device().unwrap();
+    let (model, config, _) =
+        load_pretrained(fixtures().join("tiny-gpt2").to_str().unwrap(), &device).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    peft_gpt2::save_pretrained(&model, &config, dir.path()).unwrap();
+    let (reloaded, reloaded_config, _) =
+        load_pretrained(dir.path().to_str().unwrap(), &device).unwrap();
+    assert_eq!(reloaded_config, config);
+    let ids = burn::prelude::Tensor::<2, burn::prelude::Int>::from_data([[1, 2, 3, 4]], &device);
+    let before = model.forward_ids(ids.clone(), None).into_data();
+    let after = reloaded.forward_ids(ids, None).into_data();
+    assert_eq!(before.as_bytes(), after.as_bytes());
+}

@@ -1,0 +1,276 @@
+//! End-to-end runs of the `peft-train` binary on the tiny fixture model: train, refuse to
+//! overwrite, resume, evaluate, generate, inspect, and clear errors on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+fn model() -> String {
+    fixtures().join("tiny-gpt2").to_string_lossy().into_owned()
+}
+
+fn data(name: &str) -> String {
+    fixtures()
+        .join("data")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn peft_train(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_peft-train"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = peft_train(args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "peft-train {args:?} failed:\n{text}");
+    text
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = peft_train(args);
+    assert!(
+        !out.status.success(),
+        "peft-train {args:?} should have failed"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn train_args<'a>(out: &'a str, method: &'a str, data: &'a str, epochs: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--model",
+        leak(model()),
+        "--method",
+        method,
+        "--num-virtual-tokens",
+        "4",
+        "--data",
+        data,
+        "--valid-data",
+        data,
+        "--output-dir",
+        out,
+        "--epochs",
+        epochs,
+        "--batch-size",
+        "4",
+        "--lr",
+        "0.05",
+        "--device",
+        "flex",
+    ]
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn train_resume_eval_generate_and_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out_str = leak(out.to_string_lossy().into_owned());
+    let completion = leak(data("completion.jsonl"));
+
+    ok(&train_args(out_str, "prompt", completion, "2"));
+    let adapter = out.join("adapter");
+    assert!(adapter.join("adapter_config.json").is_file());
+    assert!(adapter.join("adapter_model.safetensors").is_file());
+    let metrics = json(&out.join("metrics.json"));
+    assert_eq!(metrics.as_array().unwrap().len(), 2, "{metrics}");
+    assert!(metrics[1]["valid_loss"].as_f64().unwrap().is_finite());
+    assert!(metrics[1]["tokens_per_second"].as_f64().unwrap() > 0.0);
+
+    // A second run into the same directory would overwrite trained work: refused.
+    let message = fails(&train_args(out_str, "prompt", completion, "2"));
+    assert!(message.contains("--resume"), "{message}");
+
+    // Resuming continues after the last checkpoint, to the new epoch count.
+    let mut resume = train_args(out_str, "prompt", completion, "3");
+    resume.push("--resume");
+    let log = ok(&resume);
+    assert!(log.contains("resuming after epoch 2"), "{log}");
+    assert_eq!(json(&out.join("metrics.json")).as_array().unwrap().len(), 3);
+
+    // eval: one entry per line, in order.
+    let report = dir.path().join("eval.json");
+    let adapter_str = leak(adapter.to_string_lossy().into_owned());
+    for file in ["text.jsonl", "ids.jsonl", "completion.jsonl"] {
+        ok(&[
+            "eval",
+            "--model",
+            leak(model()),
+            "--adapter",
+            adapter_str,
+            "--data",
+            leak(data(file)),
+            "--output",
+            leak(report.to_string_lossy().into_owned()),
+        ]);
+        let lines = std::fs::read_to_string(data(file)).unwrap().lines().count();
+        let scores = json(&report);
+        let examples = scores["examples"].as_array().unwrap();
+        assert_eq!(examples.len(), lines, "{file}");
+        for example in examples {
+            assert!(example["loss"].as_f64().unwrap().is_finite());
+            assert!(example["tokens"].as_u64().unwrap() > 0);
+        }
+        let mean = scores["mean_loss"].as_f64().unwrap();
+        assert!((scores["perplexity"].as_f64().unwrap() - mean.exp()).abs() < 1e-9);
+    }
+    // Without an adapter: the frozen base.
+    ok(&[
+        "eval",
+        "--model",
+        leak(model()),
+        "--data",
+        leak(data("text.jsonl")),
+        "--output",
+        leak(report.to_string_lossy().into_owned()),
+    ]);
+
+    let text = ok(&[
+        "generate",
+        "--model",
+        leak(model()),
+        "--adapter",
+        adapter_str,
+        "--prompt",
+        "The Mill",
+        "--prompt",
+        "Zizzi is",
+        "--max-new-tokens",
+        "5",
+    ]);
+    assert!(
+        text.contains("The Mill") && text.contains("Zizzi is"),
+        "{text}"
+    );
+    ok(&[
+        "generate",
+        "--model",
+        leak(model()),
+        "--prompt",
+        "The Mill",
+        "--temperature",
+        "0.8",
+        "--top-k",
+        "20",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "3",
+    ]);
+
+    let info = ok(&["info", "--model", leak(model()), "--adapter", adapter_str]);
+    assert!(
+        info.contains("trainable params: 128 || all params: 37,888"),
+        "{info}"
+    );
+}
+
+#[test]
+fn prefix_and_classification_training_report_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = leak(dir.path().join("run").to_string_lossy().into_owned());
+    let mut args = train_args(out, "prefix", leak(data("classify.jsonl")), "1");
+    args.extend([
+        "--prefix-projection",
+        "16",
+        "--schedule",
+        "cosine",
+        "--warmup-steps",
+        "1",
+        "--grad-clip",
+        "1.0",
+    ]);
+    ok(&args);
+    let metrics = json(&dir.path().join("run/metrics.json"));
+    let accuracy = metrics[0]["valid_accuracy"]
+        .as_f64()
+        .expect("classification reports accuracy");
+    assert!((0.0..=100.0).contains(&accuracy), "{metrics}");
+    // The reparameterisation survives for resuming; PEFT gets the projected table.
+    assert!(
+        dir.path()
+            .join("run/adapter/peft_rs_adapter.safetensors")
+            .is_file()
+    );
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"text\": \"fine\"}\n{\"txt\": \"typo\"}\n").unwrap();
+    let out = leak(dir.path().join("run").to_string_lossy().into_owned());
+    let message = fails(&train_args(
+        out,
+        "prompt",
+        leak(bad.to_string_lossy().into_owned()),
+        "1",
+    ));
+    assert!(message.contains("bad.jsonl:2"), "{message}");
+
+    let long = dir.path().join("long.jsonl");
+    std::fs::write(
+        &long,
+        format!(
+            "{{\"text\": \"{}\"}}\n",
+            "The Mill serves food. ".repeat(40)
+        ),
+    )
+    .unwrap();
+    let message = fails(&train_args(
+        out,
+        "prompt",
+        leak(long.to_string_lossy().into_owned()),
+        "1",
+    ));
+    assert!(
+        message.contains("long.jsonl:1") && message.contains("--overlong truncate"),
+        "{message}"
+    );
+
+    let message = fails(&[
+        "eval",
+        "--model",
+        "/no/such/model",
+        "--data",
+        leak(data("text.jsonl")),
+        "--output",
+        "x.json",
+    ]);
+    assert!(message.contains("/no/such/model"), "{message}");
+
+    if !peft_core::Backend::Vulkan.is_compiled() {
+        let message = fails(&[
+            "eval",
+            "--model",
+            leak(model()),
+            "--data",
+            leak(data("text.jsonl")),
+            "--output",
+            "x.json",
+            "--device",
+            "vulkan",
+        ]);
+        assert!(message.contains("--features vulkan"), "{message}");
+    }
+}
