@@ -76,6 +76,9 @@ pub fn conditioned_labels(labels: Tensor<2, Int>, conditioning: &Conditioning) -
 pub struct AdaptedGpt2 {
     pub base: Gpt2,
     pub adapter: Option<PeftAdapter>,
+    /// Every base weight is trained (the baseline adapters are compared with).
+    #[module(skip)]
+    pub full_finetune: bool,
 }
 
 impl AdaptedGpt2 {
@@ -84,6 +87,16 @@ impl AdaptedGpt2 {
         Self {
             base: base.freeze(),
             adapter,
+            full_finetune: false,
+        }
+    }
+
+    /// The whole model trainable, no adapter.
+    pub fn full_finetune(base: Gpt2) -> Self {
+        Self {
+            base,
+            adapter: None,
+            full_finetune: true,
         }
     }
 

@@ -5,7 +5,7 @@
 //! style of the E2E NLG data, cached in the output directory and reused by later runs. The base
 //! model is then frozen, and prompt tuning and prefix tuning adapt it to two tasks it never saw:
 //!
-//! - data-to-text: a meaning representation (`name[The Mill], food[Indian], ...`) to a
+//! - data-to-text: a meaning representation (`The Mill | pub | Indian | ...`) to a
 //!   description, scored by the loss on held-out descriptions;
 //! - classification: whether a described restaurant is family friendly (` yes` / ` no`),
 //!   scored by held-out accuracy.
@@ -150,6 +150,8 @@ impl Restaurant {
 /// Sizes of the demo; small enough for a 2-core CPU in a few minutes.
 struct Plan {
     pretrain_texts: usize,
+    /// Of which held out to validate the pretraining.
+    pretrain_valid: usize,
     pretrain_epochs: usize,
     task_train: usize,
     task_valid: usize,
@@ -158,11 +160,12 @@ struct Plan {
 }
 
 const PLAN: Plan = Plan {
-    pretrain_texts: 2400,
-    pretrain_epochs: 3,
-    task_train: 320,
-    task_valid: 80,
-    task_epochs: 4,
+    pretrain_texts: 1760,
+    pretrain_valid: 160,
+    pretrain_epochs: 2,
+    task_train: 240,
+    task_valid: 60,
+    task_epochs: 3,
     virtual_tokens: 10,
 };
 
@@ -253,7 +256,8 @@ fn accuracy(value: Option<f64>) -> String {
 
 /// The demo's own base model, pretrained once and cached in `out/base/model`.
 fn pretrained_base(out: &Path, device: &DeviceArg) -> Result<String> {
-    let base_dir = out.join("base");
+    // Versioned: a change to the corpus or the shape must not reuse an old cache.
+    let base_dir = out.join("base-v1");
     let model_dir = base_dir.join("model");
     if model_dir.join("model.safetensors").is_file() {
         println!(
@@ -268,7 +272,7 @@ fn pretrained_base(out: &Path, device: &DeviceArg) -> Result<String> {
         PLAN.pretrain_texts
     );
     let init_dir = base_dir.join("init");
-    let mut config = Gpt2Config::new(320, 96, 96, 3, 4);
+    let mut config = Gpt2Config::new(320, 192, 96, 3, 4);
     config.eos_token_id = 0;
     config.bos_token_id = 0;
     let backend = device.device.unwrap_or_else(Backend::best_compiled);
@@ -281,8 +285,14 @@ fn pretrained_base(out: &Path, device: &DeviceArg) -> Result<String> {
     let texts: Vec<String> = (0..PLAN.pretrain_texts)
         .map(|_| Restaurant::random(&mut rng).describe_varied(&mut rng))
         .collect();
+    let (train_texts, valid_texts) = texts.split_at(texts.len() - PLAN.pretrain_valid);
     let corpus = base_dir.join("corpus.jsonl");
-    write_jsonl(&corpus, texts.iter().map(|t| json!({ "text": t })))?;
+    write_jsonl(&corpus, train_texts.iter().map(|t| json!({ "text": t })))?;
+    let corpus_valid = base_dir.join("corpus-valid.jsonl");
+    write_jsonl(
+        &corpus_valid,
+        valid_texts.iter().map(|t| json!({ "text": t })),
+    )?;
     let run_dir = base_dir.join("pretrain");
     let _ = std::fs::remove_dir_all(&run_dir);
     let args = TrainArgs {

@@ -6,6 +6,7 @@ mod data;
 mod demo;
 mod eval;
 mod loaded;
+mod progress;
 mod train;
 mod trainee;
 
@@ -24,6 +25,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(err) = run(Cli::parse()) {
         eprintln!("error: {err:#}");

@@ -1,6 +1,7 @@
 //! `peft-train train`: adapter (or full) training through Burn's `SupervisedTraining` and
 //! `Learner`, with adapter-only checkpoints, resume, and a PEFT-format adapter at the end.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -35,6 +36,7 @@ use crate::checkpoint::{
 use crate::cli::{Method, PromptInitArg, Schedule, TrainArgs};
 use crate::data::{Dataset, read_examples, tokenize};
 use crate::loaded::LoadedModel;
+use crate::progress::PlainProgress;
 use crate::trainee::{ExampleBatcher, Trainee};
 
 /// What identifies a run, kept in `OUTPUT_DIR/run.json` so `--resume` continues the same one.
@@ -107,10 +109,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
     let base = loaded.model.clone();
     let model = match adapter {
         Some(adapter) => AdaptedGpt2::new(base, Some(adapter)),
-        None => AdaptedGpt2 {
-            base,
-            adapter: None,
-        },
+        None => AdaptedGpt2::full_finetune(base),
     };
     println!("{}", model.parameter_count());
     let trainee = Trainee {
@@ -186,6 +185,9 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
             .with_interrupter(interrupter)
             .with_application_logger(None)
             .num_epochs(epochs);
+    if !std::io::stdout().is_terminal() {
+        training = training.renderer(Box::new(PlainProgress::default()));
+    }
     if classification {
         training = training
             .metric_train_numeric(AccuracyMetric::new())
