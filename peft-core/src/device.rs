@@ -91,11 +91,12 @@ impl Backend {
             .collect()
     }
 
-    /// The best compiled-in backend: a GPU one if compiled in, else the fastest CPU one.
+    /// The best backend compiled in and usable here: a CUDA one only where an NVIDIA driver is
+    /// loaded, then Vulkan if compiled in, else the fastest CPU one.
     ///
-    /// Compiling a GPU backend in is taken as the user's wish to use it; whether a GPU is
-    /// actually present is only known when the first tensor is created.
-    pub fn best_compiled() -> Backend {
+    /// Compiling Vulkan in is taken as the wish to use it; whether a GPU answers is only known
+    /// when the first tensor is created.
+    pub fn best_available() -> Backend {
         [
             Backend::Cuda,
             Backend::TchCuda,
@@ -105,8 +106,12 @@ impl Backend {
             Backend::NdArray,
         ]
         .into_iter()
-        .find(|b| b.is_compiled())
+        .find(|b| b.is_compiled() && (!b.needs_nvidia() || nvidia_driver_loaded()))
         .unwrap_or(Backend::Flex)
+    }
+
+    fn needs_nvidia(self) -> bool {
+        matches!(self, Backend::Cuda | Backend::TchCuda)
     }
 
     /// The Burn device for this backend, or an error naming the missing feature.
@@ -139,6 +144,11 @@ impl Backend {
             other => unreachable!("{other} is checked to be compiled in"),
         }
     }
+}
+
+/// Whether the NVIDIA kernel driver is loaded (Linux), without touching any CUDA library.
+fn nvidia_driver_loaded() -> bool {
+    std::path::Path::new("/proc/driver/nvidia/version").exists()
 }
 
 impl fmt::Display for Backend {
@@ -185,5 +195,17 @@ mod tests {
             );
         }
         assert!(Backend::Flex.device().is_ok() || !Backend::Flex.is_compiled());
+    }
+
+    #[test]
+    fn default_backend_is_usable_here() {
+        let best = Backend::best_available();
+        assert!(best.is_compiled());
+        if !nvidia_driver_loaded() {
+            assert!(
+                !best.needs_nvidia(),
+                "picked {best} without an NVIDIA driver"
+            );
+        }
     }
 }

@@ -21,7 +21,7 @@ fn main() -> Result<()> {
         None => 20,
     };
 
-    let backend = Backend::best_compiled();
+    let backend = Backend::best_available();
     let device = backend.device()?;
     let (model, config, files) = load_pretrained(&model_name, &device)?;
     let tokenizer = Gpt2Tokenizer::from_dir(&files.dir)?;

@@ -275,7 +275,7 @@ fn pretrained_base(out: &Path, device: &DeviceArg) -> Result<String> {
     let mut config = Gpt2Config::new(320, 192, 96, 3, 4);
     config.eos_token_id = 0;
     config.bos_token_id = 0;
-    let backend = device.device.unwrap_or_else(Backend::best_compiled);
+    let backend = device.device.unwrap_or_else(Backend::best_available);
     let init_device = backend.device()?;
     init_device.seed(7);
     save_pretrained(&Gpt2::new(&config, &init_device), &config, &init_dir)?;

@@ -20,7 +20,7 @@ pub struct LoadedModel {
 impl LoadedModel {
     /// Loads `model` (a directory or hub id) onto `backend` (the best compiled one if `None`).
     pub fn load(model: &str, backend: Option<Backend>, autodiff: bool) -> Result<Self> {
-        let backend = backend.unwrap_or_else(Backend::best_compiled);
+        let backend = backend.unwrap_or_else(Backend::best_available);
         let mut device = backend.device()?;
         if autodiff {
             device = device.autodiff();
