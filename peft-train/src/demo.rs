@@ -400,7 +400,7 @@ fn score(
     device: &DeviceArg,
 ) -> Result<(f64, Option<f64>, usize)> {
     let loaded = LoadedModel::load(model, device.device, false)?;
-    let adapter = adapter.map(|dir| loaded.load_adapter(dir)).transpose()?;
+    let adapter = loaded.load_optional_adapter(adapter)?;
     let trainable = adapter.as_ref().map_or(0, Adapter::num_trainable_params);
     let max_len =
         loaded.config.n_positions - adapter.as_ref().map_or(0, Adapter::num_virtual_tokens);

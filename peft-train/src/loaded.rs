@@ -51,6 +51,11 @@ impl LoadedModel {
         }
     }
 
+    /// Loads the adapter directory if one is named (`--adapter`), else nothing.
+    pub fn load_optional_adapter(&self, dir: Option<&Path>) -> Result<Option<PeftAdapter>> {
+        dir.map(|dir| self.load_adapter(dir)).transpose()
+    }
+
     /// Loads a PEFT-format adapter directory made for this model.
     pub fn load_adapter(&self, dir: &Path) -> Result<PeftAdapter> {
         PeftAdapter::load(dir, self.shape(), &self.device)

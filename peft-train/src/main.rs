@@ -50,11 +50,7 @@ fn run(cli: Cli) -> Result<()> {
 
 fn eval_command(args: &EvalArgs) -> Result<()> {
     let loaded = LoadedModel::load(&args.model, args.device.device, false)?;
-    let adapter = args
-        .adapter
-        .as_deref()
-        .map(|dir| loaded.load_adapter(dir))
-        .transpose()?;
+    let adapter = loaded.load_optional_adapter(args.adapter.as_deref())?;
     let virtual_tokens = adapter.as_ref().map_or(0, Adapter::num_virtual_tokens);
     let max_len = loaded.config.n_positions.saturating_sub(virtual_tokens);
     let examples = data::read_examples(&args.data)?;
@@ -87,11 +83,7 @@ fn eval_command(args: &EvalArgs) -> Result<()> {
 
 fn generate_command(args: &GenerateArgs) -> Result<()> {
     let loaded = LoadedModel::load(&args.model, args.device.device, false)?;
-    let adapter = args
-        .adapter
-        .as_deref()
-        .map(|dir| loaded.load_adapter(dir))
-        .transpose()?;
+    let adapter = loaded.load_optional_adapter(args.adapter.as_deref())?;
     let conditioning = adapter
         .as_ref()
         .map_or_else(Conditioning::none, Adapter::conditioning);
