@@ -9,7 +9,7 @@ use safetensors::SafeTensors;
 use safetensors::tensor::TensorView;
 
 use crate::conditioning::Conditioning;
-use crate::config::{ModelShape, PeftConfig};
+use crate::config::{ModelShape, PeftConfig, PrefixTuningConfig, PromptLearningConfig};
 use crate::prefix_tuning::PrefixEncoder;
 use crate::prompt_tuning::PromptEncoder;
 
@@ -104,6 +104,24 @@ impl Adapter for PeftAdapter {
 }
 
 impl PeftAdapter {
+    /// A new prefix-tuning adapter: a direct table, or PEFT's projection MLP of
+    /// `projection_hidden` width; config and encoder always agree.
+    pub fn prefix_tuning(
+        base: PromptLearningConfig,
+        projection_hidden: Option<usize>,
+        device: &Device,
+    ) -> Self {
+        let config = PrefixTuningConfig {
+            base,
+            encoder_hidden_size: projection_hidden,
+            prefix_projection: projection_hidden.is_some(),
+        };
+        Self {
+            module: AdapterModule::Prefix(PrefixEncoder::for_config(&config, device)),
+            config: PeftConfig::PrefixTuning(config),
+        }
+    }
+
     /// The table PEFT saves as `prompt_embeddings`: the prompt, or the (projected) prefix.
     pub fn peft_table(&self) -> Tensor<2> {
         match &self.module {
@@ -240,15 +258,7 @@ impl PeftAdapter {
                 device,
             )),
             PeftConfig::PrefixTuning(prefix) => {
-                AdapterModule::Prefix(match prefix.encoder_hidden_size {
-                    Some(hidden) if prefix.prefix_projection => PrefixEncoder::projected(
-                        base.num_virtual_tokens,
-                        base.shape(),
-                        hidden,
-                        device,
-                    ),
-                    _ => PrefixEncoder::direct(base.num_virtual_tokens, base.shape(), device),
-                })
+                AdapterModule::Prefix(PrefixEncoder::for_config(prefix, device))
             }
         };
         Self {

@@ -6,7 +6,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::tanh;
 
-use crate::config::ModelShape;
+use crate::config::{ModelShape, PrefixTuningConfig};
 use crate::kv::PrefixKv;
 
 /// The reparameterisation of PEFT's `prefix_projection`: a small embedding pushed through a
@@ -63,6 +63,17 @@ impl PrefixEncoder {
             hidden: LinearConfig::new(d, hidden_size).init(device),
             output: LinearConfig::new(hidden_size, shape.n_layer * 2 * d).init(device),
         })
+    }
+
+    /// A freshly initialised encoder of the kind `config` describes.
+    pub fn for_config(config: &PrefixTuningConfig, device: &Device) -> Self {
+        let base = &config.base;
+        match config.encoder_hidden_size {
+            Some(hidden) if config.prefix_projection => {
+                Self::projected(base.num_virtual_tokens, base.shape(), hidden, device)
+            }
+            _ => Self::direct(base.num_virtual_tokens, base.shape(), device),
+        }
     }
 
     /// The prefix table `[p, n_layer * 2 * d]`, computed once per forward pass.

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use burn::prelude::*;
 use peft_core::{
-    AdapterModule, Backend, ModelShape, PeftAdapter, PeftConfig, PrefixEncoder, PrefixTuningConfig,
-    PromptEncoder, PromptInit, PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
+    AdapterModule, Backend, ModelShape, PeftAdapter, PeftConfig, PromptEncoder, PromptInit,
+    PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
 };
 use peft_gpt2::loss::mean_loss;
 use peft_gpt2::{AdaptedGpt2, Gpt2Tokenizer, load_pretrained};
@@ -58,12 +58,9 @@ fn main() -> Result<()> {
                 .then(|| BASE_MODEL.to_string()),
         })
     };
-    let prefix_config = |hidden: Option<usize>| {
-        PeftConfig::PrefixTuning(PrefixTuningConfig {
-            base: PromptLearningConfig::new(4, shape).for_base_model(BASE_MODEL),
-            encoder_hidden_size: hidden,
-            prefix_projection: hidden.is_some(),
-        })
+    let prefix = |hidden: Option<usize>| {
+        let base = PromptLearningConfig::new(4, shape).for_base_model(BASE_MODEL);
+        PeftAdapter::prefix_tuning(base, hidden, &device)
     };
     let adapters = [
         (
@@ -92,20 +89,8 @@ fn main() -> Result<()> {
                 config: prompt_config(PromptTuningInit::Text, 8),
             },
         ),
-        (
-            "prefix",
-            PeftAdapter {
-                module: AdapterModule::Prefix(PrefixEncoder::direct(4, shape, &device)),
-                config: prefix_config(None),
-            },
-        ),
-        (
-            "prefix-projection",
-            PeftAdapter {
-                module: AdapterModule::Prefix(PrefixEncoder::projected(4, shape, 24, &device)),
-                config: prefix_config(Some(24)),
-            },
-        ),
+        ("prefix", prefix(None)),
+        ("prefix-projection", prefix(Some(24))),
     ];
 
     for (name, adapter) in adapters {

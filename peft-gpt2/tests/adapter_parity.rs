@@ -160,14 +160,11 @@ fn saved_adapters_load_back_identically() {
         assert_eq!(reloaded.config, expected, "{name}");
     }
     // A trainable projected prefix keeps its MLP through the native checkpoint...
-    let projected = PeftAdapter {
-        module: peft_core::AdapterModule::Prefix(PrefixEncoder::projected(3, shape, 16, &device)),
-        config: PeftConfig::PrefixTuning(peft_core::PrefixTuningConfig {
-            base: peft_core::PromptLearningConfig::new(3, shape),
-            encoder_hidden_size: Some(16),
-            prefix_projection: true,
-        }),
-    };
+    let projected = PeftAdapter::prefix_tuning(
+        peft_core::PromptLearningConfig::new(3, shape),
+        Some(16),
+        &device,
+    );
     let dir = tempfile::tempdir().unwrap();
     projected.save(dir.path()).unwrap();
     let resumed = PeftAdapter::load(dir.path(), shape, &device).unwrap();

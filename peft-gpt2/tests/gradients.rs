@@ -9,8 +9,8 @@ use burn::prelude::*;
 use burn::tensor::Gradients;
 use common::*;
 use peft_core::{
-    AdapterModule, Backend, ModelShape, PeftAdapter, PeftConfig, PrefixEncoder, PrefixTuningConfig,
-    PromptEncoder, PromptInit, PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
+    AdapterModule, Backend, ModelShape, PeftAdapter, PeftConfig, PromptEncoder, PromptInit,
+    PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
 };
 use peft_gpt2::loss::{IGNORE_INDEX, mean_loss};
 use peft_gpt2::{AdaptedGpt2, load_pretrained};
@@ -69,12 +69,8 @@ fn adapters(
         prompt_tuning_init_text: None,
         tokenizer_name_or_path: None,
     });
-    let prefix_config = |projection: bool| {
-        PeftConfig::PrefixTuning(PrefixTuningConfig {
-            base: PromptLearningConfig::new(3, shape),
-            encoder_hidden_size: projection.then_some(16),
-            prefix_projection: projection,
-        })
+    let prefix = |hidden: Option<usize>| {
+        PeftAdapter::prefix_tuning(PromptLearningConfig::new(3, shape), hidden, device)
     };
     vec![
         (
@@ -90,20 +86,8 @@ fn adapters(
                 config: prompt_config,
             },
         ),
-        (
-            "prefix",
-            PeftAdapter {
-                module: AdapterModule::Prefix(PrefixEncoder::direct(3, shape, device)),
-                config: prefix_config(false),
-            },
-        ),
-        (
-            "prefix-projection",
-            PeftAdapter {
-                module: AdapterModule::Prefix(PrefixEncoder::projected(3, shape, 16, device)),
-                config: prefix_config(true),
-            },
-        ),
+        ("prefix", prefix(None)),
+        ("prefix-projection", prefix(Some(16))),
     ]
 }
 

@@ -24,8 +24,8 @@ use burn::train::{
     StoppingCondition, SupervisedTraining,
 };
 use peft_core::{
-    AdapterModule, PeftAdapter, PeftConfig, PrefixEncoder, PrefixTuningConfig, PromptEncoder,
-    PromptInit, PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
+    AdapterModule, PeftAdapter, PeftConfig, PromptEncoder, PromptInit, PromptLearningConfig,
+    PromptTuningConfig, PromptTuningInit,
 };
 use peft_gpt2::AdaptedGpt2;
 use serde::{Deserialize, Serialize};
@@ -413,20 +413,11 @@ fn new_adapter(args: &TrainArgs, loaded: &LoadedModel) -> Result<PeftAdapter> {
                 config,
             })
         }
-        Method::Prefix => {
-            let encoder = match args.prefix_projection {
-                Some(hidden) => PrefixEncoder::projected(p, shape, hidden, device),
-                None => PrefixEncoder::direct(p, shape, device),
-            };
-            Ok(PeftAdapter {
-                module: AdapterModule::Prefix(encoder),
-                config: PeftConfig::PrefixTuning(PrefixTuningConfig {
-                    base,
-                    encoder_hidden_size: args.prefix_projection,
-                    prefix_projection: args.prefix_projection.is_some(),
-                }),
-            })
-        }
+        Method::Prefix => Ok(PeftAdapter::prefix_tuning(
+            base,
+            args.prefix_projection,
+            device,
+        )),
         Method::Full => unreachable!("full fine-tuning has no adapter"),
     }
 }
