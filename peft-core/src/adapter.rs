@@ -9,9 +9,11 @@ use safetensors::SafeTensors;
 use safetensors::tensor::TensorView;
 
 use crate::conditioning::Conditioning;
-use crate::config::{ModelShape, PeftConfig, PrefixTuningConfig, PromptLearningConfig};
+use crate::config::{
+    ModelShape, PeftConfig, PrefixTuningConfig, PromptLearningConfig, PromptTuningConfig,
+};
 use crate::prefix_tuning::PrefixEncoder;
-use crate::prompt_tuning::PromptEncoder;
+use crate::prompt_tuning::{PromptEncoder, PromptInit};
 
 /// PEFT's file names inside an adapter directory.
 pub const CONFIG_FILE: &str = "adapter_config.json";
@@ -104,6 +106,27 @@ impl Adapter for PeftAdapter {
 }
 
 impl PeftAdapter {
+    /// A new prompt-tuning adapter whose table starts as `init` says; `config` records that
+    /// init the way PEFT does.
+    pub fn prompt_tuning(
+        config: PromptTuningConfig,
+        init: PromptInit,
+        dropout: f64,
+        device: &Device,
+    ) -> Self {
+        let base = config.base.shape();
+        Self {
+            module: AdapterModule::Prompt(PromptEncoder::new(
+                config.base.num_virtual_tokens,
+                base.d_model,
+                init,
+                dropout,
+                device,
+            )),
+            config: PeftConfig::PromptTuning(config),
+        }
+    }
+
     /// A new prefix-tuning adapter: a direct table, or PEFT's projection MLP of
     /// `projection_hidden` width; config and encoder always agree.
     pub fn prefix_tuning(

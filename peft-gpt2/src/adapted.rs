@@ -24,6 +24,17 @@ impl Gpt2 {
         mask: Option<Tensor<2, Bool>>,
         conditioning: &Conditioning,
     ) -> Tensor<3> {
+        self.logits(self.hidden_conditioned(ids, mask, conditioning))
+    }
+
+    /// The final hidden states `[B, prompt + T, d]` (after the last layer norm) that
+    /// [`Self::forward_conditioned`] turns into logits.
+    pub fn hidden_conditioned(
+        &self,
+        ids: Tensor<2, Int>,
+        mask: Option<Tensor<2, Bool>>,
+        conditioning: &Conditioning,
+    ) -> Tensor<3> {
         let [batch, len] = ids.dims();
         let device = ids.device();
         let (prompt_len, prefix_len) = (conditioning.prompt_len(), conditioning.prefix_len());
@@ -45,7 +56,7 @@ impl Gpt2 {
             .reshape([batch, virtual_len]);
             Tensor::cat(vec![always, mask], 1)
         });
-        let hidden = self.forward(
+        self.forward(
             ForwardInput {
                 embeddings,
                 positions: positions_from(prefix_len, batch, prompt_len + len, &device),
@@ -53,8 +64,7 @@ impl Gpt2 {
                 prefix: conditioning.prefix.as_ref(),
             },
             None,
-        );
-        self.logits(hidden)
+        )
     }
 }
 

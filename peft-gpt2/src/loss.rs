@@ -2,7 +2,8 @@
 //! predict the label at `t + 1`, and labels equal to [`IGNORE_INDEX`] do not count.
 
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
+use burn::tensor::IndexingUpdateOp;
+use burn::tensor::activation::{log_softmax, softmax};
 
 /// Label value that excludes a position from the loss (PyTorch's `ignore_index`).
 pub const IGNORE_INDEX: i64 = -100;
@@ -41,4 +42,124 @@ pub fn per_example_loss(logits: Tensor<3>, labels: Tensor<2, Int>) -> (Tensor<1>
     let tokens = counted.sum_dim(1).reshape([batch]);
     let losses = nll.sum_dim(1).reshape([batch]) / tokens.clone().clamp_min(1.0);
     (losses, tokens)
+}
+
+/// The labels a batch is trained on, kept on the host: for every counted label, its row, its
+/// index among the row's tokens and its token id. With them the LM head runs only at the
+/// positions that predict something (see [`fused_lm_loss`]).
+#[derive(Clone, Debug, Default)]
+pub struct LossTargets {
+    entries: Vec<(usize, usize, i64)>,
+}
+
+impl LossTargets {
+    /// From each row's labels (`IGNORE_INDEX` where nothing is predicted).
+    pub fn from_rows<'a>(rows: impl IntoIterator<Item = &'a [i64]>) -> Self {
+        let entries = rows
+            .into_iter()
+            .enumerate()
+            .flat_map(|(row, labels)| {
+                labels
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, label)| **label != IGNORE_INDEX)
+                    .map(move |(index, &label)| (row, index, label))
+            })
+            .collect();
+        Self { entries }
+    }
+
+    /// For hidden states of `seq_len` positions per row whose first `prompt_len` are virtual
+    /// tokens: the flat index (into `[B * seq_len]`) of the position predicting each label, and
+    /// the label. A label at the very first position has no predictor and is skipped, as in the
+    /// shifted loss.
+    fn predictions(&self, seq_len: usize, prompt_len: usize) -> (Vec<i64>, Vec<i64>) {
+        self.entries
+            .iter()
+            .filter(|(_, index, _)| prompt_len + index >= 1)
+            .map(|&(row, index, label)| ((row * seq_len + prompt_len + index - 1) as i64, label))
+            .unzip()
+    }
+}
+
+/// Rows of logits materialised at once by [`fused_lm_loss`]: `[ROWS, vocab]` f32 is 25 MB for
+/// GPT-2's vocabulary.
+const FUSED_LOSS_ROWS: usize = 128;
+
+/// The mean next-token loss over `targets`, as [`mean_loss`] computes it from the full logits,
+/// without ever building them: the LM head (`head`, the tied `[vocab, d]` embedding) and the
+/// cross-entropy run in chunks of rows outside the autodiff graph, and the gradient reaches
+/// `hidden` (and `head`, when it is trained) through a linear surrogate.
+///
+/// Why: under autodiff the `[B, T, vocab]` logits, their log-softmax and every step of its
+/// backward pass are each a tensor of the size of the whole vocabulary per position, and on
+/// CPU the decomposed log-softmax runs element by element on one core. Here the softmax is
+/// the backend's fused kernel, only the positions that predict a label are computed, and
+/// memory holds one chunk of logits at a time. The gradient is exact: for the loss
+/// `L = mean_i (logsumexp(z_i) - z_i[t_i])` with `z_i = W h_i`, `dL/dz_i = (softmax(z_i) -
+/// onehot(t_i)) / N`, so `dL/dh_i = (dL/dz_i) W` and `dL/dW = Σ_i (dL/dz_i)ᵀ h_i`.
+///
+/// `hidden`: `[B, T, d]` after the final layer norm, whose first `prompt_len` positions are
+/// virtual tokens. Returns `[1]`; 0 when nothing is counted.
+pub fn fused_lm_loss(
+    hidden: Tensor<3>,
+    head: Tensor<2>,
+    targets: &LossTargets,
+    prompt_len: usize,
+) -> Tensor<1> {
+    let [batch, len, width] = hidden.dims();
+    let device = hidden.device();
+    let (positions, labels) = targets.predictions(len, prompt_len);
+    let count = positions.len();
+    if count == 0 {
+        return hidden.sum().mul_scalar(0.0);
+    }
+    let rows = hidden.reshape([batch * len, width]).select(
+        0,
+        Tensor::<1, Int>::from_data(TensorData::new(positions, [count]), &device),
+    );
+    let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [count]), &device);
+
+    let train_head = head.is_require_grad();
+    let (rows_const, head_const) = (
+        rows.clone().detach().without_autodiff(),
+        head.clone().detach().without_autodiff(),
+    );
+    let mut total = Tensor::<1>::zeros([1], &rows_const.device());
+    let mut row_grads = Vec::with_capacity(count.div_ceil(FUSED_LOSS_ROWS));
+    let mut head_grad: Option<Tensor<2>> = None;
+    for start in (0..count).step_by(FUSED_LOSS_ROWS) {
+        let size = FUSED_LOSS_ROWS.min(count - start);
+        let h = rows_const.clone().narrow(0, start, size);
+        let target = labels
+            .clone()
+            .without_autodiff()
+            .narrow(0, start, size)
+            .reshape([size, 1]);
+        let logits = h.clone().matmul(head_const.clone().transpose());
+        let probs = softmax(logits.clone(), 1);
+        // logsumexp(z) = max(z) - ln(max softmax(z)): the largest probability is at least
+        // 1/vocab, so its log is always finite, and no second pass of exponentials is needed.
+        let log_sum_exp = logits.clone().max_dim(1) - probs.clone().max_dim(1).log();
+        let picked = logits.gather(1, target.clone());
+        total = total + (log_sum_exp - picked).sum();
+        let minus_one = Tensor::<2>::full([size, 1], -1.0, &probs.device());
+        let logit_grad = probs.scatter(1, target, minus_one, IndexingUpdateOp::Add);
+        if train_head {
+            let grad = logit_grad.clone().transpose().matmul(h);
+            head_grad = Some(match head_grad {
+                Some(sum) => sum + grad,
+                None => grad,
+            });
+        }
+        row_grads.push(logit_grad.matmul(head_const.clone()));
+    }
+    let scale = 1.0 / count as f64;
+    let row_grad = Tensor::cat(row_grads, 0).mul_scalar(scale);
+    let mut surrogate = (rows * row_grad).sum();
+    if let Some(grad) = head_grad {
+        surrogate = surrogate + (head * grad.mul_scalar(scale)).sum();
+    }
+    // Value: the loss. Gradient: the surrogate's, which is the loss's.
+    surrogate.clone() - surrogate.detach() + total.mul_scalar(scale)
 }

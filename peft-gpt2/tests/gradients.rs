@@ -12,7 +12,7 @@ use peft_core::{
     AdapterModule, Backend, ModelShape, PeftAdapter, PeftConfig, PromptEncoder, PromptInit,
     PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
 };
-use peft_gpt2::loss::{IGNORE_INDEX, mean_loss};
+use peft_gpt2::loss::{IGNORE_INDEX, LossTargets, fused_lm_loss, mean_loss};
 use peft_gpt2::{AdaptedGpt2, load_pretrained};
 
 /// Which parameters of a module have a gradient.
@@ -154,5 +154,126 @@ fn only_adapter_parameters_get_gradients_and_change() {
                 "{name}: adapter parameter {id} did not move"
             );
         }
+    }
+}
+
+/// Every float parameter's gradient, in visiting order (`None` where it has none).
+struct GradientValues<'a> {
+    grads: &'a Gradients,
+    values: Vec<Option<Vec<f32>>>,
+}
+
+impl ModuleVisitor for GradientValues<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.values.push(
+            param
+                .val()
+                .grad(self.grads)
+                .map(|g| g.into_data().to_vec::<f32>().unwrap()),
+        );
+    }
+}
+
+fn gradient_values(module: &impl Module, grads: &Gradients) -> Vec<Option<Vec<f32>>> {
+    let mut visitor = GradientValues {
+        grads,
+        values: Vec::new(),
+    };
+    module.visit(&mut visitor);
+    visitor.values
+}
+
+/// The fused LM-head loss is the plain one: same value, same gradient for every parameter,
+/// for prompt and prefix adapters and for full fine-tuning (where the tied head is trained).
+#[test]
+fn fused_loss_matches_full_logits_loss_and_gradients() {
+    let device = Backend::Flex.device().unwrap().autodiff();
+    let (gpt2, config, _) =
+        load_pretrained(fixtures().join("tiny-gpt2").to_str().unwrap(), &device).unwrap();
+    let shape = ModelShape {
+        d_model: config.n_embd,
+        n_layer: config.n_layer,
+        n_head: config.n_head,
+    };
+    let reference = Reference::load("tiny-gpt2");
+    let rows = reference.rows("batch.ids");
+    let ids = reference.int_tensor("batch.ids", &device);
+    let mask = reference.mask_tensor("batch.mask", &device);
+    let mask_rows = reference.rows("batch.mask");
+    // Only some positions are targets, as for prompt/completion data.
+    let label_rows: Vec<Vec<i64>> = rows
+        .iter()
+        .zip(&mask_rows)
+        .map(|(ids, mask)| {
+            ids.iter()
+                .zip(mask)
+                .enumerate()
+                .map(|(i, (&id, &m))| {
+                    if m == 1 && i % 3 != 1 {
+                        id
+                    } else {
+                        IGNORE_INDEX
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let (batch, width) = (label_rows.len(), label_rows[0].len());
+    let labels = Tensor::<1, Int>::from_data(
+        TensorData::new(label_rows.concat(), [batch * width]),
+        &device,
+    )
+    .reshape([batch, width]);
+    let targets = LossTargets::from_rows(label_rows.iter().map(Vec::as_slice));
+
+    let token_embeddings = gpt2.wte.weight.val().detach();
+    let mut models: Vec<(&str, AdaptedGpt2)> = adapters(shape, token_embeddings, &device)
+        .into_iter()
+        .map(|(name, adapter)| (name, AdaptedGpt2::new(gpt2.clone(), Some(adapter))))
+        .collect();
+    models.push(("full", AdaptedGpt2::full_finetune(gpt2.clone())));
+    for (name, model) in models {
+        // Full fine-tuning runs dropout: both passes draw the same masks.
+        device.seed(7);
+        let (logits, aligned) = model.forward(ids.clone(), Some(mask.clone()), labels.clone());
+        let plain = mean_loss(logits, aligned);
+        device.seed(7);
+        let conditioning = model.conditioning();
+        let hidden = model
+            .base
+            .hidden_conditioned(ids.clone(), Some(mask.clone()), &conditioning);
+        let fused = fused_lm_loss(
+            hidden,
+            model.base.wte.weight.val(),
+            &targets,
+            conditioning.prompt_len(),
+        );
+        let (plain_value, fused_value) = (
+            plain.clone().into_scalar::<f32>(),
+            fused.clone().into_scalar::<f32>(),
+        );
+        assert!(
+            (plain_value - fused_value).abs() <= 1e-5,
+            "{name}: loss {fused_value} vs {plain_value}"
+        );
+        let plain_grads = gradient_values(&model, &plain.backward());
+        let fused_grads = gradient_values(&model, &fused.backward());
+        let mut compared = 0;
+        for (i, (p, f)) in plain_grads.iter().zip(&fused_grads).enumerate() {
+            match (p, f) {
+                (None, None) => {}
+                (Some(p), Some(f)) => {
+                    let worst = max_abs_diff(f, p, None);
+                    let scale = p.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    assert!(
+                        worst <= 1e-5 + 1e-4 * scale,
+                        "{name}: parameter {i} gradient differs by {worst} (scale {scale})"
+                    );
+                    compared += 1;
+                }
+                _ => panic!("{name}: parameter {i} has a gradient in only one of the losses"),
+            }
+        }
+        assert!(compared > 0, "{name}: no gradients compared");
     }
 }

@@ -24,8 +24,8 @@ use burn::train::{
     StoppingCondition, SupervisedTraining,
 };
 use peft_core::{
-    AdapterModule, PeftAdapter, PeftConfig, PromptEncoder, PromptInit, PromptLearningConfig,
-    PromptTuningConfig, PromptTuningInit,
+    AdapterModule, PeftAdapter, PromptInit, PromptLearningConfig, PromptTuningConfig,
+    PromptTuningInit,
 };
 use peft_gpt2::AdaptedGpt2;
 use serde::{Deserialize, Serialize};
@@ -148,10 +148,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         .batch_size(args.batch_size)
         .build(InMemDataset::new(valid_set.examples.clone()));
 
-    let mut optimizer = AdamWConfig::new().with_weight_decay(args.weight_decay as f32);
-    if let Some(clip) = args.grad_clip {
-        optimizer = optimizer.with_grad_clipping(Some(GradientClippingConfig::Norm(clip as f32)));
-    }
+    let optimizer = adamw(args.weight_decay, args.grad_clip);
     let scheduler = ModuleLrSchedulerConfig::new(lr_schedule(args, total_steps))
         .init()
         .map_err(|e| anyhow::anyhow!("invalid learning-rate schedule: {e}"))?;
@@ -393,7 +390,7 @@ fn new_adapter(args: &TrainArgs, loaded: &LoadedModel) -> Result<PeftAdapter> {
                     }
                 }
             };
-            let config = PeftConfig::PromptTuning(PromptTuningConfig {
+            let config = PromptTuningConfig {
                 base,
                 prompt_tuning_init: kind,
                 prompt_tuning_init_text: (kind == PromptTuningInit::Text)
@@ -401,17 +398,13 @@ fn new_adapter(args: &TrainArgs, loaded: &LoadedModel) -> Result<PeftAdapter> {
                     .flatten(),
                 tokenizer_name_or_path: (kind == PromptTuningInit::Text)
                     .then(|| args.model.clone()),
-            });
-            Ok(PeftAdapter {
-                module: AdapterModule::Prompt(PromptEncoder::new(
-                    p,
-                    shape.d_model,
-                    init,
-                    args.prompt_dropout,
-                    device,
-                )),
+            };
+            Ok(PeftAdapter::prompt_tuning(
                 config,
-            })
+                init,
+                args.prompt_dropout,
+                device,
+            ))
         }
         Method::Prefix => Ok(PeftAdapter::prefix_tuning(
             base,
@@ -420,6 +413,13 @@ fn new_adapter(args: &TrainArgs, loaded: &LoadedModel) -> Result<PeftAdapter> {
         )),
         Method::Full => unreachable!("full fine-tuning has no adapter"),
     }
+}
+
+/// The optimizer every training run uses (and `peft-bench` measures).
+pub fn adamw(weight_decay: f64, grad_clip: Option<f64>) -> AdamWConfig {
+    AdamWConfig::new()
+        .with_weight_decay(weight_decay as f32)
+        .with_grad_clipping(grad_clip.map(|clip| GradientClippingConfig::Norm(clip as f32)))
 }
 
 /// Epochs to run and training items per epoch, honouring `--max-steps`.

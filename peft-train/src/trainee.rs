@@ -6,19 +6,18 @@ use burn::prelude::*;
 use burn::tensor::ExecutionError;
 use burn::train::metric::{AccuracyInput, Adaptor, ItemLazy, LossInput};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
-use peft_gpt2::loss::mean_loss;
+use peft_gpt2::loss::{LossTargets, fused_lm_loss};
 use peft_gpt2::{AdaptedGpt2, PadSide, PaddedRows};
 
 use crate::data::TokenizedExample;
-use crate::eval::padded_labels;
 
 /// Right-padded examples as tensors.
 #[derive(Clone, Debug)]
 pub struct TrainBatch {
     pub ids: Tensor<2, Int>,
     pub mask: Tensor<2, Bool>,
-    /// Targets, [`peft_gpt2::loss::IGNORE_INDEX`] at padding and non-target tokens.
-    pub labels: Tensor<2, Int>,
+    /// The labels the loss is taken on, on the host: where each is predicted.
+    pub targets: LossTargets,
     /// Classification only: index of each row's deciding label token, and its class.
     pub answers: Option<(Tensor<1, Int>, Tensor<1, Int>)>,
 }
@@ -35,12 +34,8 @@ impl Batcher<TokenizedExample, TrainBatch> for ExampleBatcher {
     fn batch(&self, items: Vec<TokenizedExample>, device: &Device) -> TrainBatch {
         let rows: Vec<Vec<u32>> = items.iter().map(|e| e.ids.clone()).collect();
         let padded = PaddedRows::new(&rows, self.pad_id, PadSide::Right);
-        let (batch, width) = (items.len(), padded.width);
-        let labels = Tensor::<1, Int>::from_data(
-            TensorData::new(padded_labels(&items, width), [batch * width]),
-            device,
-        )
-        .reshape([batch, width]);
+        let batch = items.len();
+        let targets = LossTargets::from_rows(items.iter().map(|e| e.labels.as_slice()));
         let answers = items.iter().all(|e| e.class.is_some()).then(|| {
             let first_target = |e: &TokenizedExample| {
                 e.labels
@@ -59,7 +54,7 @@ impl Batcher<TokenizedExample, TrainBatch> for ExampleBatcher {
         TrainBatch {
             ids: padded.ids_tensor(device),
             mask: padded.mask_tensor(device),
-            labels,
+            targets,
             answers,
         }
     }
@@ -83,46 +78,49 @@ pub struct StepOutput {
 }
 
 impl Trainee {
+    /// The loss (the mean over every label of the batch, as Hugging Face computes it) and, for
+    /// classification, the class scores. The LM head only runs where a label is predicted.
     pub fn forward(&self, batch: TrainBatch) -> StepOutput {
         let conditioning = self.model.conditioning();
-        let logits =
-            self.model
-                .base
-                .forward_conditioned(batch.ids, Some(batch.mask), &conditioning);
-        let labels = peft_gpt2::conditioned_labels(batch.labels, &conditioning);
+        let prompt_len = conditioning.prompt_len();
+        let base = &self.model.base;
+        let hidden = base.hidden_conditioned(batch.ids, Some(batch.mask), &conditioning);
+        let head = base.wte.weight.val();
         let classes = match (&self.class_tokens, batch.answers) {
             (Some(tokens), Some((positions, classes))) => Some((
-                class_scores(logits.clone(), positions, conditioning.prompt_len(), tokens),
+                class_scores(hidden.clone(), head.clone(), positions, prompt_len, tokens),
                 classes,
             )),
             _ => None,
         };
         StepOutput {
-            loss: mean_loss(logits, labels),
+            loss: fused_lm_loss(hidden, head, &batch.targets, prompt_len),
             classes,
         }
     }
 }
 
-/// The logits of each class's deciding token at the position that predicts it: `[B, C]`.
+/// The logits of each class's deciding token at the position that predicts it, `[B, C]`:
+/// the head's rows of those tokens only, at one position per row.
 fn class_scores(
-    logits: Tensor<3>,
+    hidden: Tensor<3>,
+    head: Tensor<2>,
     answer_positions: Tensor<1, Int>,
     offset: usize,
     tokens: &[u32],
 ) -> Tensor<2> {
-    let [batch, _, vocab] = logits.dims();
-    let device = logits.device();
-    // The label token at index a is predicted by the logits at a - 1 (after the virtual tokens).
+    let [batch, _, width] = hidden.dims();
+    let device = hidden.device();
+    // The label token at index a is predicted by position a - 1 (after the virtual tokens).
     let at = answer_positions
         .add_scalar(offset as i64 - 1)
         .reshape([batch, 1, 1])
-        .expand([batch, 1, vocab]);
-    let predicting = logits.gather(1, at).reshape([batch, vocab]);
+        .expand([batch, 1, width]);
+    let predicting = hidden.gather(1, at).reshape([batch, width]);
     let token_ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
     let token_ids =
         Tensor::<1, Int>::from_data(TensorData::new(token_ids, [tokens.len()]), &device);
-    predicting.select(1, token_ids)
+    predicting.matmul(head.select(0, token_ids).transpose())
 }
 
 impl ItemLazy for StepOutput {

@@ -1,0 +1,42 @@
+//! `peft-bench`: training steps and batched generation of prompt- and prefix-tuned GPT-2,
+//! timed through the same code `peft-train` runs, reported in the JSON schema the Python
+//! reference (`scripts/reference/bench_peft.py`) prints. `cargo xtask bench` runs both.
+
+mod infer;
+mod report;
+mod setup;
+mod train;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Timed training steps (forward, backward, optimizer) on random tokens.
+    Train(train::TrainBench),
+    /// Timed batched generation: prefill and KV-cached decode.
+    Infer(infer::InferBench),
+}
+
+fn main() {
+    if let Err(err) = run() {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let record = match Cli::parse().command {
+        Command::Train(args) => train::run(&args)?,
+        Command::Infer(args) => infer::run(&args)?,
+    };
+    println!("{}", serde_json::to_string(&record)?);
+    Ok(())
+}

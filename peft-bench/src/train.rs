@@ -1,0 +1,83 @@
+//! Timed training steps through `peft-train`'s own pieces: its batcher, its `Trainee`
+//! (forward + loss + backward), Burn's `Learner` step and the optimizer `peft-train` uses.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burn::data::dataloader::batcher::Batcher;
+use burn::optim::lr_scheduler::constant::ConstantLr;
+use burn::train::Learner;
+use clap::Args;
+use peft_train::data::TokenizedExample;
+use peft_train::train::adamw;
+use peft_train::trainee::{ExampleBatcher, Trainee};
+
+use crate::report::Record;
+use crate::setup::{Method, Setup};
+
+#[derive(Args, Debug, Clone)]
+pub struct TrainBench {
+    #[command(flatten)]
+    pub setup: Setup,
+    /// Untimed steps first (allocator, caches, kernel compilation).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+}
+
+pub fn run(args: &TrainBench) -> Result<Record> {
+    let setup = &args.setup;
+    if setup.method == Method::None {
+        bail!("`--method none` trains nothing; use it with `infer`");
+    }
+    let config = setup.config()?;
+    let device = setup.device(true)?;
+    device.seed(setup.seed);
+    let model = setup.model(&config, &device)?;
+    let trainable = model.parameter_count().trainable;
+    let trainee = Trainee {
+        model,
+        class_tokens: None,
+    };
+    // Language modelling on every token, as the Python reference does (`labels = input_ids`).
+    let examples: Vec<TokenizedExample> = setup
+        .random_rows(config.vocab_size)
+        .into_iter()
+        .map(|ids| TokenizedExample {
+            labels: ids.iter().map(|&t| i64::from(t)).collect(),
+            ids,
+            class: None,
+            line: 0,
+        })
+        .collect();
+    let batcher = ExampleBatcher {
+        pad_id: 0,
+        shared_label_prefix: 0,
+    };
+    let optimizer = adamw(0.01, None).init();
+    let mut learner = Learner::new(trainee, optimizer, ConstantLr::new(1e-3));
+
+    let mut timings = Vec::with_capacity(args.steps);
+    for step in 0..args.warmup + args.steps {
+        let started = Instant::now();
+        let batch = batcher.batch(examples.clone(), &device);
+        let output = learner.train_step(batch);
+        learner.lr_step();
+        learner.optimizer_step(output.grads);
+        // Reading the loss waits for the device, as the metrics do after every step.
+        let loss = output.item.loss.into_scalar::<f32>();
+        if !loss.is_finite() {
+            bail!("step {step}: loss is {loss}");
+        }
+        device
+            .sync()
+            .map_err(|e| anyhow::anyhow!("device error: {e:?}"))?;
+        if step >= args.warmup {
+            timings.push(started.elapsed());
+        }
+    }
+    let mut record = Record::new("train", setup, trainable);
+    record.set_steps(&timings, setup.batch * setup.seq);
+    Ok(record.finish())
+}

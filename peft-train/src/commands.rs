@@ -1,0 +1,130 @@
+//! The subcommands: parse nothing, run what `cli` parsed.
+
+use anyhow::{Context, Result};
+use peft_core::{Adapter, Conditioning, ParameterCount};
+use peft_gpt2::{AdaptedGpt2, GenerationConfig, Sampling, generate};
+
+use crate::cli::{Cli, Command, DemoArgs, DeviceArg, EvalArgs, GenerateArgs, InfoArgs};
+use crate::loaded::LoadedModel;
+use crate::{data, demo, eval, train};
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Train(args)) => train::train(&args).map(|_| ()),
+        Some(Command::Eval(args)) => eval_command(&args),
+        Some(Command::Generate(args)) => generate_command(&args),
+        Some(Command::Info(args)) => info_command(&args),
+        Some(Command::Demo(args)) => demo::run(&args),
+        None => demo::run(&DemoArgs {
+            model: None,
+            output_dir: "artifacts/demo".into(),
+            device: DeviceArg { device: None },
+        }),
+    }
+}
+
+fn eval_command(args: &EvalArgs) -> Result<()> {
+    let loaded = LoadedModel::load(&args.model, args.device.device, false)?;
+    let adapter = loaded.load_optional_adapter(args.adapter.as_deref())?;
+    let virtual_tokens = adapter.as_ref().map_or(0, Adapter::num_virtual_tokens);
+    let max_len = loaded.config.n_positions.saturating_sub(virtual_tokens);
+    let examples = data::read_examples(&args.data)?;
+    let dataset = data::tokenize(
+        &args.data,
+        examples,
+        &loaded.tokenizer,
+        max_len,
+        args.overlong,
+        None,
+    )?;
+    let model = AdaptedGpt2::new(loaded.model.clone(), adapter);
+    let report = eval::evaluate(
+        &model,
+        &dataset.examples,
+        loaded.tokenizer.eos_id(),
+        args.batch_size,
+    )?;
+    eval::write_report(&report, &args.output)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    println!(
+        "{} examples: mean loss {:.4}, perplexity {:.3} -> {}",
+        report.examples.len(),
+        report.mean_loss,
+        report.perplexity,
+        args.output.display()
+    );
+    Ok(())
+}
+
+fn generate_command(args: &GenerateArgs) -> Result<()> {
+    let loaded = LoadedModel::load(&args.model, args.device.device, false)?;
+    let adapter = loaded.load_optional_adapter(args.adapter.as_deref())?;
+    let conditioning = adapter
+        .as_ref()
+        .map_or_else(Conditioning::none, Adapter::conditioning);
+    let sampling = if args.temperature == 0.0 {
+        Sampling::Greedy
+    } else {
+        Sampling::Random {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+        }
+    };
+    let eos = loaded.tokenizer.eos_id();
+    let config = GenerationConfig {
+        max_new_tokens: args.max_new_tokens,
+        sampling,
+        seed: args.seed,
+        eos_id: Some(eos),
+        pad_id: eos,
+        use_cache: true,
+    };
+    let prompts = args
+        .prompt
+        .iter()
+        .map(|p| loaded.tokenizer.encode(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let outputs = generate(&loaded.model, &prompts, &conditioning, &config)?;
+    for (prompt, output) in args.prompt.iter().zip(outputs) {
+        let text = loaded.tokenizer.decode(&output)?;
+        println!(
+            "{prompt}{}",
+            text.trim_end_matches(peft_gpt2::tokenizer::END_OF_TEXT)
+        );
+    }
+    Ok(())
+}
+
+fn info_command(args: &InfoArgs) -> Result<()> {
+    let loaded = LoadedModel::load(&args.model, Some(peft_core::Backend::Flex), false)?;
+    let c = &loaded.config;
+    println!("model {} ({})", args.model, loaded.files.dir.display());
+    println!(
+        "  {} layers, width {}, {} heads of {}, MLP {}, {} positions, vocabulary {}",
+        c.n_layer,
+        c.n_embd,
+        c.n_head,
+        c.head_dim(),
+        c.mlp_width(),
+        c.n_positions,
+        c.vocab_size
+    );
+    println!("  {} parameters", c.num_params());
+    if let Some(dir) = &args.adapter {
+        let adapter = loaded.load_adapter(dir)?;
+        let base = adapter.config.base();
+        println!("adapter {} ({})", dir.display(), adapter.config.peft_type());
+        println!(
+            "  {} virtual tokens; PEFT table {:?}",
+            base.num_virtual_tokens,
+            adapter.peft_table().dims()
+        );
+        println!(
+            "  {}",
+            ParameterCount::adapter_on(c.num_params(), adapter.num_trainable_params())
+        );
+    }
+    Ok(())
+}
