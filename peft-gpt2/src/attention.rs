@@ -7,12 +7,13 @@
 //! matrix products that broadcast over the batch — so a `[1, heads, p, head_dim]` prefix is never
 //! copied per example.
 
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use peft_core::LayerKv;
 
 use crate::config::Gpt2Config;
+use crate::model::{INIT_STD, hf_linear, residual_projection_std};
 
 /// Added to the score of a key a query must not see. Finite so that a query that sees nothing
 /// (a padding position) gets a finite, ignored output instead of NaNs, and small enough in
@@ -43,8 +44,8 @@ impl CausalSelfAttention {
             scale /= (layer + 1) as f64;
         }
         Self {
-            c_attn: LinearConfig::new(d, 3 * d).init(device),
-            c_proj: LinearConfig::new(d, d).init(device),
+            c_attn: hf_linear(d, 3 * d, INIT_STD, device),
+            c_proj: hf_linear(d, d, residual_projection_std(config), device),
             attn_dropout: DropoutConfig::new(config.attn_pdrop).init(),
             resid_dropout: DropoutConfig::new(config.resid_pdrop).init(),
             n_head: config.n_head,

@@ -6,6 +6,7 @@
 //! [`Gpt2::forward`] takes those embeddings, explicit positions, an attention mask and optional
 //! per-layer prefix keys/values (prefix tuning), plus an optional [`KvCache`] for generation.
 
+use burn::nn::Initializer;
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
     LinearConfig,
@@ -28,8 +29,13 @@ pub struct Mlp {
 impl Mlp {
     fn new(config: &Gpt2Config, device: &Device) -> Self {
         Self {
-            c_fc: LinearConfig::new(config.n_embd, config.mlp_width()).init(device),
-            c_proj: LinearConfig::new(config.mlp_width(), config.n_embd).init(device),
+            c_fc: hf_linear(config.n_embd, config.mlp_width(), INIT_STD, device),
+            c_proj: hf_linear(
+                config.mlp_width(),
+                config.n_embd,
+                residual_projection_std(config),
+                device,
+            ),
             dropout: DropoutConfig::new(config.resid_pdrop).init(),
         }
     }
@@ -38,6 +44,30 @@ impl Mlp {
         let hidden = gelu_new(self.c_fc.forward(x));
         self.dropout.forward(self.c_proj.forward(hidden))
     }
+}
+
+/// Standard deviation of fresh weights: Hugging Face's `initializer_range` default.
+pub(crate) const INIT_STD: f64 = 0.02;
+
+fn normal(std: f64) -> Initializer {
+    Initializer::Normal { mean: 0.0, std }
+}
+
+/// A fresh linear layer as Hugging Face initialises GPT-2's (`_init_weights`): weights from
+/// N(0, std), biases zero. Burn's default (Kaiming-uniform) would make a random model's
+/// logits, and so its loss and timing, unlike any real GPT-2's.
+pub(crate) fn hf_linear(d_in: usize, d_out: usize, std: f64, device: &Device) -> Linear {
+    let mut linear = LinearConfig::new(d_in, d_out)
+        .with_initializer(normal(std))
+        .init(device);
+    linear.bias = Some(Initializer::Zeros.init([d_out], device));
+    linear
+}
+
+/// Layers that write into the residual stream start smaller, N(0, 0.02/√(2·layers)), as in
+/// GPT-2 and Hugging Face.
+pub(crate) fn residual_projection_std(config: &Gpt2Config) -> f64 {
+    INIT_STD / (2.0 * config.n_layer as f64).sqrt()
 }
 
 /// GPT-2's `gelu_new`, the tanh approximation of GELU: `x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))/2`.
@@ -159,8 +189,12 @@ impl Gpt2 {
     pub fn new(config: &Gpt2Config, device: &Device) -> Self {
         let d = config.n_embd;
         Self {
-            wte: EmbeddingConfig::new(config.vocab_size, d).init(device),
-            wpe: EmbeddingConfig::new(config.n_positions, d).init(device),
+            wte: EmbeddingConfig::new(config.vocab_size, d)
+                .with_initializer(normal(INIT_STD))
+                .init(device),
+            wpe: EmbeddingConfig::new(config.n_positions, d)
+                .with_initializer(normal(INIT_STD))
+                .init(device),
             h: (0..config.n_layer)
                 .map(|layer| Block::new(config, layer, device))
                 .collect(),
@@ -238,7 +272,14 @@ impl Gpt2 {
 
     /// Next-token logits `[B, T, vocab]` from hidden states, through the tied `wte`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        hidden.matmul(self.wte.weight.val().transpose().unsqueeze_dim(0))
+        let [batch, len, width] = hidden.dims();
+        let vocab = self.wte.weight.dims()[0];
+        // A 2-D product reads the transposed table in place; lifting it to 3-D would copy
+        // the whole [vocab, d] table on every call (a reshape of a transposed view).
+        hidden
+            .reshape([batch * len, width])
+            .matmul(self.wte.weight.val().transpose())
+            .reshape([batch, len, vocab])
     }
 
     /// Logits for token ids `[B, T]`, with positions `0..T` and an optional padding mask —

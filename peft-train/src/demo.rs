@@ -257,7 +257,7 @@ fn accuracy(value: Option<f64>) -> String {
 /// The demo's own base model, pretrained once and cached in `out/base/model`.
 fn pretrained_base(out: &Path, device: &DeviceArg) -> Result<String> {
     // Versioned: a change to the corpus or the shape must not reuse an old cache.
-    let base_dir = out.join("base-v1");
+    let base_dir = out.join("base-v2");
     let model_dir = base_dir.join("model");
     if model_dir.join("model.safetensors").is_file() {
         println!(

@@ -4,6 +4,8 @@
 //! environment outside the repository — `$PEFT_REFERENCE_VENV`, by default
 //! `~/.cache/peft-rs/venv` — created from `scripts/reference/requirements.txt` on first use.
 
+mod bench;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -24,6 +26,9 @@ enum Task {
     /// Save an adapter of each kind from Rust (`fixtures/rust-adapters/`), then load each in
     /// Python's `peft` and compare losses; writes `fixtures/rust-adapters/peft_check.txt`.
     PeftCheck,
+    /// Benchmark `peft-bench` against Hugging Face PEFT on the same shapes, alternating runs;
+    /// prints the ratio table (for BENCHMARKS.md) and keeps the raw records.
+    Bench(bench::BenchArgs),
     /// Print the reference virtual environment's Python (creating the venv if needed).
     ReferencePython,
 }
@@ -49,6 +54,7 @@ fn main() -> Result<()> {
                 .arg(root.join("scripts/reference/make_fixtures.py"))
                 .arg("--check-rust-adapters"))
         }
+        Task::Bench(args) => bench::run(&root, &reference_python(&root)?, &args),
         Task::ReferencePython => {
             println!("{}", reference_python(&root)?.display());
             Ok(())
