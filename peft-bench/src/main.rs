@@ -3,6 +3,7 @@
 //! reference (`scripts/reference/bench_peft.py`) prints. `cargo xtask bench` runs both.
 
 mod infer;
+mod mixed;
 mod report;
 mod setup;
 mod train;
@@ -23,6 +24,9 @@ enum Command {
     Train(train::TrainBench),
     /// Timed batched generation: prefill and KV-cached decode.
     Infer(infer::InferBench),
+    /// Generation for requests that each use a different adapter: one mixed batch, vs the
+    /// same batch with a single adapter, vs one batch per adapter.
+    Mixed(mixed::MixedBench),
 }
 
 fn main() {
@@ -36,6 +40,7 @@ fn run() -> Result<()> {
     let record = match Cli::parse().command {
         Command::Train(args) => train::run(&args)?,
         Command::Infer(args) => infer::run(&args)?,
+        Command::Mixed(args) => mixed::run(&args)?,
     };
     println!("{}", serde_json::to_string(&record)?);
     Ok(())

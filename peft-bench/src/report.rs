@@ -35,6 +35,12 @@ pub struct Record {
     pub peak_rss_mib: f64,
     /// Peak device memory where the backend reports it (the Python reference on CUDA), MiB.
     pub device_peak_mib: Option<f64>,
+    /// Mixed-adapter mode: the same batch with one adapter for every row, tokens/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub single_adapter_tokens_per_s: Option<f64>,
+    /// Mixed-adapter mode: the same requests run as one batch per adapter, tokens/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub one_at_a_time_tokens_per_s: Option<f64>,
 }
 
 impl Record {
@@ -60,6 +66,8 @@ impl Record {
             new_tokens: None,
             peak_rss_mib: 0.0,
             device_peak_mib: None,
+            single_adapter_tokens_per_s: None,
+            one_at_a_time_tokens_per_s: None,
         }
     }
 

@@ -116,15 +116,22 @@ impl Setup {
             );
         }
         let base = Gpt2::new(config, device);
+        Ok(match self.method {
+            Method::Full => AdaptedGpt2::full_finetune(base),
+            _ => AdaptedGpt2::new(base, self.adapter(config, device)),
+        })
+    }
+
+    /// The adapter `--method` asks for, as `peft-train` builds it (none for `full`/`none`).
+    pub fn adapter(&self, config: &Gpt2Config, device: &Device) -> Option<PeftAdapter> {
         let shape = ModelShape {
             d_model: config.n_embd,
             n_layer: config.n_layer,
             n_head: config.n_head,
         };
         let learning = PromptLearningConfig::new(self.virtual_tokens, shape);
-        let adapter = match self.method {
-            Method::Full => return Ok(AdaptedGpt2::full_finetune(base)),
-            Method::None => None,
+        match self.method {
+            Method::Full | Method::None => None,
             Method::Prompt => Some(PeftAdapter::prompt_tuning(
                 PromptTuningConfig {
                     base: learning,
@@ -142,8 +149,7 @@ impl Setup {
                 device,
             )),
             Method::PrefixDirect => Some(PeftAdapter::prefix_tuning(learning, None, device)),
-        };
-        Ok(AdaptedGpt2::new(base, adapter))
+        }
     }
 
     /// Virtual tokens that the method actually adds.

@@ -132,6 +132,13 @@ impl AdaptedGpt2 {
 
     /// Trainable and total parameters, as PEFT's `print_trainable_parameters` counts them.
     pub fn parameter_count(&self) -> ParameterCount {
+        if self.full_finetune {
+            let all = self.base.num_params();
+            return ParameterCount {
+                trainable: all,
+                total: all,
+            };
+        }
         let adapter = self
             .adapter
             .as_ref()

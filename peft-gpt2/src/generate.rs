@@ -10,8 +10,9 @@ use peft_core::Conditioning;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::batch::{PadSide, PaddedRows, bool_tensor, positions_from_mask};
+use crate::batch::{bool_tensor, positions_from_mask};
 use crate::error::{Error, Result};
+use crate::mixed::{MixedInput, MixedRow};
 use crate::model::{ForwardInput, Gpt2, KvCache};
 
 /// How the next token is chosen from the logits.
@@ -80,90 +81,98 @@ impl GenerationConfig {
     }
 }
 
-/// Continues every prompt; returns, per prompt, the new tokens (ending with the EOS token if
-/// one was produced).
+/// Continues every prompt under one conditioning; returns, per prompt, the new tokens (ending
+/// with the EOS token if one was produced).
 pub fn generate(
     model: &Gpt2,
     prompts: &[Vec<u32>],
     conditioning: &Conditioning,
     config: &GenerationConfig,
 ) -> Result<Vec<Vec<u32>>> {
-    config.validate()?;
-    if prompts.is_empty() || config.max_new_tokens == 0 {
-        return Ok(vec![Vec::new(); prompts.len()]);
-    }
-    if let Some(row) = prompts.iter().position(Vec::is_empty) {
-        return Err(Error::Input(format!(
-            "prompt {row} is empty; give at least one token (GPT-2 models often start from the \
-             end-of-text token)"
-        )));
-    }
-    let device = model.device();
-    let batch = prompts.len();
-    let padded = PaddedRows::new(prompts, config.pad_id, PadSide::Left);
-    let (prompt_len, prefix_len) = (conditioning.prompt_len(), conditioning.prefix_len());
-    model.check_fits(prefix_len + prompt_len + padded.width + config.max_new_tokens)?;
-
-    // Host-side bookkeeping: every row's mask over [prefix, virtual tokens, tokens] and its
-    // tokens so far. Both are small; the model only ever sees them as tensors.
-    let mut masks: Vec<Vec<bool>> = (0..batch)
-        .map(|row| {
-            let mut mask = vec![true; prefix_len + prompt_len];
-            mask.extend_from_slice(&padded.mask[row * padded.width..(row + 1) * padded.width]);
-            mask
+    let rows: Vec<MixedRow<'_>> = prompts
+        .iter()
+        .map(|tokens| MixedRow {
+            tokens,
+            conditioning,
         })
         .collect();
-    let mut tokens: Vec<Vec<i64>> = padded
-        .ids
-        .chunks(padded.width.max(1))
-        .map(<[i64]>::to_vec)
-        .collect();
+    generate_mixed(model, &rows, config)
+}
+
+/// Continues every row under its own conditioning (see [`crate::mixed`]), in one batch: each
+/// row's tokens are those it would get alone.
+pub fn generate_mixed(
+    model: &Gpt2,
+    rows: &[MixedRow<'_>],
+    config: &GenerationConfig,
+) -> Result<Vec<Vec<u32>>> {
+    config.validate()?;
+    if rows.is_empty() || config.max_new_tokens == 0 {
+        return Ok(vec![Vec::new(); rows.len()]);
+    }
+    let device = model.device();
+    let batch = rows.len();
+    let first = MixedInput::new(model, rows, config.max_new_tokens)?;
+    // Host-side bookkeeping: every row's mask over all keys so far, and the tokens fed after
+    // its prompt (its generated tokens, then padding once it has finished).
+    let mut masks = first.masks.clone();
+    let mut appended: Vec<Vec<u32>> = vec![Vec::new(); batch];
     let mut generated = vec![Vec::new(); batch];
     let mut finished = vec![false; batch];
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut cache = config.use_cache.then(|| KvCache::new(model.n_layer()));
 
-    // The first step feeds the whole prompt; later steps feed only the newest token when
-    // cached, and everything again when not.
-    let mut new_from = 0;
-    for _ in 0..config.max_new_tokens {
-        let fed_tokens: Vec<i64> = tokens
-            .iter()
-            .flat_map(|row| row[new_from..].to_vec())
-            .collect();
-        let fed_len = tokens[0].len() - new_from;
-        let ids =
-            Tensor::<1, Int>::from_data(TensorData::new(fed_tokens, [batch * fed_len]), &device)
-                .reshape([batch, fed_len]);
-        let mut embeddings = model.embed_tokens(ids);
-        let with_prompt = new_from == 0 && prompt_len > 0;
-        if with_prompt {
-            let prompt = conditioning.prompt.clone().expect("prompt_len > 0");
-            let [_, p, d] = prompt.dims();
-            embeddings = Tensor::cat(vec![prompt.expand([batch, p, d]), embeddings], 1);
-        }
-        let input_len = fed_len + if with_prompt { prompt_len } else { 0 };
-        let key_len = masks[0].len();
-        let positions: Vec<i64> = masks
-            .iter()
-            .flat_map(|mask| positions_from_mask(mask)[key_len - input_len..].to_vec())
-            .collect();
-        let flat_mask: Vec<bool> = masks.iter().flatten().copied().collect();
-        let hidden = model.forward(
-            ForwardInput {
-                embeddings,
-                positions: Tensor::<1, Int>::from_data(
-                    TensorData::new(positions, [batch * input_len]),
-                    &device,
+    for step in 0..config.max_new_tokens {
+        let hidden = match (step, cache.as_mut()) {
+            (0, cache) => run_whole(model, &first, cache),
+            (_, None) => {
+                // Without a cache every step reruns each row's whole sequence.
+                let extended: Vec<Vec<u32>> = rows
+                    .iter()
+                    .zip(&appended)
+                    .map(|(r, more)| [r.tokens, more.as_slice()].concat())
+                    .collect();
+                let again: Vec<MixedRow<'_>> = rows
+                    .iter()
+                    .zip(&extended)
+                    .map(|(r, tokens)| MixedRow {
+                        tokens,
+                        conditioning: r.conditioning,
+                    })
+                    .collect();
+                let input = MixedInput::new(model, &again, config.max_new_tokens - step)?;
+                run_whole(model, &input, None)
+            }
+            (_, Some(cache)) => {
+                let newest: Vec<i64> = appended
+                    .iter()
+                    .map(|row| i64::from(*row.last().expect("a token per step")))
+                    .collect();
+                let ids = Tensor::<1, Int>::from_data(TensorData::new(newest, [batch]), &device)
+                    .reshape([batch, 1]);
+                let positions: Vec<i64> = masks
+                    .iter()
+                    .map(|mask| *positions_from_mask(mask).last().expect("non-empty mask"))
+                    .collect();
+                let key_len = masks[0].len();
+                let flat_mask: Vec<bool> = masks.iter().flatten().copied().collect();
+                model.forward(
+                    ForwardInput {
+                        embeddings: model.embed_tokens(ids),
+                        positions: Tensor::<1, Int>::from_data(
+                            TensorData::new(positions, [batch]),
+                            &device,
+                        )
+                        .reshape([batch, 1]),
+                        key_mask: Some(bool_tensor(&flat_mask, batch, key_len, &device)),
+                        prefix: first.prefix.as_ref(),
+                    },
+                    Some(cache),
                 )
-                .reshape([batch, input_len]),
-                key_mask: Some(bool_tensor(&flat_mask, batch, key_len, &device)),
-                prefix: conditioning.prefix.as_ref(),
-            },
-            cache.as_mut(),
-        );
-        let last = hidden.narrow(1, input_len - 1, 1);
-        let logits = model.logits(last);
+            }
+        };
+        let input_len = hidden.dims()[1];
+        let logits = model.logits(hidden.narrow(1, input_len - 1, 1));
         let vocab = logits.dims()[2];
         let logits: Vec<f32> = logits
             .into_data()
@@ -183,17 +192,27 @@ pub fn generate(
                 finished[row] = config.eos_id == Some(token);
                 token
             };
-            tokens[row].push(i64::from(next));
+            appended[row].push(next);
             masks[row].push(true);
         }
         if finished.iter().all(|&f| f) {
             break;
         }
-        if cache.is_some() {
-            new_from = tokens[0].len() - 1;
-        }
     }
     Ok(generated)
+}
+
+/// Hidden states of a whole aligned batch (filling `cache` with its keys, if given).
+fn run_whole(model: &Gpt2, input: &MixedInput, cache: Option<&mut KvCache>) -> Tensor<3> {
+    model.forward(
+        ForwardInput {
+            embeddings: input.embeddings.clone(),
+            positions: input.positions.clone(),
+            key_mask: Some(input.key_mask(&model.device())),
+            prefix: input.prefix.as_ref(),
+        },
+        cache,
+    )
 }
 
 /// Picks the next token from one row of logits.

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod generate;
 pub mod loss;
+pub mod mixed;
 pub mod model;
 pub mod tokenizer;
 
@@ -17,6 +18,7 @@ pub use batch::{PadSide, PaddedRows};
 pub use checkpoint::{ModelFiles, load_pretrained, load_weights, save_pretrained};
 pub use config::Gpt2Config;
 pub use error::{Error, Result};
-pub use generate::{GenerationConfig, Sampling, generate};
+pub use generate::{GenerationConfig, Sampling, generate, generate_mixed};
+pub use mixed::{MixedRow, forward_mixed};
 pub use model::{ForwardInput, Gpt2, KvCache, positions_from};
 pub use tokenizer::Gpt2Tokenizer;

@@ -169,7 +169,7 @@ impl ModuleVisitor for GradientValues<'_> {
             param
                 .val()
                 .grad(self.grads)
-                .map(|g| g.into_data().to_vec::<f32>().unwrap()),
+                .map(|g| g.into_data().try_to_vec::<f32>().unwrap()),
         );
     }
 }

@@ -1,0 +1,86 @@
+//! `peft-bench` runs every mode end to end on the tiny fixture config and reports what it
+//! measured in the agreed JSON schema (the numbers themselves belong in BENCHMARKS.md, not
+//! in tests).
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn bench(args: &[&str]) -> Value {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/tiny-gpt2");
+    let out = Command::new(env!("CARGO_BIN_EXE_peft-bench"))
+        .args(args)
+        .args([
+            "--model",
+            model,
+            "--batch",
+            "2",
+            "--seq",
+            "6",
+            "--virtual-tokens",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "peft-bench {args:?} failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn positive(record: &Value, field: &str) -> f64 {
+    let value = record[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{field} missing in {record}"));
+    assert!(
+        value.is_finite() && value > 0.0,
+        "{field} = {value} in {record}"
+    );
+    value
+}
+
+#[test]
+fn training_modes_report_steps_parameters_and_memory() {
+    // tiny-gpt2: d_model 32, 2 layers; PEFT's counts for 3 virtual tokens.
+    for (method, trainable) in [("prompt", 3 * 32), ("prefix-direct", 3 * 2 * 2 * 32)] {
+        let record = bench(&["train", "--method", method, "--steps", "2", "--warmup", "1"]);
+        assert_eq!(record["implementation"], "peft-rs");
+        assert_eq!(record["mode"], "train");
+        assert_eq!(record["method"], method);
+        assert_eq!(record["trainable_params"], trainable, "{record}");
+        assert_eq!(record["timed_steps"], 2);
+        positive(&record, "tokens_per_s");
+        positive(&record, "peak_rss_mib");
+        assert!(positive(&record, "step_ms_min") <= positive(&record, "step_ms_max"));
+    }
+    let full = bench(&["train", "--method", "full", "--steps", "1", "--warmup", "0"]);
+    assert_eq!(full["virtual_tokens"], 0);
+    assert!(
+        full["trainable_params"].as_u64().unwrap() > 10_000,
+        "{full}"
+    );
+}
+
+#[test]
+fn generation_modes_report_prefill_decode_and_mixed_rates() {
+    let record = bench(&[
+        "infer",
+        "--method",
+        "prefix",
+        "--new-tokens",
+        "3",
+        "--repeats",
+        "1",
+    ]);
+    positive(&record, "prefill_tokens_per_s");
+    positive(&record, "tokens_per_s");
+    assert_eq!(record["new_tokens"], 3);
+    let record = bench(&["mixed", "--new-tokens", "3", "--repeats", "1"]);
+    assert_eq!(record["mode"], "mixed");
+    positive(&record, "tokens_per_s");
+    positive(&record, "single_adapter_tokens_per_s");
+    positive(&record, "one_at_a_time_tokens_per_s");
+}
