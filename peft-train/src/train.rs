@@ -516,18 +516,32 @@ fn epoch_metrics(
         .collect()
 }
 
+/// The training run Ctrl-C stops: the latest one (the demo trains several in one process,
+/// and a process has only one signal handler).
+static CURRENT_RUN: Mutex<Option<Interrupter>> = Mutex::new(None);
+
 fn install_ctrl_c(interrupter: Interrupter) {
-    // A second Ctrl-C (or a kill) ends the process; checkpoints already written survive.
-    let result = ctrlc::set_handler(move || {
-        eprintln!(
-            "\ninterrupt: finishing the current step, then saving; press Ctrl-C again to quit now"
-        );
-        if interrupter.should_stop() {
-            std::process::exit(130);
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    *CURRENT_RUN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(interrupter);
+    INSTALL.call_once(|| {
+        // A second Ctrl-C (or a kill) ends the process; checkpoints already written survive.
+        let result = ctrlc::set_handler(|| {
+            eprintln!(
+                "\ninterrupt: finishing the current step, then saving; press Ctrl-C again to quit now"
+            );
+            let current = CURRENT_RUN
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            match current {
+                Some(run) if !run.should_stop() => run.stop(Some("interrupted by the user")),
+                _ => std::process::exit(130),
+            }
+        });
+        if let Err(err) = result {
+            tracing::warn!("cannot install the Ctrl-C handler: {err}");
         }
-        interrupter.stop(Some("interrupted by the user"));
     });
-    if let Err(err) = result {
-        tracing::warn!("cannot install the Ctrl-C handler: {err}");
-    }
 }
