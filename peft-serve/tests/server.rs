@@ -1,0 +1,283 @@
+//! The real server on localhost, over real HTTP: completions through the base model and
+//! through adapters equal the library's generation for that request alone — also when many
+//! requests for different adapters arrive together and share batches — and bad input gets
+//! the right status and a message that names the problem, without taking the server down.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use peft_core::{Adapter, Backend, Conditioning, ModelShape, PeftAdapter, PromptLearningConfig};
+use peft_gpt2::{GenerationConfig, Gpt2Tokenizer, generate, load_pretrained};
+use serde_json::{Value, json};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+/// The server process, stopped when dropped.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server() -> Server {
+    let adapters = fixtures().join("adapters");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peft-serve"))
+        .arg("--model")
+        .arg(fixtures().join("tiny-gpt2"))
+        .args(["--base-name", "tiny", "--port", "0", "--max-wait-ms", "30"])
+        .arg("--adapter")
+        .arg(format!("prompt={}", adapters.join("prompt").display()))
+        .arg("--adapter")
+        .arg(format!("prefix={}", adapters.join("prefix").display()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in `{line}`"))
+        .to_string();
+    Server { child, base }
+}
+
+/// Status and JSON body of a request, whatever the status.
+fn call(request: ureq::Request, body: Option<&str>) -> (u16, Value) {
+    let response = match body {
+        Some(body) => request
+            .set("Content-Type", "application/json")
+            .send_string(body),
+        None => request.call(),
+    };
+    let response = match response {
+        Ok(response) => response,
+        Err(ureq::Error::Status(_, response)) => response,
+        Err(err) => panic!("transport error: {err}"),
+    };
+    let status = response.status();
+    (status, response.into_json().unwrap())
+}
+
+fn complete(server: &Server, body: Value) -> (u16, Value) {
+    call(
+        ureq::post(&format!("{}/v1/completions", server.base)),
+        Some(&body.to_string()),
+    )
+}
+
+fn text_of(response: &Value) -> String {
+    response["choices"][0]["text"].as_str().unwrap().to_string()
+}
+
+/// What the library generates for one prompt alone (greedy, stopping at end-of-text).
+fn solo(prompt: &str, adapter: Option<&Path>, max_tokens: usize) -> String {
+    let device = Backend::Flex.device().unwrap();
+    let dir = fixtures().join("tiny-gpt2");
+    let (gpt2, config, _) = load_pretrained(dir.to_str().unwrap(), &device).unwrap();
+    let tokenizer = Gpt2Tokenizer::from_dir(&dir).unwrap();
+    let shape = ModelShape {
+        d_model: config.n_embd,
+        n_layer: config.n_layer,
+        n_head: config.n_head,
+    };
+    let conditioning = adapter.map_or_else(Conditioning::none, |dir| {
+        PeftAdapter::load(dir, shape, &device)
+            .unwrap()
+            .conditioning()
+    });
+    let ids = tokenizer.encode(prompt).unwrap();
+    let eos = tokenizer.eos_id();
+    let mut out = generate(
+        &gpt2,
+        &[ids],
+        &conditioning,
+        &GenerationConfig::greedy(max_tokens, eos),
+    )
+    .unwrap()
+    .remove(0);
+    if out.last() == Some(&eos) {
+        out.pop();
+    }
+    tokenizer.decode(&out).unwrap()
+}
+
+#[test]
+fn completions_match_solo_generation_even_when_batched_together() {
+    let server = start_server();
+    let (status, models) = call(ureq::get(&format!("{}/v1/models", server.base)), None);
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["tiny", "prefix", "prompt"]);
+    assert_eq!(models["data"][2]["adapter"]["num_virtual_tokens"], 5);
+
+    let adapters = fixtures().join("adapters");
+    let cases = [
+        ("tiny", None, "The Mill is a pub"),
+        ("prompt", Some(adapters.join("prompt")), "The Mill is a pub"),
+        ("prefix", Some(adapters.join("prefix")), "riverside, cheap"),
+        ("prompt", Some(adapters.join("prompt")), "yes"),
+    ];
+    let expected: Vec<String> = cases
+        .iter()
+        .map(|(_, dir, prompt)| solo(prompt, dir.as_deref(), 12))
+        .collect();
+    for ((model, _, prompt), want) in cases.iter().zip(&expected) {
+        let (status, response) = complete(
+            &server,
+            json!({"model": model, "prompt": prompt, "max_tokens": 12, "temperature": 0}),
+        );
+        assert_eq!(status, 200, "{response}");
+        assert_eq!(&text_of(&response), want, "{model}: {prompt}");
+        assert_eq!(response["model"], *model);
+        assert!(response["usage"]["completion_tokens"].as_u64().unwrap() <= 12);
+    }
+
+    // 24 requests at once over three models: they share batches, and each still gets its
+    // solo answer.
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..24)
+            .map(|i| {
+                let (model, _, prompt) = &cases[i % cases.len()];
+                let want = &expected[i % cases.len()];
+                let server = &server;
+                scope.spawn(move || {
+                    let (status, response) = complete(
+                        server,
+                        json!({"model": model, "prompt": prompt, "max_tokens": 12, "temperature": 0.0}),
+                    );
+                    assert_eq!(status, 200, "{response}");
+                    assert_eq!(&text_of(&response), want, "concurrent {model}: {prompt}");
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+    });
+
+    // Sampling: the same seed gives the same text; `stop` cuts it.
+    let sampled = json!({"model": "prefix", "prompt": "a", "max_tokens": 10, "temperature": 1.0, "top_p": 0.9, "seed": 7});
+    let (_, first) = complete(&server, sampled.clone());
+    let (_, second) = complete(&server, sampled);
+    assert_eq!(text_of(&first), text_of(&second));
+    let full = &expected[0];
+    if let Some(stop) = full.get(2..4).filter(|s| !s.trim().is_empty()) {
+        let (status, cut) = complete(
+            &server,
+            json!({"model": "tiny", "prompt": cases[0].2, "max_tokens": 12, "temperature": 0, "stop": [stop]}),
+        );
+        assert_eq!(status, 200);
+        assert_eq!(text_of(&cut), full[..full.find(stop).unwrap()]);
+        assert_eq!(cut["choices"][0]["finish_reason"], "stop");
+    }
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_adapters_load_and_unload() {
+    let server = start_server();
+    let url = |path: &str| format!("{}{path}", server.base);
+
+    let (status, body) = complete(&server, json!({"model": "nope", "prompt": "hi"}));
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`nope`")
+    );
+
+    let long = "word ".repeat(200);
+    let (status, body) = complete(
+        &server,
+        json!({"model": "prompt", "prompt": long, "max_tokens": 4}),
+    );
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("5 virtual tokens") && message.contains("64"),
+        "{message}"
+    );
+
+    let (status, body) = call(ureq::post(&url("/v1/completions")), Some("{\"model\": "));
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = call(
+        ureq::post(&url("/v1/completions")),
+        Some(r#"{"prompt": "no model"}"#),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("model"));
+    let (status, _) = complete(
+        &server,
+        json!({"model": "tiny", "prompt": "hi", "stream": true}),
+    );
+    assert_eq!(status, 400);
+
+    // Load a new adapter, refuse a duplicate and one made for another model shape.
+    let projection = fixtures().join("adapters/prefix-projection");
+    let load = |name: &str, path: &Path| {
+        call(
+            ureq::post(&url("/v1/adapters")),
+            Some(&json!({"name": name, "path": path}).to_string()),
+        )
+    };
+    let (status, body) = load("projected", &projection);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["peft_type"], "PREFIX_TUNING");
+    let (status, _) = load("projected", &projection);
+    assert_eq!(status, 409);
+
+    let other = std::env::temp_dir().join(format!("peft-serve-test-{}", std::process::id()));
+    let wider = ModelShape {
+        d_model: 48,
+        n_layer: 2,
+        n_head: 4,
+    };
+    let device = Backend::Flex.device().unwrap();
+    PeftAdapter::prefix_tuning(PromptLearningConfig::new(3, wider), None, &device)
+        .save(&other)
+        .unwrap();
+    let (status, body) = load("wider", &other);
+    let _ = std::fs::remove_dir_all(&other);
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("48") && message.contains("32"),
+        "{message}"
+    );
+
+    let (status, body) = complete(
+        &server,
+        json!({"model": "projected", "prompt": "hi", "max_tokens": 3, "temperature": 0}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = call(ureq::delete(&url("/v1/adapters/projected")), None);
+    assert_eq!(status, 200);
+    let (status, _) = complete(&server, json!({"model": "projected", "prompt": "hi"}));
+    assert_eq!(status, 404);
+    let (status, _) = call(ureq::delete(&url("/v1/adapters/projected")), None);
+    assert_eq!(status, 404);
+
+    // Still serving after all of that.
+    let (status, _) = complete(
+        &server,
+        json!({"model": "tiny", "prompt": "hi", "max_tokens": 2, "temperature": 0}),
+    );
+    assert_eq!(status, 200);
+}
