@@ -3,6 +3,7 @@
 //! reference (`scripts/reference/bench_peft.py`) prints. `cargo xtask bench` runs both.
 
 mod infer;
+mod load;
 mod mixed;
 mod report;
 mod setup;
@@ -27,6 +28,8 @@ enum Command {
     /// Generation for requests that each use a different adapter: one mixed batch, vs the
     /// same batch with a single adapter, vs one batch per adapter.
     Mixed(mixed::MixedBench),
+    /// Load-test a running `peft-serve`: concurrent clients over several adapters.
+    Load(load::LoadBench),
 }
 
 fn main() {
@@ -38,6 +41,10 @@ fn main() {
 
 fn run() -> Result<()> {
     let record = match Cli::parse().command {
+        Command::Load(args) => {
+            println!("{}", serde_json::to_string(&load::run(&args)?)?);
+            return Ok(());
+        }
         Command::Train(args) => train::run(&args)?,
         Command::Infer(args) => infer::run(&args)?,
         Command::Mixed(args) => mixed::run(&args)?,
