@@ -50,13 +50,7 @@ fn parse_adapter(s: &str) -> Result<(String, PathBuf), String> {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    peft_train::init_logging();
     if let Err(err) = run(Args::parse()) {
         eprintln!("error: {err:#}");
         std::process::exit(1);

@@ -13,3 +13,16 @@ pub mod loaded;
 pub mod progress;
 pub mod train;
 pub mod trainee;
+
+/// Log warnings and errors (or what `RUST_LOG` asks for) to stderr, coloured on a terminal:
+/// the command-line tools' logging.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
