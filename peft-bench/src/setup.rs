@@ -6,8 +6,7 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 use clap::{Args, ValueEnum};
 use peft_core::{
-    Backend, ModelShape, PeftAdapter, PromptInit, PromptLearningConfig, PromptTuningConfig,
-    PromptTuningInit,
+    Backend, PeftAdapter, PromptInit, PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
 };
 use peft_gpt2::{AdaptedGpt2, Gpt2, Gpt2Config};
 use serde::Serialize;
@@ -124,11 +123,7 @@ impl Setup {
 
     /// The adapter `--method` asks for, as `peft-train` builds it (none for `full`/`none`).
     pub fn adapter(&self, config: &Gpt2Config, device: &Device) -> Option<PeftAdapter> {
-        let shape = ModelShape {
-            d_model: config.n_embd,
-            n_layer: config.n_layer,
-            n_head: config.n_head,
-        };
+        let shape = config.shape();
         let learning = PromptLearningConfig::new(self.virtual_tokens, shape);
         match self.method {
             Method::Full | Method::None => None,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use burn::prelude::*;
 use peft_core::{
-    AdapterModule, Backend, ModelShape, PeftAdapter, PeftConfig, PromptEncoder, PromptInit,
+    AdapterModule, Backend, PeftAdapter, PeftConfig, PromptEncoder, PromptInit,
     PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
 };
 use peft_gpt2::loss::mean_loss;
@@ -32,11 +32,7 @@ fn main() -> Result<()> {
     device.seed(2026);
     let (gpt2, config, files) = load_pretrained(root.join(BASE_MODEL).to_str().unwrap(), &device)?;
     let tokenizer = Gpt2Tokenizer::from_dir(&files.dir)?;
-    let shape = ModelShape {
-        d_model: config.n_embd,
-        n_layer: config.n_layer,
-        n_head: config.n_head,
-    };
+    let shape = config.shape();
 
     let init_ids: Vec<i64> = tokenizer
         .encode(INIT_TEXT)?

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use peft_core::ModelShape;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -135,6 +136,15 @@ impl Gpt2Config {
             ));
         }
         Ok(())
+    }
+
+    /// What an adapter must match: width, layers, heads.
+    pub fn shape(&self) -> ModelShape {
+        ModelShape {
+            d_model: self.n_embd,
+            n_layer: self.n_layer,
+            n_head: self.n_head,
+        }
     }
 
     pub fn head_dim(&self) -> usize {

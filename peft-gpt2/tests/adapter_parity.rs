@@ -15,14 +15,6 @@ use peft_gpt2::{AdaptedGpt2, Gpt2, Gpt2Config, load_pretrained};
 const TOLERANCE: f32 = 1e-4;
 const ADAPTERS: [&str; 4] = ["prompt", "prompt-text", "prefix", "prefix-projection"];
 
-fn shape_of(config: &Gpt2Config) -> ModelShape {
-    ModelShape {
-        d_model: config.n_embd,
-        n_layer: config.n_layer,
-        n_head: config.n_head,
-    }
-}
-
 fn base(device: &Device) -> (Gpt2, Gpt2Config) {
     let (model, config, _) =
         load_pretrained(fixtures().join("tiny-gpt2").to_str().unwrap(), device).unwrap();
@@ -36,7 +28,7 @@ fn peft_adapters_reproduce_peft_losses_and_logits() {
             let dir = fixtures().join("adapters").join(name);
             let reference = Reference::load_path(&dir.join("reference.safetensors"));
             let (gpt2, config) = base(&device);
-            let adapter = PeftAdapter::load(&dir, shape_of(&config), &device).unwrap();
+            let adapter = PeftAdapter::load(&dir, config.shape(), &device).unwrap();
             let model = AdaptedGpt2::new(gpt2, Some(adapter));
 
             // The padded batch: logits at every real position, the batch loss, each row's loss.
@@ -142,7 +134,7 @@ fn peft_adapters_reproduce_peft_losses_and_logits() {
 fn saved_adapters_load_back_identically() {
     let device = peft_core::Backend::Flex.device().unwrap();
     let (gpt2, config) = base(&device);
-    let shape = shape_of(&config);
+    let shape = config.shape();
     for name in ADAPTERS {
         let original =
             PeftAdapter::load(&fixtures().join("adapters").join(name), shape, &device).unwrap();
@@ -223,7 +215,7 @@ fn trainable_parameter_counts_match_peft_for_gpt2_small() {
     // PEFT 0.21 `get_nb_trainable_parameters()` on GPT2LMHeadModel(GPT2Config()), p = 20.
     let device = peft_core::Backend::Flex.device().unwrap();
     let config = Gpt2Config::preset("gpt2").unwrap();
-    let shape = shape_of(&config);
+    let shape = config.shape();
     let base = config.num_params();
     let prompt = PromptEncoder::new(20, 768, PromptInit::Random { std: 1.0 }, 0.0, &device);
     let direct = PrefixEncoder::direct(20, shape, &device);
@@ -274,7 +266,7 @@ fn adapters_checked_by_peft_still_reproduce_their_losses() {
         let record: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("rust_losses.json")).unwrap())
                 .unwrap();
-        let adapter = PeftAdapter::load(&dir, shape_of(&config), &device).unwrap();
+        let adapter = PeftAdapter::load(&dir, config.shape(), &device).unwrap();
         let model = AdaptedGpt2::new(gpt2.clone(), Some(adapter));
         for (text, expected) in record["texts"]
             .as_array()

@@ -96,11 +96,7 @@ fn only_adapter_parameters_get_gradients_and_change() {
     let device = Backend::Flex.device().unwrap().autodiff();
     let (gpt2, config, _) =
         load_pretrained(fixtures().join("tiny-gpt2").to_str().unwrap(), &device).unwrap();
-    let shape = ModelShape {
-        d_model: config.n_embd,
-        n_layer: config.n_layer,
-        n_head: config.n_head,
-    };
+    let shape = config.shape();
     let reference = Reference::load("tiny-gpt2");
     let ids = reference.int_tensor("batch.ids", &device);
     let mask = reference.mask_tensor("batch.mask", &device);
@@ -190,11 +186,7 @@ fn fused_loss_matches_full_logits_loss_and_gradients() {
     let device = Backend::Flex.device().unwrap().autodiff();
     let (gpt2, config, _) =
         load_pretrained(fixtures().join("tiny-gpt2").to_str().unwrap(), &device).unwrap();
-    let shape = ModelShape {
-        d_model: config.n_embd,
-        n_layer: config.n_layer,
-        n_head: config.n_head,
-    };
+    let shape = config.shape();
     let reference = Reference::load("tiny-gpt2");
     let rows = reference.rows("batch.ids");
     let ids = reference.int_tensor("batch.ids", &device);

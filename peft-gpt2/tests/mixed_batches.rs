@@ -6,7 +6,7 @@ mod common;
 
 use burn::prelude::*;
 use common::*;
-use peft_core::{Adapter, Conditioning, ModelShape, PeftAdapter};
+use peft_core::{Adapter, Conditioning, PeftAdapter};
 use peft_gpt2::{
     GenerationConfig, Gpt2, MixedRow, forward_mixed, generate, generate_mixed, load_pretrained,
 };
@@ -18,11 +18,7 @@ const ROW_TOLERANCE: f32 = 1e-5;
 fn model_and_conditionings(device: &Device) -> (Gpt2, Vec<(&'static str, Conditioning)>) {
     let (gpt2, config, _) =
         load_pretrained(fixtures().join("tiny-gpt2").to_str().unwrap(), device).unwrap();
-    let shape = ModelShape {
-        d_model: config.n_embd,
-        n_layer: config.n_layer,
-        n_head: config.n_head,
-    };
+    let shape = config.shape();
     let mut conditionings = vec![("none", Conditioning::none())];
     for name in ["prompt", "prompt-text", "prefix", "prefix-projection"] {
         let dir = fixtures().join("adapters").join(name);

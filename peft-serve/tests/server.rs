@@ -87,11 +87,7 @@ fn solo(prompt: &str, adapter: Option<&Path>, max_tokens: usize) -> String {
     let dir = fixtures().join("tiny-gpt2");
     let (gpt2, config, _) = load_pretrained(dir.to_str().unwrap(), &device).unwrap();
     let tokenizer = Gpt2Tokenizer::from_dir(&dir).unwrap();
-    let shape = ModelShape {
-        d_model: config.n_embd,
-        n_layer: config.n_layer,
-        n_head: config.n_head,
-    };
+    let shape = config.shape();
     let conditioning = adapter.map_or_else(Conditioning::none, |dir| {
         PeftAdapter::load(dir, shape, &device)
             .unwrap()

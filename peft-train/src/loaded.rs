@@ -44,11 +44,7 @@ impl LoadedModel {
     }
 
     pub fn shape(&self) -> ModelShape {
-        ModelShape {
-            d_model: self.config.n_embd,
-            n_layer: self.config.n_layer,
-            n_head: self.config.n_head,
-        }
+        self.config.shape()
     }
 
     /// Loads the adapter directory if one is named (`--adapter`), else nothing.
