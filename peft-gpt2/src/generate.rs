@@ -106,6 +106,27 @@ pub fn generate_mixed(
     rows: &[MixedRow<'_>],
     config: &GenerationConfig,
 ) -> Result<Vec<Vec<u32>>> {
+    generate_mixed_streaming(model, rows, config, |_, _| RowFlow::Continue)
+}
+
+/// What the caller of [`generate_mixed_streaming`] wants of a row after seeing its newest token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowFlow {
+    Continue,
+    /// The row is done (its reader left, hit a stop string or has all the tokens it wanted):
+    /// it is treated as finished, as if it had produced the end-of-text token.
+    Stop,
+}
+
+/// [`generate_mixed`], telling `on_token(row, token)` each token as soon as it is chosen, so a
+/// server can stream it; the callback may stop a row early. Stopping a row changes nothing for
+/// the others, and a row's tokens up to its stop are those it would get alone.
+pub fn generate_mixed_streaming(
+    model: &Gpt2,
+    rows: &[MixedRow<'_>],
+    config: &GenerationConfig,
+    mut on_token: impl FnMut(usize, u32) -> RowFlow,
+) -> Result<Vec<Vec<u32>>> {
     config.validate()?;
     if rows.is_empty() || config.max_new_tokens == 0 {
         return Ok(vec![Vec::new(); rows.len()]);
@@ -189,7 +210,8 @@ pub fn generate_mixed(
                     &mut rng,
                 );
                 generated[row].push(token);
-                finished[row] = config.eos_id == Some(token);
+                let stopped_by_caller = on_token(row, token) == RowFlow::Stop;
+                finished[row] = config.eos_id == Some(token) || stopped_by_caller;
                 token
             };
             appended[row].push(next);

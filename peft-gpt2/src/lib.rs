@@ -18,7 +18,9 @@ pub use batch::{PadSide, PaddedRows};
 pub use checkpoint::{ModelFiles, load_pretrained, load_weights, save_pretrained};
 pub use config::Gpt2Config;
 pub use error::{Error, Result};
-pub use generate::{GenerationConfig, Sampling, generate, generate_mixed};
+pub use generate::{
+    GenerationConfig, RowFlow, Sampling, generate, generate_mixed, generate_mixed_streaming,
+};
 pub use mixed::{MixedRow, forward_mixed};
 pub use model::{ForwardInput, Gpt2, KvCache, positions_from};
 pub use tokenizer::Gpt2Tokenizer;

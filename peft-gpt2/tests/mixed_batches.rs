@@ -8,7 +8,8 @@ use burn::prelude::*;
 use common::*;
 use peft_core::{Adapter, Conditioning, PeftAdapter};
 use peft_gpt2::{
-    GenerationConfig, Gpt2, MixedRow, forward_mixed, generate, generate_mixed, load_pretrained,
+    GenerationConfig, Gpt2, MixedRow, RowFlow, forward_mixed, generate, generate_mixed,
+    generate_mixed_streaming, load_pretrained,
 };
 
 const ROW_TOLERANCE: f32 = 1e-5;
@@ -41,18 +42,24 @@ fn rows() -> Vec<(Vec<u32>, usize)> {
     ]
 }
 
+fn mixed_rows<'a>(
+    rows: &'a [(Vec<u32>, usize)],
+    conditionings: &'a [(&'static str, Conditioning)],
+) -> Vec<MixedRow<'a>> {
+    rows.iter()
+        .map(|(tokens, which)| MixedRow {
+            tokens,
+            conditioning: &conditionings[*which].1,
+        })
+        .collect()
+}
+
 #[test]
 fn mixed_forward_rows_equal_their_solo_runs() {
     for (backend, device) in devices() {
         let (gpt2, conditionings) = model_and_conditionings(&device);
         let rows = rows();
-        let mixed: Vec<MixedRow<'_>> = rows
-            .iter()
-            .map(|(tokens, which)| MixedRow {
-                tokens,
-                conditioning: &conditionings[*which].1,
-            })
-            .collect();
+        let mixed = mixed_rows(&rows, &conditionings);
         let together = forward_mixed(&gpt2, &mixed).unwrap();
         for (i, ((tokens, which), logits)) in rows.iter().zip(together).enumerate() {
             let (name, conditioning) = &conditionings[*which];
@@ -84,13 +91,7 @@ fn mixed_greedy_generation_equals_solo_generation() {
     let (_, device) = devices().remove(0);
     let (gpt2, conditionings) = model_and_conditionings(&device);
     let rows = rows();
-    let mixed: Vec<MixedRow<'_>> = rows
-        .iter()
-        .map(|(tokens, which)| MixedRow {
-            tokens,
-            conditioning: &conditionings[*which].1,
-        })
-        .collect();
+    let mixed = mixed_rows(&rows, &conditionings);
     for use_cache in [true, false] {
         let config = GenerationConfig {
             max_new_tokens: 6,
@@ -110,6 +111,45 @@ fn mixed_greedy_generation_equals_solo_generation() {
             );
             assert_eq!(got.len(), 6);
         }
+    }
+}
+
+/// Streaming reports each row's tokens as they are chosen, and stopping a row early (as a
+/// server does when a stop string appears or its client leaves) leaves every other row's tokens
+/// unchanged.
+#[test]
+fn streamed_tokens_and_early_stops_match_solo_generation() {
+    let (_, device) = devices().remove(0);
+    let (gpt2, conditionings) = model_and_conditionings(&device);
+    let rows = rows();
+    let mixed = mixed_rows(&rows, &conditionings);
+    let config = GenerationConfig {
+        eos_id: None,
+        ..GenerationConfig::greedy(6, 0)
+    };
+    // Row i wants i + 1 tokens; the last rows want all 6.
+    let wanted = |row: usize| (row + 1).min(6);
+    let mut streamed = vec![Vec::new(); rows.len()];
+    let returned = generate_mixed_streaming(&gpt2, &mixed, &config, |row, token| {
+        streamed[row].push(token);
+        if streamed[row].len() == wanted(row) {
+            RowFlow::Stop
+        } else {
+            RowFlow::Continue
+        }
+    })
+    .unwrap();
+    for (i, ((tokens, which), got)) in rows.iter().zip(&returned).enumerate() {
+        let (name, conditioning) = &conditionings[*which];
+        let alone = generate(&gpt2, std::slice::from_ref(tokens), conditioning, &config)
+            .unwrap()
+            .remove(0);
+        assert_eq!(got, &streamed[i], "row {i} ({name}): streamed != returned");
+        assert_eq!(
+            got.as_slice(),
+            &alone[..wanted(i)],
+            "row {i} ({name}): an early stop changed its tokens"
+        );
     }
 }
 

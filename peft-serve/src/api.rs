@@ -1,8 +1,11 @@
 //! The HTTP API, OpenAI-style: `POST /v1/completions` (where `model` names an adapter or the
-//! base model), `GET /v1/models`, and adapter management (`POST /v1/adapters`,
+//! base model; `"stream": true` answers with server-sent events, one per piece of text, then
+//! `data: [DONE]`, as OpenAI's API does), `GET /v1/models`, and adapter management (`POST /v1/adapters`,
 //! `DELETE /v1/adapters/{name}`). Every error is JSON, `{"error": {"message", "type"}}`, with
 //! the status that says whose fault it is; bad input never takes the server down.
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -11,6 +14,7 @@ use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, extract::FromRequest};
@@ -18,8 +22,9 @@ use peft_gpt2::{Gpt2Tokenizer, Sampling};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::engine::{CompletionJob, Engine, EngineError};
+use crate::engine::{CompletionEvent, CompletionEvents, CompletionJob, Engine, EngineError};
 use crate::registry::RegistryError;
+use crate::text::TextStream;
 
 pub struct AppState {
     pub engine: Engine,
@@ -63,10 +68,15 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    fn body(&self) -> Value {
+        json!({"error": {"message": self.message, "type": self.kind}})
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"message": self.message, "type": self.kind}});
-        (self.status, Json(body)).into_response()
+        (self.status, Json(self.body())).into_response()
     }
 }
 
@@ -126,6 +136,7 @@ struct CompletionRequest {
     seed: Option<u64>,
     #[serde(default)]
     stop: Option<Stop>,
+    /// Answer with server-sent events as the text is generated.
     #[serde(default)]
     stream: bool,
     /// Accepted for compatibility with OpenAI clients; only 1 is supported.
@@ -160,93 +171,220 @@ impl Stop {
 async fn completions(
     State(state): State<Arc<AppState>>,
     JsonBody(request): JsonBody<CompletionRequest>,
-) -> Result<Json<Value>, ApiError> {
-    if request.stream {
-        return Err(ApiError::bad_request(
-            "streaming (`\"stream\": true`) is not supported yet; send the request without it",
-        ));
+) -> Result<Response, ApiError> {
+    let stream = request.stream;
+    let mut completing = Completing::start(state, request)?;
+    if !stream {
+        return Ok(Json(completing.collect().await?).into_response());
     }
-    if request.n.is_some_and(|n| n != 1) {
-        return Err(ApiError::bad_request("only `n: 1` is supported"));
+    // An error before the first token (say, the adapter was unloaded meanwhile) is still an
+    // ordinary JSON error response; after it, errors travel in the stream.
+    let first = completing.next().await;
+    if let Some(Step::Failed(err)) = first {
+        return Err(err);
     }
-    if request.max_tokens == 0 {
-        return Err(ApiError::bad_request("`max_tokens` must be at least 1"));
-    }
-    let sampling = if request.temperature == 0.0 {
-        Sampling::Greedy
-    } else {
-        Sampling::Random {
-            temperature: request.temperature,
-            top_k: None,
-            top_p: request.top_p,
+    let events = futures_util::stream::unfold(
+        (completing, first, false),
+        |(mut completing, first, done)| async move {
+            let step = match first {
+                Some(step) => Some(step),
+                None => completing.next().await,
+            };
+            let data = match step {
+                Some(Step::Text(text)) => completing.chunk(&text, None).to_string(),
+                Some(Step::End(reason)) => completing.chunk("", Some(reason)).to_string(),
+                Some(Step::Failed(err)) => err.body().to_string(),
+                None if !done => {
+                    let event = Event::default().data("[DONE]");
+                    return Some((Ok::<_, Infallible>(event), (completing, None, true)));
+                }
+                None => return None,
+            };
+            Some((Ok(Event::default().data(data)), (completing, None, false)))
+        },
+    );
+    Ok(Sse::new(events).into_response())
+}
+
+/// One step of a completion, as the client sees it.
+enum Step {
+    /// More text (never empty).
+    Text(String),
+    /// The completion ended: `"stop"` (end-of-text or a stop string) or `"length"`.
+    End(&'static str),
+    Failed(ApiError),
+}
+
+/// A completion in progress: the model thread's tokens turned into text steps.
+struct Completing {
+    state: Arc<AppState>,
+    id: String,
+    created: u64,
+    model: String,
+    prompt_tokens: usize,
+    /// `None` once the completion has ended: dropping the receiver stops the row.
+    events: Option<CompletionEvents>,
+    tokens: Vec<u32>,
+    completion_tokens: usize,
+    decoded: String,
+    text: TextStream,
+    pending: VecDeque<Step>,
+}
+
+impl Completing {
+    /// Checks the request and queues it with the model thread.
+    fn start(state: Arc<AppState>, request: CompletionRequest) -> Result<Self, ApiError> {
+        if request.n.is_some_and(|n| n != 1) {
+            return Err(ApiError::bad_request("only `n: 1` is supported"));
         }
-    };
-    let stops: Vec<String> = request.stop.map(Stop::strings).unwrap_or_default();
-    if stops.iter().any(String::is_empty) {
-        return Err(ApiError::bad_request("`stop` strings must not be empty"));
-    }
-    let engine = &state.engine;
-    let virtual_tokens = engine.virtual_tokens(&request.model).ok_or_else(|| {
-        ApiError::from(EngineError::Registry(RegistryError::NotFound(
-            request.model.clone(),
-        )))
-    })?;
-    let prompt = state
-        .tokenizer
-        .encode(&request.prompt)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if prompt.is_empty() {
-        return Err(ApiError::bad_request("`prompt` has no tokens"));
-    }
-    let limit = engine.n_positions;
-    if prompt.len() + virtual_tokens + request.max_tokens > limit {
-        return Err(ApiError::bad_request(format!(
-            "the prompt is {} tokens; with `{}`'s {virtual_tokens} virtual tokens and \
-             max_tokens {}, that is {} positions, over the model's {limit}: shorten the \
-             prompt or lower max_tokens",
-            prompt.len(),
-            request.model,
-            request.max_tokens,
-            prompt.len() + virtual_tokens + request.max_tokens
-        )));
-    }
-    let completion = engine
-        .complete(CompletionJob {
+        if request.max_tokens == 0 {
+            return Err(ApiError::bad_request("`max_tokens` must be at least 1"));
+        }
+        let sampling = if request.temperature == 0.0 {
+            Sampling::Greedy
+        } else {
+            Sampling::Random {
+                temperature: request.temperature,
+                top_k: None,
+                top_p: request.top_p,
+            }
+        };
+        let stops: Vec<String> = request.stop.map(Stop::strings).unwrap_or_default();
+        if stops.iter().any(String::is_empty) {
+            return Err(ApiError::bad_request("`stop` strings must not be empty"));
+        }
+        let engine = &state.engine;
+        let virtual_tokens = engine.virtual_tokens(&request.model).ok_or_else(|| {
+            ApiError::from(EngineError::Registry(RegistryError::NotFound(
+                request.model.clone(),
+            )))
+        })?;
+        let prompt = state
+            .tokenizer
+            .encode(&request.prompt)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if prompt.is_empty() {
+            return Err(ApiError::bad_request("`prompt` has no tokens"));
+        }
+        let limit = engine.n_positions;
+        let needed = prompt.len() + virtual_tokens + request.max_tokens;
+        if needed > limit {
+            return Err(ApiError::bad_request(format!(
+                "the prompt is {} tokens; with `{}`'s {virtual_tokens} virtual tokens and \
+                 max_tokens {}, that is {needed} positions, over the model's {limit}: shorten \
+                 the prompt or lower max_tokens",
+                prompt.len(),
+                request.model,
+                request.max_tokens,
+            )));
+        }
+        let prompt_tokens = prompt.len();
+        let events = engine.complete(CompletionJob {
             model: request.model.clone(),
-            prompt: prompt.clone(),
+            prompt,
             max_tokens: request.max_tokens,
             sampling,
             seed: request.seed.unwrap_or(0),
+        })?;
+        let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+        Ok(Self {
+            state,
+            id: format!("cmpl-{id}"),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            model: request.model,
+            prompt_tokens,
+            events: Some(events),
+            tokens: Vec::new(),
+            completion_tokens: 0,
+            decoded: String::new(),
+            text: TextStream::new(stops),
+            pending: VecDeque::new(),
         })
-        .await?;
+    }
 
-    let completion_tokens = completion.tokens.len();
-    let mut tokens = completion.tokens;
-    let mut finish_reason = if completion.stopped { "stop" } else { "length" };
-    if completion.stopped {
-        tokens.pop(); // the end-of-text token is not text
+    /// The next step; `None` after the end.
+    async fn next(&mut self) -> Option<Step> {
+        while self.pending.is_empty() {
+            let event = self.events.as_mut()?.recv().await;
+            self.take(event);
+        }
+        self.pending.pop_front()
     }
-    let mut text = state
-        .tokenizer
-        .decode(&tokens)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if let Some(cut) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {
-        text.truncate(cut);
-        finish_reason = "stop";
+
+    fn take(&mut self, event: Option<CompletionEvent>) {
+        match event {
+            Some(CompletionEvent::Token(token)) => {
+                self.completion_tokens += 1;
+                if token == self.state.engine.eos_id {
+                    return self.end("stop"); // the end-of-text token is not text
+                }
+                self.tokens.push(token);
+                match self.state.tokenizer.decode(&self.tokens) {
+                    Ok(decoded) => self.decoded = decoded,
+                    Err(err) => return self.fail(ApiError::bad_request(err.to_string())),
+                }
+                let shown = self.text.advance(&self.decoded);
+                self.push_text(shown);
+                if self.text.hit_stop() {
+                    self.end("stop");
+                }
+            }
+            Some(CompletionEvent::Done(Ok(()))) => self.end("length"),
+            Some(CompletionEvent::Done(Err(err))) => self.fail(err.into()),
+            None => self.fail(EngineError::Stopped.into()),
+        }
     }
-    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-    Ok(Json(json!({
-        "id": format!("cmpl-{id}"),
-        "object": "text_completion",
-        "created": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        "model": request.model,
-        "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish_reason}],
-        "usage": {
-            "prompt_tokens": prompt.len(),
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt.len() + completion_tokens,
-        },
-    })))
+
+    fn push_text(&mut self, text: String) {
+        if !text.is_empty() {
+            self.pending.push_back(Step::Text(text));
+        }
+    }
+
+    fn end(&mut self, reason: &'static str) {
+        let rest = self.text.flush(&self.decoded);
+        self.push_text(rest);
+        self.pending.push_back(Step::End(reason));
+        self.events = None;
+    }
+
+    fn fail(&mut self, err: ApiError) {
+        self.pending.push_back(Step::Failed(err));
+        self.events = None;
+    }
+
+    /// The whole completion as one response.
+    async fn collect(&mut self) -> Result<Value, ApiError> {
+        let mut text = String::new();
+        let mut finish_reason = None;
+        while let Some(step) = self.next().await {
+            match step {
+                Step::Text(more) => text.push_str(&more),
+                Step::End(reason) => finish_reason = Some(reason),
+                Step::Failed(err) => return Err(err),
+            }
+        }
+        let mut response = self.chunk(&text, finish_reason);
+        response["usage"] = json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        });
+        Ok(response)
+    }
+
+    /// A `text_completion` object: the whole response, or one streamed piece of it.
+    fn chunk(&self, text: &str, finish_reason: Option<&str>) -> Value {
+        json!({
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish_reason}],
+        })
+    }
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {

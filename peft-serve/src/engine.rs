@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use peft_core::Conditioning;
-use peft_gpt2::{GenerationConfig, Gpt2, MixedRow, Sampling, generate_mixed};
+use peft_gpt2::{GenerationConfig, Gpt2, MixedRow, RowFlow, Sampling, generate_mixed_streaming};
 use tokio::sync::oneshot;
 
 use crate::registry::{AdapterInfo, Registry, RegistryError};
@@ -35,12 +35,18 @@ pub struct CompletionJob {
     pub seed: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Completion {
-    pub tokens: Vec<u32>,
-    /// The row produced the end-of-text token.
-    pub stopped: bool,
+/// What the model thread tells a request, in order: each token as soon as it is chosen (the
+/// end-of-text token included), then how the generation ended. A request that stops listening
+/// (its receiver dropped: a stop string appeared, or a streaming client left) is stopped at its
+/// next token, so its row stops costing the batch.
+#[derive(Debug)]
+pub enum CompletionEvent {
+    Token(u32),
+    Done(Result<(), EngineError>),
 }
+
+pub type CompletionEvents = tokio::sync::mpsc::UnboundedReceiver<CompletionEvent>;
+type EventSender = tokio::sync::mpsc::UnboundedSender<CompletionEvent>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -53,10 +59,7 @@ pub enum EngineError {
 }
 
 enum Job {
-    Complete(
-        CompletionJob,
-        oneshot::Sender<Result<Completion, EngineError>>,
-    ),
+    Complete(CompletionJob, EventSender),
     Load(
         String,
         std::path::PathBuf,
@@ -74,6 +77,8 @@ pub struct Engine {
     loaded: Arc<RwLock<Vec<AdapterInfo>>>,
     pub base_name: String,
     pub n_positions: usize,
+    /// The end-of-text token, which ends a row.
+    pub eos_id: u32,
 }
 
 impl Engine {
@@ -86,6 +91,7 @@ impl Engine {
             loaded: loaded.clone(),
             base_name: registry.base_name().to_string(),
             n_positions: model.n_positions(),
+            eos_id,
         };
         std::thread::Builder::new()
             .name("peft-serve-model".into())
@@ -121,8 +127,13 @@ impl Engine {
             .map(|a| a.num_virtual_tokens)
     }
 
-    pub async fn complete(&self, job: CompletionJob) -> Result<Completion, EngineError> {
-        self.ask(|reply| Job::Complete(job, reply)).await
+    /// Queues a completion; its tokens and its end arrive on the returned receiver.
+    pub fn complete(&self, job: CompletionJob) -> Result<CompletionEvents, EngineError> {
+        let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
+        self.queue
+            .send(Job::Complete(job, events))
+            .map_err(|_| EngineError::Stopped)?;
+        Ok(receiver)
     }
 
     pub async fn load(
@@ -153,7 +164,7 @@ impl Engine {
 struct Admitted {
     job: CompletionJob,
     conditioning: Conditioning,
-    reply: oneshot::Sender<Result<Completion, EngineError>>,
+    events: EventSender,
 }
 
 struct Worker {
@@ -188,14 +199,14 @@ impl Worker {
     /// adapter resolved now, so a later unload cannot pull it from under them.
     fn take(&mut self, job: Job, batch: &mut Vec<Admitted>) {
         match job {
-            Job::Complete(job, reply) => match self.registry.conditioning(&job.model) {
+            Job::Complete(job, events) => match self.registry.conditioning(&job.model) {
                 Ok(conditioning) => batch.push(Admitted {
                     job,
                     conditioning,
-                    reply,
+                    events,
                 }),
                 Err(err) => {
-                    let _ = reply.send(Err(err.into()));
+                    let _ = events.send(CompletionEvent::Done(Err(err.into())));
                 }
             },
             Job::Load(name, path, reply) => {
@@ -218,54 +229,63 @@ impl Worker {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = self.registry.infos();
     }
 
-    /// One mixed-adapter generation for the group; rows that cannot share a batch (their
-    /// lengths together exceed the model) run alone instead.
+    /// One mixed-adapter generation for the group; if the rows cannot share a batch (their
+    /// lengths together exceed the model), each runs alone instead.
     fn run_group(&self, group: Vec<Admitted>) {
-        let config = |rows: &[&Admitted]| {
-            let lead = &rows[0].job;
-            GenerationConfig {
-                max_new_tokens: rows.iter().map(|r| r.job.max_tokens).max().unwrap_or(0),
-                sampling: lead.sampling,
-                seed: lead.seed,
-                eos_id: Some(self.eos_id),
-                pad_id: self.eos_id,
-                use_cache: true,
-            }
-        };
-        let generate_rows = |rows: &[&Admitted]| {
-            let mixed: Vec<MixedRow<'_>> = rows
-                .iter()
-                .map(|r| MixedRow {
-                    tokens: &r.job.prompt,
-                    conditioning: &r.conditioning,
-                })
-                .collect();
-            generate_mixed(&self.model, &mixed, &config(rows))
-        };
         let rows: Vec<&Admitted> = group.iter().collect();
-        let outputs: Vec<Result<Vec<u32>, String>> = match generate_rows(&rows) {
-            Ok(outputs) => outputs.into_iter().map(Ok).collect(),
-            Err(_) if rows.len() > 1 => rows
-                .iter()
-                .map(|row| {
-                    generate_rows(std::slice::from_ref(row))
-                        .map(|mut out| out.remove(0))
-                        .map_err(|e| e.to_string())
-                })
-                .collect(),
-            Err(err) => vec![Err(err.to_string())],
-        };
-        for (admitted, output) in group.into_iter().zip(outputs) {
-            let result = output
-                .map(|mut tokens| {
-                    // Greedy rows share a batch whatever their lengths: each keeps its own.
-                    tokens.truncate(admitted.job.max_tokens);
-                    let stopped = tokens.last() == Some(&self.eos_id);
-                    Completion { tokens, stopped }
-                })
-                .map_err(EngineError::Input);
-            let _ = admitted.reply.send(result);
+        match self.stream_rows(&rows) {
+            Ok(()) => finish(&rows, &Ok(())),
+            // The batch was refused before any token went out: no row has seen anything yet.
+            Err((_, 0)) if rows.len() > 1 => {
+                for row in rows {
+                    let alone = std::slice::from_ref(&row);
+                    finish(alone, &self.stream_rows(alone).map_err(|(err, _)| err));
+                }
+            }
+            Err((err, _)) => finish(&rows, &Err(err)),
         }
+    }
+
+    /// Generates for `rows` in one batch, sending each token to its request as it is chosen.
+    /// A row stops when it has its `max_tokens` or its request stopped listening. On error,
+    /// also says how many tokens had been sent.
+    fn stream_rows(&self, rows: &[&Admitted]) -> Result<(), (String, usize)> {
+        let lead = &rows[0].job;
+        let config = GenerationConfig {
+            max_new_tokens: rows.iter().map(|r| r.job.max_tokens).max().unwrap_or(0),
+            sampling: lead.sampling,
+            seed: lead.seed,
+            eos_id: Some(self.eos_id),
+            pad_id: self.eos_id,
+            use_cache: true,
+        };
+        let mixed: Vec<MixedRow<'_>> = rows
+            .iter()
+            .map(|r| MixedRow {
+                tokens: &r.job.prompt,
+                conditioning: &r.conditioning,
+            })
+            .collect();
+        let mut sent = vec![0usize; rows.len()];
+        generate_mixed_streaming(&self.model, &mixed, &config, |row, token| {
+            sent[row] += 1;
+            let listening = rows[row].events.send(CompletionEvent::Token(token)).is_ok();
+            if listening && sent[row] < rows[row].job.max_tokens {
+                RowFlow::Continue
+            } else {
+                RowFlow::Stop
+            }
+        })
+        .map(drop)
+        .map_err(|err| (err.to_string(), sent.iter().sum()))
+    }
+}
+
+/// Tells each row's request how its generation ended.
+fn finish(rows: &[&Admitted], result: &Result<(), String>) {
+    for row in rows {
+        let ended = result.clone().map_err(EngineError::Input);
+        let _ = row.events.send(CompletionEvent::Done(ended));
     }
 }
 

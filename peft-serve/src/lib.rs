@@ -2,8 +2,10 @@
 //!
 //! The base weights exist once; each adapter adds only its own parameters. Requests naming
 //! different adapters that arrive close together run as one mixed-adapter batch
-//! ([`peft_gpt2::generate_mixed`]), each row getting exactly what it would get alone.
+//! ([`peft_gpt2::generate_mixed_streaming`]), each row getting exactly what it would get alone;
+//! tokens are sent as they are chosen, so responses can stream.
 
 pub mod api;
 pub mod engine;
 pub mod registry;
+pub mod text;

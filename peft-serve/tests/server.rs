@@ -1,9 +1,10 @@
 //! The real server on localhost, over real HTTP: completions through the base model and
 //! through adapters equal the library's generation for that request alone — also when many
-//! requests for different adapters arrive together and share batches — and bad input gets
+//! requests for different adapters arrive together and share batches, and when streamed piece
+//! by piece — and bad input gets
 //! the right status and a message that names the problem, without taking the server down.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -75,6 +76,24 @@ fn complete(server: &Server, body: Value) -> (u16, Value) {
         ureq::post(&format!("{}/v1/completions", server.base)),
         Some(&body.to_string()),
     )
+}
+
+/// The JSON events of a streamed completion, checking the stream ends with `[DONE]`.
+fn stream(server: &Server, body: Value) -> Vec<Value> {
+    let response = ureq::post(&format!("{}/v1/completions", server.base))
+        .send_json(body)
+        .unwrap();
+    assert_eq!(response.content_type(), "text/event-stream");
+    let body = response.into_string().unwrap();
+    let data: Vec<&str> = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{body}");
+    data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
 }
 
 fn text_of(response: &Value) -> String {
@@ -219,11 +238,6 @@ fn bad_requests_get_clear_errors_and_adapters_load_and_unload() {
     );
     assert_eq!(status, 400, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("model"));
-    let (status, _) = complete(
-        &server,
-        json!({"model": "tiny", "prompt": "hi", "stream": true}),
-    );
-    assert_eq!(status, 400);
 
     // Load a new adapter, refuse a duplicate and one made for another model shape.
     let projection = fixtures().join("adapters/prefix-projection");
@@ -274,6 +288,76 @@ fn bad_requests_get_clear_errors_and_adapters_load_and_unload() {
     let (status, _) = complete(
         &server,
         json!({"model": "tiny", "prompt": "hi", "max_tokens": 2, "temperature": 0}),
+    );
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn streamed_completions_arrive_piece_by_piece_with_the_same_text() {
+    let server = start_server();
+    for (model, prompt, stop) in [
+        ("prompt", "The Mill is a pub", None),
+        ("prefix", "riverside, cheap", None),
+        ("tiny", "The Mill is a pub", Some(2..4)),
+    ] {
+        let mut request =
+            json!({"model": model, "prompt": prompt, "max_tokens": 12, "temperature": 0});
+        if let Some(range) = stop {
+            let whole = text_of(&complete(&server, request.clone()).1);
+            if let Some(stop) = whole.get(range).filter(|s| !s.trim().is_empty()) {
+                request["stop"] = json!([stop]);
+            }
+        }
+        let (status, whole) = complete(&server, request.clone());
+        assert_eq!(status, 200, "{whole}");
+        request["stream"] = json!(true);
+        let events = stream(&server, request);
+        let (last, pieces) = events.split_last().unwrap();
+        assert!(
+            pieces.len() >= 2,
+            "{model}: expected several pieces, got {events:?}"
+        );
+        for piece in pieces {
+            assert_eq!(piece["object"], "text_completion");
+            assert_eq!(piece["model"], model);
+            assert!(piece["choices"][0]["finish_reason"].is_null(), "{piece}");
+            assert!(!text_of(piece).is_empty());
+        }
+        assert_eq!(last["choices"][0]["text"], "");
+        assert_eq!(
+            last["choices"][0]["finish_reason"],
+            whole["choices"][0]["finish_reason"]
+        );
+        let streamed: String = pieces.iter().map(text_of).collect();
+        assert_eq!(streamed, text_of(&whole), "{model}: {prompt}");
+    }
+
+    // Errors before the first token are plain JSON errors.
+    let (status, body) = complete(
+        &server,
+        json!({"model": "nope", "prompt": "hi", "stream": true}),
+    );
+    assert_eq!(status, 404, "{body}");
+
+    // A client that leaves mid-stream costs nothing more and breaks nothing.
+    let address = server.base.trim_start_matches("http://");
+    let mut socket = std::net::TcpStream::connect(address).unwrap();
+    let body = json!({"model": "prefix", "prompt": "a", "max_tokens": 40, "temperature": 0, "stream": true})
+        .to_string();
+    write!(
+        socket,
+        "POST /v1/completions HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut first = [0u8; 64];
+    let read = socket.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..read]).starts_with("HTTP/1.1 200"));
+    drop(socket);
+    let (status, _) = complete(
+        &server,
+        json!({"model": "prefix", "prompt": "hi", "max_tokens": 3, "temperature": 0}),
     );
     assert_eq!(status, 200);
 }
