@@ -1,7 +1,8 @@
 //! A load test of a running `peft-serve`: concurrent clients, each sending completion
 //! requests back to back over several adapters for a fixed time; reports requests/s,
-//! latency percentiles and errors.
+//! latency percentiles and errors, and with `--stream` the time to the first piece of text.
 
+use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -29,6 +30,9 @@ pub struct LoadBench {
         default_value = "The Mill | pub | Indian | cheap | riverside | yes =>"
     )]
     pub prompt: String,
+    /// Stream the completions (server-sent events) and measure the time to their first text.
+    #[arg(long)]
+    pub stream: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,14 +49,69 @@ pub struct LoadRecord {
     pub latency_ms_p50: f64,
     pub latency_ms_p99: f64,
     pub latency_ms_max: f64,
+    /// With `--stream`: from sending the request to receiving its first text.
+    pub first_text_ms_p50: Option<f64>,
+    pub first_text_ms_p99: Option<f64>,
+    pub stream: bool,
     /// The first error seen, if any.
     pub first_error: Option<String>,
 }
 
 struct ClientResult {
     latencies: Vec<Duration>,
+    first_texts: Vec<Duration>,
     tokens: usize,
     errors: Vec<String>,
+}
+
+/// What one successful request measured.
+struct Answer {
+    tokens: usize,
+    first_text: Option<Duration>,
+}
+
+/// One request, whole or streamed; the time to its first text when streamed.
+fn send(url: &str, mut body: serde_json::Value, stream: bool) -> Result<Answer> {
+    let asked = Instant::now();
+    if stream {
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    let response = ureq::post(url).send_json(body)?;
+    if !stream {
+        let reply: serde_json::Value = response.into_json()?;
+        return Ok(Answer {
+            tokens: reply["usage"]["completion_tokens"].as_u64().unwrap_or(0) as usize,
+            first_text: None,
+        });
+    }
+    let mut answer = Answer {
+        tokens: 0,
+        first_text: None,
+    };
+    for line in BufReader::new(response.into_reader()).lines() {
+        let line = line?;
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            return Ok(answer);
+        }
+        let piece: serde_json::Value = serde_json::from_str(data)?;
+        if let Some(error) = piece.get("error") {
+            bail!("error in the stream: {error}");
+        }
+        let has_text = piece["choices"][0]["text"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty());
+        if has_text && answer.first_text.is_none() {
+            answer.first_text = Some(asked.elapsed());
+        }
+        if let Some(tokens) = piece["usage"]["completion_tokens"].as_u64() {
+            answer.tokens = tokens as usize;
+        }
+    }
+    bail!("the stream ended without `data: [DONE]`")
 }
 
 pub fn run(args: &LoadBench) -> Result<LoadRecord> {
@@ -72,6 +131,7 @@ pub fn run(args: &LoadBench) -> Result<LoadRecord> {
                 scope.spawn(move || {
                     let mut result = ClientResult {
                         latencies: Vec::new(),
+                        first_texts: Vec::new(),
                         tokens: 0,
                         errors: Vec::new(),
                     };
@@ -86,16 +146,13 @@ pub fn run(args: &LoadBench) -> Result<LoadRecord> {
                             "temperature": 0,
                         });
                         let asked = Instant::now();
-                        match ureq::post(url).send_json(body) {
-                            Ok(response) => {
+                        match send(url, body, args.stream) {
+                            Ok(answer) => {
                                 result.latencies.push(asked.elapsed());
-                                let reply: serde_json::Value =
-                                    response.into_json().unwrap_or_default();
-                                result.tokens +=
-                                    reply["usage"]["completion_tokens"].as_u64().unwrap_or(0)
-                                        as usize;
+                                result.tokens += answer.tokens;
+                                result.first_texts.extend(answer.first_text);
                             }
-                            Err(err) => result.errors.push(err.to_string()),
+                            Err(err) => result.errors.push(format!("{err:#}")),
                         }
                     }
                     result
@@ -108,17 +165,8 @@ pub fn run(args: &LoadBench) -> Result<LoadRecord> {
             .collect()
     });
     let seconds = started.elapsed().as_secs_f64();
-    let mut latencies: Vec<f64> = results
-        .iter()
-        .flat_map(|r| r.latencies.iter().map(|d| d.as_secs_f64() * 1e3))
-        .collect();
-    latencies.sort_by(f64::total_cmp);
-    let percentile = |q: f64| -> f64 {
-        if latencies.is_empty() {
-            return f64::NAN;
-        }
-        latencies[((latencies.len() - 1) as f64 * q).round() as usize]
-    };
+    let latencies = sorted_ms(results.iter().flat_map(|r| &r.latencies));
+    let first_texts = sorted_ms(results.iter().flat_map(|r| &r.first_texts));
     let errors: Vec<&String> = results.iter().flat_map(|r| &r.errors).collect();
     let tokens: usize = results.iter().map(|r| r.tokens).sum();
     Ok(LoadRecord {
@@ -131,9 +179,24 @@ pub fn run(args: &LoadBench) -> Result<LoadRecord> {
         errors: errors.len(),
         requests_per_s: latencies.len() as f64 / seconds,
         completion_tokens_per_s: tokens as f64 / seconds,
-        latency_ms_p50: percentile(0.5),
-        latency_ms_p99: percentile(0.99),
+        latency_ms_p50: percentile(&latencies, 0.5).unwrap_or(f64::NAN),
+        latency_ms_p99: percentile(&latencies, 0.99).unwrap_or(f64::NAN),
         latency_ms_max: latencies.last().copied().unwrap_or(f64::NAN),
+        first_text_ms_p50: percentile(&first_texts, 0.5),
+        first_text_ms_p99: percentile(&first_texts, 0.99),
+        stream: args.stream,
         first_error: errors.first().map(|e| e.to_string()),
     })
+}
+
+fn sorted_ms<'a>(durations: impl Iterator<Item = &'a Duration>) -> Vec<f64> {
+    let mut ms: Vec<f64> = durations.map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    ms
+}
+
+/// The `q` quantile of sorted values (nearest rank), if there are any.
+fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    Some(sorted[(last as f64 * q).round() as usize])
 }

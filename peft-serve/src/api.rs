@@ -18,6 +18,7 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, extract::FromRequest};
+use futures_util::{StreamExt, stream};
 use peft_gpt2::{Gpt2Tokenizer, Sampling};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -139,9 +140,19 @@ struct CompletionRequest {
     /// Answer with server-sent events as the text is generated.
     #[serde(default)]
     stream: bool,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
     /// Accepted for compatibility with OpenAI clients; only 1 is supported.
     #[serde(default)]
     n: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamOptions {
+    /// End the stream with a piece that carries the token counts.
+    #[serde(default)]
+    include_usage: bool,
 }
 
 fn default_max_tokens() -> usize {
@@ -173,6 +184,10 @@ async fn completions(
     JsonBody(request): JsonBody<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let stream = request.stream;
+    let include_usage = request
+        .stream_options
+        .as_ref()
+        .is_some_and(|o| o.include_usage);
     let mut completing = Completing::start(state, request)?;
     if !stream {
         return Ok(Json(completing.collect().await?).into_response());
@@ -183,26 +198,36 @@ async fn completions(
     if let Some(Step::Failed(err)) = first {
         return Err(err);
     }
-    let events = futures_util::stream::unfold(
-        (completing, first, false),
-        |(mut completing, first, done)| async move {
+    let pieces = stream::unfold(
+        (completing, first),
+        move |(mut completing, first)| async move {
             let step = match first {
-                Some(step) => Some(step),
-                None => completing.next().await,
+                Some(step) => step,
+                None => completing.next().await?,
             };
             let data = match step {
-                Some(Step::Text(text)) => completing.chunk(&text, None).to_string(),
-                Some(Step::End(reason)) => completing.chunk("", Some(reason)).to_string(),
-                Some(Step::Failed(err)) => err.body().to_string(),
-                None if !done => {
-                    let event = Event::default().data("[DONE]");
-                    return Some((Ok::<_, Infallible>(event), (completing, None, true)));
+                Step::Text(text) => vec![completing.chunk(&text, None)],
+                Step::End(reason) => {
+                    let mut last = vec![completing.chunk("", Some(reason))];
+                    if include_usage {
+                        // OpenAI's `stream_options.include_usage`: a final piece with no choices.
+                        let mut usage = completing.chunk("", None);
+                        usage["choices"] = json!([]);
+                        usage["usage"] = completing.usage();
+                        last.push(usage);
+                    }
+                    last
                 }
-                None => return None,
+                Step::Failed(err) => vec![err.body()],
             };
-            Some((Ok(Event::default().data(data)), (completing, None, false)))
+            Some((stream::iter(data), (completing, None)))
         },
     );
+    let events = pieces
+        .flatten()
+        .map(|data| data.to_string())
+        .chain(stream::once(async { "[DONE]".to_string() }))
+        .map(|data| Ok::<_, Infallible>(Event::default().data(data)));
     Ok(Sse::new(events).into_response())
 }
 
@@ -367,12 +392,16 @@ impl Completing {
             }
         }
         let mut response = self.chunk(&text, finish_reason);
-        response["usage"] = json!({
+        response["usage"] = self.usage();
+        Ok(response)
+    }
+
+    fn usage(&self) -> Value {
+        json!({
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
-        });
-        Ok(response)
+        })
     }
 
     /// A `text_completion` object: the whole response, or one streamed piece of it.

@@ -311,7 +311,11 @@ fn streamed_completions_arrive_piece_by_piece_with_the_same_text() {
         let (status, whole) = complete(&server, request.clone());
         assert_eq!(status, 200, "{whole}");
         request["stream"] = json!(true);
-        let events = stream(&server, request);
+        request["stream_options"] = json!({"include_usage": true});
+        let mut events = stream(&server, request);
+        let usage = events.pop().unwrap();
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(usage["usage"], whole["usage"]);
         let (last, pieces) = events.split_last().unwrap();
         assert!(
             pieces.len() >= 2,
