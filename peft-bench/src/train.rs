@@ -39,6 +39,7 @@ pub fn run(args: &TrainBench) -> Result<Record> {
     let trainee = Trainee {
         model,
         class_tokens: None,
+        max_grad_norm: None,
     };
     // Language modelling on every token, as the Python reference does (`labels = input_ids`).
     let examples: Vec<TokenizedExample> = setup
@@ -55,7 +56,7 @@ pub fn run(args: &TrainBench) -> Result<Record> {
         pad_id: 0,
         shared_label_prefix: 0,
     };
-    let optimizer = adamw(0.01, None).init();
+    let optimizer = adamw(0.01).init();
     let mut learner = Learner::new(trainee, optimizer, ConstantLr::new(1e-3));
 
     let mut timings = Vec::with_capacity(args.steps);

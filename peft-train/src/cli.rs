@@ -110,7 +110,8 @@ pub struct TrainArgs {
     pub warmup_steps: usize,
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f64,
-    /// Clip the gradient norm to this value.
+    /// Clip the gradients' global norm (all trainable parameters together, as PyTorch's
+    /// `clip_grad_norm_`) to this value before each optimizer step.
     #[arg(long)]
     pub grad_clip: Option<f64>,
     /// Accumulate gradients over this many batches per optimizer step.

@@ -420,6 +420,7 @@ fn score(
             let trainee = Trainee {
                 model,
                 class_tokens: Some(verbalizer.deciding_tokens()),
+                max_grad_norm: None,
             };
             let batcher = ExampleBatcher {
                 pad_id: loaded.tokenizer.eos_id(),

@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod clip;
 pub mod commands;
 pub mod data;
 pub mod demo;

@@ -10,7 +10,6 @@ use anyhow::{Context, Result, bail};
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataset::InMemDataset;
 use burn::optim::AdamWConfig;
-use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::lr_scheduler::LrSchedulerConfig;
 use burn::optim::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::optim::lr_scheduler::linear::LinearLrSchedulerConfig;
@@ -115,6 +114,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
     let trainee = Trainee {
         model,
         class_tokens: train_set.verbalizer.as_ref().map(|v| v.deciding_tokens()),
+        max_grad_norm: args.grad_clip.map(|clip| clip as f32),
     };
 
     let steps_per_epoch = train_set
@@ -148,7 +148,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         .batch_size(args.batch_size)
         .build(InMemDataset::new(valid_set.examples.clone()));
 
-    let optimizer = adamw(args.weight_decay, args.grad_clip);
+    let optimizer = adamw(args.weight_decay);
     let scheduler = ModuleLrSchedulerConfig::new(lr_schedule(args, total_steps))
         .init()
         .map_err(|e| anyhow::anyhow!("invalid learning-rate schedule: {e}"))?;
@@ -415,11 +415,10 @@ fn new_adapter(args: &TrainArgs, loaded: &LoadedModel) -> Result<PeftAdapter> {
     }
 }
 
-/// The optimizer every training run uses (and `peft-bench` measures).
-pub fn adamw(weight_decay: f64, grad_clip: Option<f64>) -> AdamWConfig {
-    AdamWConfig::new()
-        .with_weight_decay(weight_decay as f32)
-        .with_grad_clipping(grad_clip.map(|clip| GradientClippingConfig::Norm(clip as f32)))
+/// The optimizer every training run uses (and `peft-bench` measures). Gradient clipping is
+/// the trainee's (by the global norm, see [`crate::clip`]), not Burn's per-tensor clipping.
+pub fn adamw(weight_decay: f64) -> AdamWConfig {
+    AdamWConfig::new().with_weight_decay(weight_decay as f32)
 }
 
 /// Epochs to run and training items per epoch, honouring `--max-steps`.

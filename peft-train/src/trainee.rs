@@ -2,6 +2,8 @@
 //! for full fine-tuning), its batches and its step outputs.
 
 use burn::data::dataloader::batcher::Batcher;
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::ExecutionError;
 use burn::train::metric::{AccuracyInput, Adaptor, ItemLazy, LossInput};
@@ -9,6 +11,7 @@ use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use peft_gpt2::loss::{LossTargets, fused_lm_loss};
 use peft_gpt2::{AdaptedGpt2, PadSide, PaddedRows};
 
+use crate::clip::clip_global_norm;
 use crate::data::TokenizedExample;
 
 /// Right-padded examples as tensors.
@@ -67,6 +70,9 @@ pub struct Trainee {
     /// The deciding token of each class label, when training a classifier through a verbalizer.
     #[module(skip)]
     pub class_tokens: Option<Vec<u32>>,
+    /// Clip the global gradient norm to this before each optimizer step.
+    #[module(skip)]
+    pub max_grad_norm: Option<f32>,
 }
 
 /// What one step reports to the metrics.
@@ -158,6 +164,19 @@ impl TrainStep for Trainee {
         let output = self.forward(batch);
         let grads = output.loss.backward();
         TrainOutput::new(self, grads, output)
+    }
+
+    /// The optimizer step, after clipping the (accumulated) gradients by their global norm.
+    fn optimize(
+        self,
+        optim: &mut ModuleOptimizer,
+        lr: ModuleLearningRate,
+        mut grads: GradientsParams,
+    ) -> Self {
+        if let Some(max_norm) = self.max_grad_norm {
+            clip_global_norm(&self, &mut grads, max_norm);
+        }
+        optim.step(lr, self, grads)
     }
 }
 
