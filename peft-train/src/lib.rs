@@ -11,6 +11,7 @@ pub mod data;
 pub mod demo;
 pub mod eval;
 pub mod loaded;
+pub mod plot;
 pub mod progress;
 pub mod train;
 pub mod trainee;

@@ -1,5 +1,6 @@
 //! `peft-train train`: adapter (or full) training through Burn's `SupervisedTraining` and
-//! `Learner`, with adapter-only checkpoints, resume, and a PEFT-format adapter at the end.
+//! `Learner`, with adapter-only checkpoints, resume, and at the end a PEFT-format adapter,
+//! `metrics.json` and `loss.png`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ use crate::checkpoint::{
 use crate::cli::{Method, PromptInitArg, Schedule, TrainArgs};
 use crate::data::{Dataset, read_examples, tokenize};
 use crate::loaded::LoadedModel;
+use crate::plot::LossCurves;
 use crate::progress::PlainProgress;
 use crate::trainee::{ExampleBatcher, Trainee};
 
@@ -235,6 +237,13 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
     );
     let json = serde_json::to_string_pretty(&epochs)?;
     peft_core::adapter::write_atomically(&args.output_dir.join("metrics.json"), json.as_bytes())?;
+    // The plot is a convenience: failing to draw it must not fail a finished run.
+    let plot = args.output_dir.join("loss.png");
+    if let Err(err) =
+        LossCurves::read(&args.output_dir.join("train"), epochs.len()).write_png(&plot)
+    {
+        tracing::warn!("no loss plot at {}: {err:#}", plot.display());
+    }
     if interrupted {
         println!(
             "interrupted: the adapter as it was is in {}; `--resume` continues from the last checkpoint",

@@ -96,6 +96,8 @@ fn train_resume_eval_generate_and_info() {
     assert_eq!(metrics.as_array().unwrap().len(), 2, "{metrics}");
     assert!(metrics[1]["valid_loss"].as_f64().unwrap().is_finite());
     assert!(metrics[1]["tokens_per_second"].as_f64().unwrap() > 0.0);
+    let plot = std::fs::read(out.join("loss.png")).unwrap();
+    assert!(plot.starts_with(b"\x89PNG\r\n\x1a\n"), "loss.png is not a PNG");
 
     // A second run into the same directory would overwrite trained work: refused.
     let message = fails(&train_args(out_str, "prompt", completion, "2"));
