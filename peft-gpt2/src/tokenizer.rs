@@ -90,6 +90,13 @@ impl Gpt2Tokenizer {
     }
 
     /// The end-of-text token id, which is also GPT-2's padding id.
+    /// The whole tokenizer as `tokenizer.json` text: what identifies it, for caches.
+    pub fn to_json(&self) -> Result<String> {
+        self.inner
+            .to_string(false)
+            .map_err(|err| Error::Input(format!("cannot serialise the tokenizer: {err}")))
+    }
+
     pub fn eos_id(&self) -> u32 {
         self.eos_id
     }

@@ -114,6 +114,10 @@ pub struct TrainArgs {
     /// `clip_grad_norm_`) to this value before each optimizer step.
     #[arg(long)]
     pub grad_clip: Option<f64>,
+    /// Tokenise the data again instead of reading the tokens an earlier run cached (in
+    /// $PEFT_RS_CACHE/tokenized, default ~/.cache/peft-rs/tokenized), and cache nothing.
+    #[arg(long)]
+    pub no_token_cache: bool,
     /// Accumulate gradients over this many batches per optimizer step.
     #[arg(long, default_value_t = 1)]
     pub grad_accumulation: usize,

@@ -6,6 +6,7 @@ use peft_gpt2::{AdaptedGpt2, GenerationConfig, Sampling, generate};
 
 use crate::cli::{Cli, Command, DemoArgs, DeviceArg, EvalArgs, GenerateArgs, InfoArgs};
 use crate::loaded::LoadedModel;
+use crate::token_cache::TokenCache;
 use crate::{data, demo, eval, train};
 
 /// Runs one parsed command line.
@@ -29,14 +30,13 @@ fn eval_command(args: &EvalArgs) -> Result<()> {
     let adapter = loaded.load_optional_adapter(args.adapter.as_deref())?;
     let virtual_tokens = adapter.as_ref().map_or(0, Adapter::num_virtual_tokens);
     let max_len = loaded.config.n_positions.saturating_sub(virtual_tokens);
-    let examples = data::read_examples(&args.data)?;
-    let dataset = data::tokenize(
+    let (dataset, _) = data::load_tokenized(
         &args.data,
-        examples,
         &loaded.tokenizer,
         max_len,
         args.overlong,
         None,
+        TokenCache::default_location().as_ref(),
     )?;
     let model = AdaptedGpt2::new(loaded.model.clone(), adapter);
     let report = eval::evaluate(

@@ -8,6 +8,8 @@
 //! - `{"text": ..., "label": ...}` — classification through a verbalizer: the label's words
 //!   follow the text and are the target, and accuracy compares the label tokens' scores;
 //! - `{"input_ids": [...]}` — already tokenised, every token is a target.
+//!
+//! Tokens are cached on disk ([`crate::token_cache`]), so a file is tokenised once.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -16,6 +18,8 @@ use anyhow::{Context, Result, bail};
 use peft_gpt2::Gpt2Tokenizer;
 use peft_gpt2::loss::IGNORE_INDEX;
 use serde_json::Value;
+
+use crate::token_cache::{TokenCache, TokenizeSettings, read_entry, write_entry};
 
 /// One line of a dataset, as written.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,7 +56,7 @@ pub enum Overlong {
 ///
 /// Labels are told apart at their first differing token: labels that all begin with the same
 /// tokens (a lone space token, say) are compared where they diverge, and only there.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Verbalizer {
     pub labels: Vec<String>,
     pub tokens: Vec<Vec<u32>>,
@@ -82,7 +86,8 @@ impl Verbalizer {
             })?;
             if !deciding.insert(*token) {
                 bail!(
-                    "label `{label}` cannot be told apart from another label at their first                      differing token; rename the labels"
+                    "label `{label}` cannot be told apart from another label at their first \
+                     differing token; rename the labels"
                 );
             }
         }
@@ -104,7 +109,7 @@ impl Verbalizer {
 }
 
 /// A dataset file, parsed and tokenised.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
     pub examples: Vec<TokenizedExample>,
     /// Examples cut to fit (with [`Overlong::Truncate`]).
@@ -116,6 +121,61 @@ pub struct Dataset {
 pub fn read_examples(path: &Path) -> Result<Vec<(usize, Example)>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read dataset {}", path.display()))?;
+    parse_examples(path, &text)
+}
+
+/// Reads and tokenises the dataset at `path` (see [`tokenize`]), or reads its tokens from
+/// `cache` when an earlier run stored them. Says whether they came from the cache.
+pub fn load_tokenized(
+    path: &Path,
+    tokenizer: &Gpt2Tokenizer,
+    max_len: usize,
+    overlong: Overlong,
+    verbalizer: Option<Verbalizer>,
+    cache: Option<&TokenCache>,
+) -> Result<(Dataset, bool)> {
+    let contents =
+        std::fs::read(path).with_context(|| format!("cannot read dataset {}", path.display()))?;
+    let entry = match cache {
+        Some(cache) => {
+            let tokenizer_json = tokenizer.to_json()?;
+            let settings = TokenizeSettings {
+                tokenizer_json: &tokenizer_json,
+                max_len,
+                overlong,
+                verbalizer: verbalizer.as_ref(),
+            };
+            Some(cache.entry(&contents, &settings)?)
+        }
+        None => None,
+    };
+    if let Some(entry) = &entry {
+        match read_entry(entry) {
+            Ok(Some(dataset)) => return Ok((dataset, true)),
+            Ok(None) => {}
+            Err(err) => tracing::warn!("{err:#}; tokenising {} again", path.display()),
+        }
+    }
+    let text = String::from_utf8(contents)
+        .with_context(|| format!("{} is not UTF-8 text", path.display()))?;
+    let dataset = tokenize(
+        path,
+        parse_examples(path, &text)?,
+        tokenizer,
+        max_len,
+        overlong,
+        verbalizer,
+    )?;
+    if let Some(entry) = &entry
+        && let Err(err) = write_entry(entry, &dataset, path)
+    {
+        tracing::warn!("cannot cache the tokens of {}: {err:#}", path.display());
+    }
+    Ok((dataset, false))
+}
+
+/// Parses the text of the dataset file `path`.
+fn parse_examples(path: &Path, text: &str) -> Result<Vec<(usize, Example)>> {
     let mut examples = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;

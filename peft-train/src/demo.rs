@@ -199,12 +199,13 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             task,
             "frozen base",
             0,
-            frozen.0,
-            accuracy(frozen.1)
+            frozen.loss,
+            accuracy(frozen.accuracy)
         )?;
         for (method, label) in [
             (Method::Prompt, "prompt tuning"),
             (Method::Prefix, "prefix tuning"),
+            (Method::Full, "full fine-tuning"),
         ] {
             let run_dir = out
                 .join("runs")
@@ -224,25 +225,33 @@ pub fn run(args: &DemoArgs) -> Result<()> {
                     outcome.adapter_dir.display()
                 );
             }
-            let adapter = outcome.adapter_dir;
-            let (loss, acc, trainable) = {
-                let scored = score(&model, Some(&adapter), valid, &args.device)?;
-                (scored.0, scored.1, scored.2)
+            // Full fine-tuning saves a whole model; an adapter goes over the frozen base.
+            let (name, scored, trainable) = if method == Method::Full {
+                let trained = outcome.adapter_dir.to_string_lossy();
+                let scored = score(&trained, None, valid, &args.device)?;
+                let trainable = scored.all_params;
+                (label.to_string(), scored, trainable)
+            } else {
+                let scored = score(&model, Some(&outcome.adapter_dir), valid, &args.device)?;
+                let trainable = scored.adapter_params;
+                let name = format!("{label} (p={})", PLAN.virtual_tokens);
+                (name, scored, trainable)
             };
             writeln!(
                 report,
                 "{:<16} {:<22} {:>10} {:>11.4} {:>9}",
                 task,
-                format!("{label} (p={})", PLAN.virtual_tokens),
+                name,
                 trainable,
-                loss,
-                accuracy(acc)
+                scored.loss,
+                accuracy(scored.accuracy)
             )?;
         }
     }
     println!("{report}");
     println!(
-        "adapters (PEFT format) in {}/runs/*/adapter; finished in {:.0?}",
+        "adapters (PEFT format) in {}/runs/*/adapter, fully fine-tuned models in runs/*/model; \
+         finished in {:.0?}",
         out.display(),
         started.elapsed()
     );
@@ -337,11 +346,14 @@ fn task_args(
         epochs: PLAN.task_epochs,
         max_steps: None,
         batch_size: 8,
-        lr: 3e-2,
+        // Adapters start from scratch and train few parameters; full fine-tuning moves
+        // pretrained weights, which a rate this high would wreck.
+        lr: if method == Method::Full { 1e-3 } else { 3e-2 },
         schedule: Schedule::Linear,
         warmup_steps: 10,
         weight_decay: 0.0,
         grad_clip: Some(1.0),
+        no_token_cache: false,
         grad_accumulation: 1,
         early_stopping: None,
         seed: 42,
@@ -392,16 +404,20 @@ fn write_jsonl(path: &Path, rows: impl Iterator<Item = serde_json::Value>) -> Re
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Held-out loss (token-weighted), accuracy when labelled, and trainable parameters.
-fn score(
-    model: &str,
-    adapter: Option<&Path>,
-    valid: &Path,
-    device: &DeviceArg,
-) -> Result<(f64, Option<f64>, usize)> {
+/// How a model (with its adapter, if any) does on held-out data.
+struct Score {
+    /// Mean next-token loss over every target token.
+    loss: f64,
+    /// When the data is labelled.
+    accuracy: Option<f64>,
+    adapter_params: usize,
+    /// The base model's and the adapter's together.
+    all_params: usize,
+}
+
+fn score(model: &str, adapter: Option<&Path>, valid: &Path, device: &DeviceArg) -> Result<Score> {
     let loaded = LoadedModel::load(model, device.device, false)?;
     let adapter = loaded.load_optional_adapter(adapter)?;
-    let trainable = adapter.as_ref().map_or(0, Adapter::num_trainable_params);
     let max_len =
         loaded.config.n_positions - adapter.as_ref().map_or(0, Adapter::num_virtual_tokens);
     let dataset = tokenize(
@@ -413,6 +429,7 @@ fn score(
         None,
     )?;
     let model = AdaptedGpt2::new(loaded.model.clone(), adapter);
+    let params = model.parameter_count();
     let report = evaluate(&model, &dataset.examples, loaded.tokenizer.eos_id(), 16)?;
     let accuracy = match &dataset.verbalizer {
         None => None,
@@ -437,5 +454,10 @@ fn score(
             Some(correct as f64 / dataset.examples.len() as f64)
         }
     };
-    Ok((report.mean_loss, accuracy, trainable))
+    Ok(Score {
+        loss: report.mean_loss,
+        accuracy,
+        adapter_params: params.trainable,
+        all_params: params.total,
+    })
 }

@@ -13,6 +13,7 @@ pub mod eval;
 pub mod loaded;
 pub mod plot;
 pub mod progress;
+pub mod token_cache;
 pub mod train;
 pub mod trainee;
 

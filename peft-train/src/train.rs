@@ -34,10 +34,11 @@ use crate::checkpoint::{
     AtomicCheckpointer, ModelCheckpointer, OPTIMIZER, SCHEDULER, TimedKeepLast, last_complete_epoch,
 };
 use crate::cli::{Method, PromptInitArg, Schedule, TrainArgs};
-use crate::data::{Dataset, read_examples, tokenize};
+use crate::data::{Dataset, load_tokenized};
 use crate::loaded::LoadedModel;
 use crate::plot::LossCurves;
 use crate::progress::PlainProgress;
+use crate::token_cache::TokenCache;
 use crate::trainee::{ExampleBatcher, Trainee};
 
 /// What identifies a run, kept in `OUTPUT_DIR/run.json` so `--resume` continues the same one.
@@ -307,23 +308,32 @@ fn load_dataset(
     args: &TrainArgs,
     verbalizer: Option<crate::data::Verbalizer>,
 ) -> Result<Dataset> {
-    let examples = read_examples(path)?;
-    let dataset = tokenize(
+    let cache = if args.no_token_cache {
+        None
+    } else {
+        TokenCache::default_location()
+    };
+    let (dataset, cached) = load_tokenized(
         path,
-        examples,
         &loaded.tokenizer,
         max_len,
         args.overlong,
         verbalizer,
+        cache.as_ref(),
     )?;
     println!(
-        "{}: {} examples{}",
+        "{}: {} examples{}{}",
         path.display(),
         dataset.examples.len(),
         if dataset.truncated > 0 {
             format!(", {} truncated to {max_len} tokens", dataset.truncated)
         } else {
             String::new()
+        },
+        if cached {
+            " (tokens from the cache)"
+        } else {
+            ""
         }
     );
     Ok(dataset)

@@ -20,20 +20,32 @@ fn data(name: &str) -> String {
         .into_owned()
 }
 
+/// Runs the binary with its token cache in this test process's own directory.
 fn peft_train(args: &[&str]) -> Output {
+    static CACHE: std::sync::LazyLock<tempfile::TempDir> =
+        std::sync::LazyLock::new(|| tempfile::tempdir().unwrap());
+    peft_train_caching_in(args, CACHE.path())
+}
+
+fn peft_train_caching_in(args: &[&str], cache: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_peft-train"))
         .args(args)
+        .env("PEFT_RS_CACHE", cache)
         .output()
         .expect("the binary runs")
 }
 
-fn ok(args: &[&str]) -> String {
-    let out = peft_train(args);
-    let text = format!(
+fn log_of(out: &Output) -> String {
+    format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    );
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = peft_train(args);
+    let text = log_of(&out);
     assert!(out.status.success(), "peft-train {args:?} failed:\n{text}");
     text
 }
@@ -97,7 +109,10 @@ fn train_resume_eval_generate_and_info() {
     assert!(metrics[1]["valid_loss"].as_f64().unwrap().is_finite());
     assert!(metrics[1]["tokens_per_second"].as_f64().unwrap() > 0.0);
     let plot = std::fs::read(out.join("loss.png")).unwrap();
-    assert!(plot.starts_with(b"\x89PNG\r\n\x1a\n"), "loss.png is not a PNG");
+    assert!(
+        plot.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "loss.png is not a PNG"
+    );
 
     // A second run into the same directory would overwrite trained work: refused.
     let message = fails(&train_args(out_str, "prompt", completion, "2"));
@@ -275,4 +290,46 @@ fn bad_input_is_a_clear_error() {
         ]);
         assert!(message.contains("--features vulkan"), "{message}");
     }
+}
+
+#[test]
+fn tokens_are_cached_once_and_a_damaged_cache_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let completion = leak(data("completion.jsonl"));
+    let run = |name: &str, extra: &[&str]| {
+        let out = leak(dir.path().join(name).to_string_lossy().into_owned());
+        let mut args = train_args(out, "prompt", completion, "1");
+        args.extend_from_slice(extra);
+        let output = peft_train_caching_in(&args, &cache);
+        let log = log_of(&output);
+        assert!(output.status.success(), "{log}");
+        log
+    };
+    // The training and validation files are the same file with the same settings: the
+    // validation set already reads what the training set cached, from the one entry.
+    let from_cache = |log: &str| log.matches("(tokens from the cache)").count();
+    let first = run("first", &[]);
+    assert_eq!(from_cache(&first), 1, "{first}");
+    let entries: Vec<PathBuf> = std::fs::read_dir(cache.join("tokenized"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+
+    let second = run("second", &[]);
+    assert_eq!(from_cache(&second), 2, "{second}");
+    let bypassed = run("bypassed", &["--no-token-cache"]);
+    assert_eq!(from_cache(&bypassed), 0, "{bypassed}");
+
+    // A damaged entry is a warning; the data is tokenised again and the entry replaced.
+    std::fs::write(&entries[0], b"not safetensors").unwrap();
+    let damaged = run("damaged", &[]);
+    assert!(
+        damaged.contains("not a readable token cache entry"),
+        "{damaged}"
+    );
+    assert_eq!(from_cache(&damaged), 1, "{damaged}");
+    let repaired = run("repaired", &[]);
+    assert_eq!(from_cache(&repaired), 2, "{repaired}");
 }
