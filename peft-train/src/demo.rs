@@ -10,7 +10,8 @@
 //! - classification: whether a described restaurant is family friendly (` yes` / ` no`),
 //!   scored by held-out accuracy.
 //!
-//! Each tuned adapter is compared with the frozen model on the same held-out data, and saved.
+//! Each tuned adapter is compared on the same held-out data with the frozen model and with a
+//! full fine-tune of it (the reference adapters are measured against), and saved.
 //! With `--model gpt2` the same tasks run on real GPT-2 (from the Hugging Face cache or hub).
 
 use std::fmt::Write as _;
