@@ -15,7 +15,7 @@ use crate::data::Overlong;
     long_about = "Prompt tuning and prefix tuning of frozen GPT-2 models on Burn.\n\n\
                   With no subcommand, runs the offline demonstration: pretrains a small GPT-2 on a \
                   generated restaurant corpus (cached), then prompt- and prefix-tunes it on held-out \
-                  tasks and compares them with the frozen model."
+                  tasks and compares them with the frozen model and a full fine-tune."
 )]
 pub struct Cli {
     #[command(subcommand)]
