@@ -15,6 +15,8 @@ use burn::train::checkpoint::{
 };
 use burn::train::metric::store::EventStoreClient;
 
+use crate::epochs::EpochClock;
+
 pub const MODEL: &str = "model";
 pub const OPTIMIZER: &str = "optim";
 pub const SCHEDULER: &str = "scheduler";
@@ -126,13 +128,16 @@ pub fn last_complete_epoch(dir: &Path) -> Option<usize> {
 pub struct TimedKeepLast {
     inner: KeepLastNCheckpoints,
     pub epoch_ends: Arc<Mutex<Vec<(usize, Instant)>>>,
+    /// Told of every epoch end, so the next epoch's order and randomness follow from it.
+    clock: EpochClock,
 }
 
 impl TimedKeepLast {
-    pub fn new(epoch_ends: Arc<Mutex<Vec<(usize, Instant)>>>) -> Self {
+    pub fn new(epoch_ends: Arc<Mutex<Vec<(usize, Instant)>>>, clock: EpochClock) -> Self {
         Self {
             inner: KeepLastNCheckpoints::new(2),
             epoch_ends,
+            clock,
         }
     }
 }
@@ -147,6 +152,7 @@ impl CheckpointingStrategy for TimedKeepLast {
             .lock()
             .expect("no panics while holding the lock")
             .push((epoch, Instant::now()));
+        self.clock.epoch_completed(epoch);
         self.inner.checkpointing(epoch, store)
     }
 }

@@ -9,6 +9,7 @@ pub mod clip;
 pub mod commands;
 pub mod data;
 pub mod demo;
+pub mod epochs;
 pub mod eval;
 pub mod loaded;
 pub mod plot;

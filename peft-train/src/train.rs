@@ -35,6 +35,7 @@ use crate::checkpoint::{
 };
 use crate::cli::{Method, PromptInitArg, Schedule, TrainArgs};
 use crate::data::{Dataset, load_tokenized};
+use crate::epochs::{EpochClock, EpochShuffled};
 use crate::loaded::LoadedModel;
 use crate::plot::LossCurves;
 use crate::progress::PlainProgress;
@@ -140,10 +141,14 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         pad_id: loaded.tokenizer.eos_id(),
         shared_label_prefix: train_set.verbalizer.as_ref().map_or(0, |v| v.shared_prefix),
     };
+    // Epoch orders and dropout follow from (seed, epoch), so a resumed run matches.
+    let clock = EpochClock::new(device.clone(), args.seed);
     let mut train_loader = DataLoaderBuilder::new(batcher.clone())
         .batch_size(args.batch_size)
-        .shuffle(args.seed)
-        .build(InMemDataset::new(train_set.examples.clone()));
+        .build(EpochShuffled::new(
+            train_set.examples.clone(),
+            clock.clone(),
+        ));
     if items_per_epoch < train_set.examples.len() {
         train_loader = train_loader.slice(0, items_per_epoch);
     }
@@ -179,7 +184,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
                     name: SCHEDULER,
                 },
             )
-            .with_checkpointing_strategy(TimedKeepLast::new(epoch_ends.clone()))
+            .with_checkpointing_strategy(TimedKeepLast::new(epoch_ends.clone(), clock.clone()))
             .grads_accumulation(args.grad_accumulation)
             .with_training_strategy(ExecutionStrategy::single(device.clone()).into())
             .with_interrupter(interrupter)
@@ -208,6 +213,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
             checkpoint_dir.display()
         );
         training = training.checkpoint(epoch);
+        clock.epoch_completed(epoch);
     }
 
     let started = Instant::now();

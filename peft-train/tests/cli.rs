@@ -333,3 +333,153 @@ fn tokens_are_cached_once_and_a_damaged_cache_is_rebuilt() {
     let repaired = run("repaired", &[]);
     assert_eq!(from_cache(&repaired), 2, "{repaired}");
 }
+
+/// Mean held-out loss of the tiny model, with an adapter or frozen, through `eval`.
+fn held_out_loss(adapter: Option<&str>, valid: &str, report: &Path) -> f64 {
+    let report_str = leak(report.to_string_lossy().into_owned());
+    let mut args = vec!["eval", "--model", leak(model()), "--data", valid];
+    if let Some(adapter) = adapter {
+        args.extend(["--adapter", adapter]);
+    }
+    args.extend(["--output", report_str, "--device", "flex"]);
+    ok(&args);
+    json(report)["mean_loss"].as_f64().unwrap()
+}
+
+/// Prompt and prefix tuning learn the fixture task: trained on 8 of its examples, each lowers
+/// the loss on the 4 held out by a real margin (measured: frozen 7.23 nats; prompt 6.63,
+/// prefix 5.75).
+#[test]
+fn prompt_and_prefix_tuning_lower_the_held_out_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = std::fs::read_to_string(data("completion.jsonl"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let (train, valid) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("valid.jsonl"),
+    );
+    std::fs::write(&train, lines[..8].join("\n")).unwrap();
+    std::fs::write(&valid, lines[8..].join("\n")).unwrap();
+    let (train, valid) = (
+        leak(train.to_string_lossy().into_owned()),
+        leak(valid.to_string_lossy().into_owned()),
+    );
+    let frozen = held_out_loss(None, valid, &dir.path().join("frozen.json"));
+    for method in ["prompt", "prefix"] {
+        let out = leak(dir.path().join(method).to_string_lossy().into_owned());
+        let mut args = train_args(out, method, train, "8");
+        let at = args.iter().position(|a| *a == "--valid-data").unwrap() + 1;
+        args[at] = valid;
+        args.extend(["--seed", "7", "--prefix-projection", "16"]);
+        ok(&args);
+        let adapter = leak(format!("{out}/adapter"));
+        let tuned = held_out_loss(Some(adapter), valid, &dir.path().join("tuned.json"));
+        assert!(
+            tuned < frozen - 0.3,
+            "{method}: held-out loss {tuned:.3} is not clearly below the frozen model's {frozen:.3}"
+        );
+    }
+}
+
+/// Training killed (SIGKILL) after its first epoch's checkpoint and resumed with `--resume`
+/// ends with the same adapter as a run that was never interrupted: the example order and the
+/// dropout masks of every epoch follow from the seed and the epoch alone.
+#[test]
+fn killed_training_resumes_to_the_same_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    // Enough data for an epoch to take a moment, so the kill lands inside the second one.
+    let data_path = dir.path().join("data.jsonl");
+    let words = [
+        "the",
+        "mill",
+        "pub",
+        "riverside",
+        "cheap",
+        "food",
+        "city",
+        "shop",
+    ];
+    let mut state = 12345u64;
+    let mut text = String::new();
+    for _ in 0..1200 {
+        let line: Vec<&str> = (0..8)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                words[(state >> 33) as usize % words.len()]
+            })
+            .collect();
+        text.push_str(&format!("{{\"text\": \"{}\"}}\n", line.join(" ")));
+    }
+    std::fs::write(&data_path, text).unwrap();
+    let data_str = leak(data_path.to_string_lossy().into_owned());
+    let run_args = |out: &Path| -> Vec<&'static str> {
+        let mut args = train_args(
+            leak(out.to_string_lossy().into_owned()),
+            "prompt",
+            data_str,
+            "2",
+        );
+        args.extend(["--seed", "7"]);
+        args
+    };
+
+    let whole = dir.path().join("whole");
+    ok(&run_args(&whole));
+
+    let killed = dir.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peft-train"))
+        .args(run_args(&killed))
+        .env("PEFT_RS_CACHE", dir.path().join("cache"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let checkpoint = killed.join("train/checkpoint");
+    let epoch_one_saved = || {
+        ["model", "optim", "scheduler"]
+            .iter()
+            .all(|name| checkpoint.join(format!("{name}-1.bpk")).is_file())
+    };
+    while !epoch_one_saved() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training ended before its first checkpoint"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "training finished before it could be killed"
+    );
+    assert!(!killed.join("adapter").exists());
+
+    let mut resume = run_args(&killed);
+    resume.push("--resume");
+    let log = ok(&resume);
+    assert!(log.contains("resuming after epoch 1"), "{log}");
+
+    let weights = |run: &Path| {
+        let bytes = std::fs::read(run.join("adapter/adapter_model.safetensors")).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let view = file.tensor("prompt_embeddings").unwrap();
+        view.data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect::<Vec<f32>>()
+    };
+    let (expected, resumed) = (weights(&whole), weights(&killed));
+    let worst = expected
+        .iter()
+        .zip(&resumed)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= 1e-6,
+        "the resumed adapter differs from the uninterrupted one by up to {worst}"
+    );
+}
