@@ -483,3 +483,92 @@ fn killed_training_resumes_to_the_same_adapter() {
         "the resumed adapter differs from the uninterrupted one by up to {worst}"
     );
 }
+
+/// `eval`'s contract: for each line, the loss Hugging Face PEFT computes for that example alone
+/// (`labels = input_ids`). Checked against the fixtures' recorded PEFT losses, for the frozen
+/// base and for every PEFT-trained fixture adapter, within 1e-4.
+#[test]
+fn eval_gives_peft_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = fixtures();
+    let cases = [
+        ("tiny-gpt2", None),
+        ("adapters/prompt", Some("adapters/prompt")),
+        ("adapters/prompt-text", Some("adapters/prompt-text")),
+        ("adapters/prefix", Some("adapters/prefix")),
+        (
+            "adapters/prefix-projection",
+            Some("adapters/prefix-projection"),
+        ),
+    ];
+    for (reference_dir, adapter) in cases {
+        let bytes =
+            std::fs::read(fixtures.join(reference_dir).join("reference.safetensors")).unwrap();
+        let reference = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let int64 = |name: &str| -> Vec<i64> {
+            let view = reference.tensor(name).unwrap();
+            view.data()
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                .collect()
+        };
+        let (ids, mask) = (int64("batch.ids"), int64("batch.mask"));
+        let expected: Vec<f32> = reference
+            .tensor("batch.losses")
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let width = ids.len() / expected.len();
+        // One `input_ids` line per row, its padding dropped.
+        let lines: Vec<String> = ids
+            .chunks(width)
+            .zip(mask.chunks(width))
+            .map(|(row, keep)| {
+                let tokens: Vec<i64> = row
+                    .iter()
+                    .zip(keep)
+                    .filter(|(_, k)| **k == 1)
+                    .map(|(t, _)| *t)
+                    .collect();
+                serde_json::json!({ "input_ids": tokens }).to_string()
+            })
+            .collect();
+        let data = dir.path().join("rows.jsonl");
+        std::fs::write(&data, lines.join("\n")).unwrap();
+        let report = dir.path().join("report.json");
+        let mut args = vec![
+            "eval",
+            "--model",
+            leak(model()),
+            "--data",
+            leak(data.to_string_lossy().into_owned()),
+            "--output",
+            leak(report.to_string_lossy().into_owned()),
+            "--device",
+            "flex",
+        ];
+        if let Some(adapter) = adapter {
+            args.extend([
+                "--adapter",
+                leak(fixtures.join(adapter).to_string_lossy().into_owned()),
+            ]);
+        }
+        ok(&args);
+        let report = json(&report);
+        let got: Vec<f64> = report["examples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["loss"].as_f64().unwrap())
+            .collect();
+        assert_eq!(got.len(), expected.len(), "{reference_dir}");
+        for (row, (got, want)) in got.iter().zip(&expected).enumerate() {
+            assert!(
+                (got - f64::from(*want)).abs() <= 1e-4,
+                "{reference_dir} row {row}: eval says {got}, PEFT {want}"
+            );
+        }
+    }
+}
