@@ -36,11 +36,7 @@ pub fn run(args: &TrainBench) -> Result<Record> {
     device.seed(setup.seed);
     let model = setup.model(&config, &device)?;
     let trainable = model.parameter_count().trainable;
-    let trainee = Trainee {
-        model,
-        class_tokens: None,
-        max_grad_norm: None,
-    };
+    let trainee = Trainee::new(model, None, None);
     // Language modelling on every token, as the Python reference does (`labels = input_ids`).
     let examples: Vec<TokenizedExample> = setup
         .random_rows(config.vocab_size)
@@ -56,7 +52,8 @@ pub fn run(args: &TrainBench) -> Result<Record> {
         pad_id: 0,
         shared_label_prefix: 0,
     };
-    let optimizer = adamw(0.01).init();
+    // torch.optim.AdamW's defaults, as the Python reference uses them.
+    let optimizer = adamw(0.01, 1e-8).init();
     let mut learner = Learner::new(trainee, optimizer, ConstantLr::new(1e-3));
 
     let mut timings = Vec::with_capacity(args.steps);

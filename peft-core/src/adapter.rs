@@ -229,19 +229,10 @@ impl PeftAdapter {
         })?;
         check_config(&config, shape, &config_path)?;
 
-        let native_path = dir.join(NATIVE_FILE);
-        let projected = matches!(&config, PeftConfig::PrefixTuning(c) if c.prefix_projection);
-        if projected && native_path.is_file() {
-            let mut adapter = Self::untrained(&config, device);
-            let mut store = SafetensorsStore::from_file(&native_path);
-            adapter
-                .load_from(&mut store)
-                .map_err(|err| format_error(&native_path, err.to_string()))?;
-            return Ok(adapter);
-        }
-
+        // The PEFT table first: it is always there, and its shape bounds every size the
+        // config claims before anything of that size is allocated.
         let weights_path = dir.join(WEIGHTS_FILE);
-        let table = read_peft_table(&weights_path, device)?;
+        let (table, saved_dtype) = read_peft_table(&weights_path, device)?;
         let base = config.base();
         let expected_width = match &config {
             PeftConfig::PromptTuning(_) => base.token_dim,
@@ -260,6 +251,37 @@ impl PeftAdapter {
                 ),
             ));
         }
+        if !table.clone().is_finite().all().into_scalar::<bool>() {
+            return Err(format_error(
+                &weights_path,
+                format!(
+                    "`{PEFT_TENSOR}` holds NaN or infinite values: the adapter is damaged or \
+                     comes from a diverged run"
+                ),
+            ));
+        }
+
+        let native_path = dir.join(NATIVE_FILE);
+        if let PeftConfig::PrefixTuning(prefix) = &config
+            && prefix.prefix_projection
+            && native_path.is_file()
+        {
+            let adapter = Self::load_native(&config, prefix, &native_path, device)?;
+            // Python's `peft` re-saves only the PEFT table: a native file that no longer
+            // projects to it is stale, and the PEFT table is what the adapter now is.
+            let difference = max_difference(adapter.peft_table(), table.clone());
+            if difference <= table_tolerance(saved_dtype, &table) {
+                return Ok(adapter);
+            }
+            tracing::warn!(
+                "{}: its projection gives a table up to {difference:.3e} away from {}'s \
+                 `{PEFT_TENSOR}`, which was saved after it (by Python's peft, say); loading \
+                 the PEFT table (ready for inference, but without the MLP that resuming \
+                 training needs)",
+                native_path.display(),
+                weights_path.display()
+            );
+        }
         let module = match &config {
             PeftConfig::PromptTuning(_) => AdapterModule::Prompt(PromptEncoder::from_table(table)),
             PeftConfig::PrefixTuning(_) => AdapterModule::Prefix(PrefixEncoder::Direct(
@@ -267,6 +289,54 @@ impl PeftAdapter {
             )),
         };
         Ok(Self { module, config })
+    }
+
+    /// A projected prefix with its MLP, from the native file; sizes are checked against the
+    /// file before anything is allocated.
+    fn load_native(
+        config: &PeftConfig,
+        prefix: &PrefixTuningConfig,
+        path: &Path,
+        device: &Device,
+    ) -> AdapterResult<Self> {
+        let bytes = std::fs::read(path).map_err(|source| AdapterError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let file =
+            SafeTensors::deserialize(&bytes).map_err(|err| format_error(path, err.to_string()))?;
+        let stored: usize = file
+            .tensors()
+            .iter()
+            .map(|(_, view)| view.shape().iter().product::<usize>())
+            .sum();
+        let base = &prefix.base;
+        let (p, d, hidden) = (
+            base.num_virtual_tokens,
+            base.token_dim,
+            prefix.encoder_hidden_size.unwrap_or(0),
+        );
+        let out = base.num_layers * 2 * d;
+        let needed = [p * d, d * hidden, hidden, hidden * out, out]
+            .iter()
+            .try_fold(0usize, |sum, &n| sum.checked_add(n));
+        if needed != Some(stored) {
+            return Err(format_error(
+                path,
+                format!(
+                    "holds {stored} values, but a projection of width {hidden} for {CONFIG_FILE} \
+                     needs {}: it belongs to another adapter; delete it to load the PEFT table",
+                    needed.map_or_else(|| "more than can be counted".into(), |n| n.to_string())
+                ),
+            ));
+        }
+        drop(file);
+        let mut adapter = Self::untrained(config, device);
+        let mut store = SafetensorsStore::from_bytes(Some(bytes));
+        adapter
+            .load_from(&mut store)
+            .map_err(|err| format_error(path, err.to_string()))?;
+        Ok(adapter)
     }
 
     /// A freshly initialised adapter of `config`'s kind and shape, to load parameters into.
@@ -291,9 +361,40 @@ impl PeftAdapter {
     }
 }
 
+/// The largest absolute difference between two tables of the same shape.
+fn max_difference(a: Tensor<2>, b: Tensor<2>) -> f32 {
+    (a - b).abs().max().into_scalar::<f32>()
+}
+
+/// How far a table recomputed in f32 may be from the one saved: rounding of the recomputation,
+/// or of the saved type when PEFT stored half precision.
+fn table_tolerance(saved: DType, table: &Tensor<2>) -> f32 {
+    let scale = table.clone().abs().max().into_scalar::<f32>().max(1.0);
+    let relative = match saved {
+        DType::F32 => 1e-5,
+        _ => 1e-2,
+    };
+    relative * scale
+}
+
 /// Checks what `adapter_config.json` says against the model it is loaded into.
 fn check_config(config: &PeftConfig, shape: ModelShape, path: &Path) -> AdapterResult<()> {
     let base = config.base();
+    if base.num_virtual_tokens == 0 {
+        return Err(format_error(
+            path,
+            "num_virtual_tokens is 0: an adapter needs at least one virtual token".into(),
+        ));
+    }
+    if let PeftConfig::PrefixTuning(prefix) = config
+        && prefix.prefix_projection
+        && prefix.encoder_hidden_size.is_none_or(|h| h == 0)
+    {
+        return Err(format_error(
+            path,
+            "prefix_projection needs a positive encoder_hidden_size".into(),
+        ));
+    }
     if base.task_type != crate::config::CAUSAL_LM {
         return Err(format_error(
             path,
@@ -319,8 +420,9 @@ fn check_config(config: &PeftConfig, shape: ModelShape, path: &Path) -> AdapterR
     Ok(())
 }
 
-/// Reads `prompt_embeddings` from a PEFT `adapter_model.safetensors` as f32.
-fn read_peft_table(path: &Path, device: &Device) -> AdapterResult<Tensor<2>> {
+/// Reads `prompt_embeddings` from a PEFT `adapter_model.safetensors` as f32, with the type it
+/// was saved in.
+fn read_peft_table(path: &Path, device: &Device) -> AdapterResult<(Tensor<2>, DType)> {
     let bytes = std::fs::read(path).map_err(|source| AdapterError::Io {
         path: path.to_path_buf(),
         source,
@@ -352,7 +454,7 @@ fn read_peft_table(path: &Path, device: &Device) -> AdapterResult<Tensor<2>> {
         ));
     }
     let data = TensorData::from_bytes_vec(view.data().to_vec(), shape, dtype).convert::<f32>();
-    Ok(Tensor::from_data(data, device))
+    Ok((Tensor::from_data(data, device), dtype))
 }
 
 fn format_error(path: &Path, message: String) -> AdapterError {

@@ -79,7 +79,22 @@ impl ModelFiles {
         if as_path.is_absolute() || model.starts_with('.') || model.split('/').count() > 2 {
             return Err(Error::ModelNotFound(model.to_string()));
         }
-        resolve_hub(model)
+        // `models/tiny` is both a relative path and a hub id: when neither works, say both, so
+        // a mistyped local path does not read as a network problem.
+        resolve_hub(model).map_err(|err| match err {
+            Error::Hub { repo, message } => {
+                let here = std::env::current_dir()
+                    .map_or_else(|_| ".".into(), |dir| dir.display().to_string());
+                Error::Hub {
+                    repo,
+                    message: format!(
+                        "{message}. (There is no directory `{model}` in {here} either: if you \
+                         meant a local model, check the path.)"
+                    ),
+                }
+            }
+            other => other,
+        })
     }
 
     /// The tokenizer files that sit beside the weights, if any.

@@ -69,6 +69,15 @@ impl LossTargets {
         Self { entries }
     }
 
+    /// How many labels are predicted (and so counted by the loss) when `prompt_len` virtual
+    /// tokens come first: a label at a row's very first position has no predictor.
+    pub fn predicted(&self, prompt_len: usize) -> usize {
+        self.entries
+            .iter()
+            .filter(|(_, index, _)| prompt_len + index >= 1)
+            .count()
+    }
+
     /// For hidden states of `seq_len` positions per row whose first `prompt_len` are virtual
     /// tokens: the flat index (into `[B * seq_len]`) of the position predicting each label, and
     /// the label. A label at the very first position has no predictor and is skipped, as in the

@@ -15,6 +15,8 @@ pub const END_OF_TEXT: &str = "<|endoftext|>";
 pub struct Gpt2Tokenizer {
     inner: Tokenizer,
     eos_id: u32,
+    /// The vocabulary size of the model the ids are for (see [`Gpt2Tokenizer::for_model`]).
+    model_vocab: Option<usize>,
 }
 
 impl std::fmt::Debug for Gpt2Tokenizer {
@@ -72,7 +74,30 @@ impl Gpt2Tokenizer {
                 path: path.to_path_buf(),
                 message: format!("the vocabulary has no `{END_OF_TEXT}` token"),
             })?;
-        Ok(Self { inner, eos_id })
+        Ok(Self {
+            inner,
+            eos_id,
+            model_vocab: None,
+        })
+    }
+
+    /// This tokenizer, checked against the model whose embedding table has `vocab_size` rows:
+    /// from then on [`encode`](Self::encode) refuses text with a token the model has no row
+    /// for (a tokenizer with added tokens past the model's vocabulary, or another model's
+    /// tokenizer), instead of letting it index past the table.
+    pub fn for_model(mut self, vocab_size: usize, path: &Path) -> Result<Self> {
+        if self.eos_id as usize >= vocab_size {
+            return Err(Error::Tokenizer {
+                path: path.to_path_buf(),
+                message: format!(
+                    "its `{END_OF_TEXT}` token has id {}, outside the model's vocabulary of \
+                     {vocab_size}: this tokenizer was not made for this model",
+                    self.eos_id
+                ),
+            });
+        }
+        self.model_vocab = Some(vocab_size);
+        Ok(self)
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
@@ -80,7 +105,22 @@ impl Gpt2Tokenizer {
             .inner
             .encode(text, false)
             .map_err(|err| Error::Input(format!("cannot tokenize text: {err}")))?;
-        Ok(encoding.get_ids().to_vec())
+        let ids = encoding.get_ids();
+        if let Some(limit) = self.model_vocab
+            && let Some((index, &id)) = ids
+                .iter()
+                .enumerate()
+                .find(|&(_, &id)| id as usize >= limit)
+        {
+            return Err(Error::Input(format!(
+                "the text holds token `{}` (id {id}), outside the model's vocabulary of {limit} \
+                 ids: the tokenizer ({} tokens) does not belong to this model; use the \
+                 tokenizer the model was trained with",
+                encoding.get_tokens()[index],
+                self.vocab_size()
+            )));
+        }
+        Ok(ids.to_vec())
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {

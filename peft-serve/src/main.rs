@@ -62,6 +62,8 @@ fn run(args: Args) -> Result<()> {
         bail!("--max-batch must be at least 1");
     }
     let loaded = LoadedModel::load(&args.model, args.device.device, false)?;
+    // Requests are text: the server cannot run without the model's tokenizer.
+    let tokenizer = loaded.tokenizer()?.clone();
     let base_name = args.base_name.clone().unwrap_or_else(|| args.model.clone());
     let mut registry = Registry::new(&base_name, loaded.shape(), loaded.device.clone());
     for (name, dir) in &args.adapters {
@@ -74,13 +76,13 @@ fn run(args: Args) -> Result<()> {
     let engine = Engine::start(
         loaded.model,
         registry,
-        loaded.tokenizer.eos_id(),
+        tokenizer.eos_id(),
         BatchLimits {
             max_batch: args.max_batch,
             max_wait: Duration::from_millis(args.max_wait_ms),
         },
     );
-    let state = Arc::new(AppState::new(engine, loaded.tokenizer));
+    let state = Arc::new(AppState::new(engine, tokenizer));
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))

@@ -1,6 +1,8 @@
 //! Checkpoints that hold what training changes — the adapter and the optimizer state, not
 //! the frozen base model — written atomically so that a kill mid-write never leaves a
-//! checkpoint that looks complete but is not.
+//! checkpoint that looks complete but is not, and sealed with a SHA-256 of their contents so
+//! that one damaged afterwards (a full disk, a copy cut short) is recognised and skipped in
+//! favour of the epoch before it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -11,9 +13,9 @@ use burn::store::burn_pack::{Reader, Writer};
 use burn::tensor::Bytes;
 use burn::train::checkpoint::{
     Checkpoint, Checkpointer, CheckpointerError, CheckpointingAction, CheckpointingStrategy,
-    KeepLastNCheckpoints,
 };
-use burn::train::metric::store::EventStoreClient;
+use burn::train::metric::store::{Aggregate, Direction, EventStoreClient, Split};
+use sha2::{Digest, Sha256};
 
 use crate::epochs::EpochClock;
 
@@ -25,11 +27,42 @@ fn file(dir: &Path, name: &str, epoch: usize) -> PathBuf {
     dir.join(format!("{name}-{epoch}.bpk"))
 }
 
+/// Ends every checkpoint file, after the SHA-256 of what precedes it.
+const SEAL: &[u8; 8] = b"PEFTRSv1";
+const SEAL_LEN: usize = 32 + SEAL.len();
+
+/// `bytes` followed by their SHA-256 and [`SEAL`].
+fn seal(bytes: &[u8]) -> Vec<u8> {
+    let mut sealed = Vec::with_capacity(bytes.len() + SEAL_LEN);
+    sealed.extend_from_slice(bytes);
+    sealed.extend_from_slice(&Sha256::digest(bytes));
+    sealed.extend_from_slice(SEAL);
+    sealed
+}
+
+/// The contents of a sealed checkpoint file, or why it is damaged.
+fn unseal(mut bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    if bytes.len() < SEAL_LEN || !bytes.ends_with(SEAL) {
+        return Err("it is cut short (no seal at its end)".into());
+    }
+    let body = bytes.len() - SEAL_LEN;
+    if Sha256::digest(&bytes[..body]).as_slice() != &bytes[body..body + 32] {
+        return Err("its contents do not match their checksum".into());
+    }
+    bytes.truncate(body);
+    Ok(bytes)
+}
+
+fn read_sealed(path: &Path) -> Result<Vec<u8>, CheckpointerError> {
+    let bytes = std::fs::read(path).map_err(CheckpointerError::IOError)?;
+    unseal(bytes).map_err(|why| CheckpointerError::Unknown(format!("{}: {why}", path.display())))
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointerError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(CheckpointerError::IOError)?;
     }
-    peft_core::adapter::write_atomically(path, bytes)
+    peft_core::adapter::write_atomically(path, &seal(bytes))
         .map_err(|err| CheckpointerError::Unknown(err.to_string()))
 }
 
@@ -61,14 +94,14 @@ impl<R: Checkpoint> Checkpointer<R> for AtomicCheckpointer {
     }
 
     fn restore(&self, epoch: usize) -> Result<R, CheckpointerError> {
-        let bytes =
-            std::fs::read(file(&self.dir, self.name, epoch)).map_err(CheckpointerError::IOError)?;
+        let bytes = read_sealed(&file(&self.dir, self.name, epoch))?;
         R::checkpoint_from_bytes(Bytes::from_bytes_vec(bytes)).map_err(CheckpointerError::Record)
     }
 }
 
 /// The model record, keeping only the parameters under `keep_prefix` (the adapter), or all of
 /// them for full fine-tuning.
+#[derive(Clone)]
 pub struct ModelCheckpointer {
     pub dir: PathBuf,
     pub keep_prefix: Option<String>,
@@ -96,8 +129,7 @@ impl Checkpointer<ModuleRecord> for ModelCheckpointer {
     }
 
     fn restore(&self, epoch: usize) -> Result<ModuleRecord, CheckpointerError> {
-        let bytes =
-            std::fs::read(file(&self.dir, MODEL, epoch)).map_err(CheckpointerError::IOError)?;
+        let bytes = read_sealed(&file(&self.dir, MODEL, epoch))?;
         let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
             .map_err(CheckpointerError::Record)?;
         // The frozen base is not in the file: it comes from the base checkpoint.
@@ -105,39 +137,71 @@ impl Checkpointer<ModuleRecord> for ModelCheckpointer {
     }
 }
 
-/// The newest epoch whose model, optimizer and scheduler checkpoints are all on disk.
-pub fn last_complete_epoch(dir: &Path) -> Option<usize> {
-    let entries = std::fs::read_dir(dir).ok()?;
-    entries
+/// The epochs with at least one checkpoint file in `dir`, newest first.
+pub fn checkpointed_epochs(dir: &Path) -> Vec<usize> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut epochs: Vec<usize> = entries
         .filter_map(|entry| {
             let name = entry.ok()?.file_name().into_string().ok()?;
-            let epoch = name
-                .strip_prefix("model-")?
-                .strip_suffix(".bpk")?
-                .parse()
-                .ok()?;
-            [OPTIMIZER, SCHEDULER]
-                .iter()
-                .all(|other| file(dir, other, epoch).is_file())
-                .then_some(epoch)
+            let (_, rest) = name.split_once('-')?;
+            rest.strip_suffix(".bpk")?.parse().ok()
         })
-        .max()
+        .collect();
+    epochs.sort_unstable_by(|a, b| b.cmp(a));
+    epochs.dedup();
+    epochs
 }
 
-/// Keeps the last two checkpoints, and notes when each epoch ended (for tokens/s).
+/// The newest epoch whose model, optimizer and scheduler checkpoints are all on disk and
+/// intact, with a line for each newer epoch that had to be passed over and why.
+pub fn last_intact_epoch(dir: &Path) -> (Option<usize>, Vec<String>) {
+    let mut passed_over = Vec::new();
+    for epoch in checkpointed_epochs(dir) {
+        let damage = [MODEL, OPTIMIZER, SCHEDULER].iter().find_map(|name| {
+            let path = file(dir, name, epoch);
+            match std::fs::read(&path) {
+                Ok(bytes) => unseal(bytes).err(),
+                Err(err) => Some(err.to_string()),
+            }
+            .map(|why| format!("{}: {why}", path.display()))
+        });
+        match damage {
+            None => return (Some(epoch), passed_over),
+            Some(why) => passed_over.push(format!(
+                "the checkpoint of epoch {epoch} is unusable ({why})"
+            )),
+        }
+    }
+    (None, passed_over)
+}
+
+/// Keeps the checkpoints of the last two epochs — and, when `keep_best` (early stopping), of
+/// the epoch with the lowest validation loss, whose adapter the run ends with — and notes
+/// when each epoch ended (for tokens/s).
 pub struct TimedKeepLast {
-    inner: KeepLastNCheckpoints,
     pub epoch_ends: Arc<Mutex<Vec<(usize, Instant)>>>,
     /// Told of every epoch end, so the next epoch's order and randomness follow from it.
     clock: EpochClock,
+    keep_best: bool,
+    /// Epochs whose checkpoints are on disk.
+    saved: Vec<usize>,
 }
 
 impl TimedKeepLast {
-    pub fn new(epoch_ends: Arc<Mutex<Vec<(usize, Instant)>>>, clock: EpochClock) -> Self {
+    /// `on_disk`: the epochs an earlier run (being resumed) left checkpoints of.
+    pub fn new(
+        epoch_ends: Arc<Mutex<Vec<(usize, Instant)>>>,
+        clock: EpochClock,
+        keep_best: bool,
+        on_disk: Vec<usize>,
+    ) -> Self {
         Self {
-            inner: KeepLastNCheckpoints::new(2),
             epoch_ends,
             clock,
+            keep_best,
+            saved: on_disk,
         }
     }
 }
@@ -150,9 +214,60 @@ impl CheckpointingStrategy for TimedKeepLast {
     ) -> Vec<CheckpointingAction> {
         self.epoch_ends
             .lock()
-            .expect("no panics while holding the lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push((epoch, Instant::now()));
         self.clock.epoch_completed(epoch);
-        self.inner.checkpointing(epoch, store)
+        let best = if self.keep_best {
+            store.find_epoch("Loss", Aggregate::Mean, Direction::Lowest, &Split::Valid)
+        } else {
+            None
+        };
+        self.saved.push(epoch);
+        let mut actions = vec![CheckpointingAction::Save];
+        self.saved.retain(|&saved| {
+            let keep = saved + 2 > epoch || Some(saved) == best;
+            if !keep {
+                actions.push(CheckpointingAction::Delete(saved));
+            }
+            keep
+        });
+        actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_file_reads_back_and_damage_is_named() {
+        let sealed = seal(b"adapter weights");
+        assert_eq!(unseal(sealed.clone()).unwrap(), b"adapter weights");
+        let cut = sealed[..sealed.len() - 5].to_vec();
+        assert!(unseal(cut).unwrap_err().contains("cut short"));
+        let mut flipped = sealed;
+        flipped[3] ^= 1;
+        assert!(unseal(flipped).unwrap_err().contains("checksum"));
+        assert!(unseal(Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_damaged_newest_checkpoint_falls_back_to_the_one_before() {
+        let dir = tempfile::tempdir().unwrap();
+        for epoch in [1, 2] {
+            for name in [MODEL, OPTIMIZER, SCHEDULER] {
+                write_atomically(&file(dir.path(), name, epoch), &[epoch as u8; 100]).unwrap();
+            }
+        }
+        assert_eq!(last_intact_epoch(dir.path()), (Some(2), vec![]));
+        let newest = file(dir.path(), MODEL, 2);
+        let bytes = std::fs::read(&newest).unwrap();
+        std::fs::write(&newest, &bytes[..60]).unwrap();
+        let (epoch, passed_over) = last_intact_epoch(dir.path());
+        assert_eq!(epoch, Some(1));
+        assert!(passed_over[0].contains("model-2.bpk"), "{passed_over:?}");
+        std::fs::remove_file(file(dir.path(), SCHEDULER, 1)).unwrap();
+        assert_eq!(last_intact_epoch(dir.path()).0, None);
+        assert_eq!(checkpointed_epochs(dir.path()), vec![2, 1]);
     }
 }

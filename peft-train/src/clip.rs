@@ -22,9 +22,14 @@ pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_
     // PyTorch's factor, with its epsilon, so both clip identically.
     let factor = max_norm / (norm + 1e-6);
     if factor < 1.0 {
-        module.visit(&mut Scale { grads, factor });
+        scale_gradients(module, grads, factor);
     }
     norm
+}
+
+/// Multiplies every gradient of `module`'s parameters in `grads` by `factor`.
+pub fn scale_gradients<M: Module>(module: &M, grads: &mut GradientsParams, factor: f32) {
+    module.visit(&mut Scale { grads, factor });
 }
 
 /// Sums the squares of every gradient entry, on the device (one read at the end).

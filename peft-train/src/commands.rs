@@ -1,6 +1,8 @@
 //! The subcommands: parse nothing, run what `cli` parsed.
 
-use anyhow::{Context, Result};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
 use peft_core::{Adapter, Conditioning, ParameterCount};
 use peft_gpt2::{AdaptedGpt2, GenerationConfig, Sampling, generate};
 
@@ -12,7 +14,16 @@ use crate::{data, demo, eval, train};
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Some(Command::Train(args)) => train::train(&args).map(|_| ()),
+        Some(Command::Train(args)) => {
+            let outcome = train::train(&args)?;
+            if outcome.interrupted {
+                return Err(train::Interrupted {
+                    saved: outcome.adapter_dir,
+                }
+                .into());
+            }
+            Ok(())
+        }
         Some(Command::Eval(args)) => eval_command(&args),
         Some(Command::Generate(args)) => generate_command(&args),
         Some(Command::Info(args)) => info_command(&args),
@@ -26,25 +37,21 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn eval_command(args: &EvalArgs) -> Result<()> {
+    refuse_to_overwrite(&args.output, "--data", &args.data)?;
     let loaded = LoadedModel::load(&args.model, args.device.device, false)?;
     let adapter = loaded.load_optional_adapter(args.adapter.as_deref())?;
     let virtual_tokens = adapter.as_ref().map_or(0, Adapter::num_virtual_tokens);
     let max_len = loaded.config.n_positions.saturating_sub(virtual_tokens);
     let (dataset, _) = data::load_tokenized(
         &args.data,
-        &loaded.tokenizer,
+        loaded.vocabulary(),
         max_len,
         args.overlong,
         None,
         TokenCache::default_location().as_ref(),
     )?;
     let model = AdaptedGpt2::new(loaded.model.clone(), adapter);
-    let report = eval::evaluate(
-        &model,
-        &dataset.examples,
-        loaded.tokenizer.eos_id(),
-        args.batch_size,
-    )?;
+    let report = eval::evaluate(&model, &dataset.examples, loaded.pad_id(), args.batch_size)?;
     eval::write_report(&report, &args.output)
         .with_context(|| format!("writing {}", args.output.display()))?;
     println!(
@@ -54,6 +61,23 @@ fn eval_command(args: &EvalArgs) -> Result<()> {
         report.perplexity,
         args.output.display()
     );
+    Ok(())
+}
+
+/// Refuses an output path that names an input file (`eval --output data.jsonl` would replace
+/// the dataset with its scores).
+fn refuse_to_overwrite(output: &Path, input_flag: &str, input: &Path) -> Result<()> {
+    let same = match (output.canonicalize(), input.canonicalize()) {
+        (Ok(output), Ok(input)) => output == input,
+        _ => false,
+    };
+    if same {
+        bail!(
+            "--output {} is the {input_flag} file: writing the report would destroy it; choose \
+             another --output",
+            output.display()
+        );
+    }
     Ok(())
 }
 
@@ -72,7 +96,8 @@ fn generate_command(args: &GenerateArgs) -> Result<()> {
             top_p: args.top_p,
         }
     };
-    let eos = loaded.tokenizer.eos_id();
+    let tokenizer = loaded.tokenizer()?;
+    let eos = tokenizer.eos_id();
     let config = GenerationConfig {
         max_new_tokens: args.max_new_tokens,
         sampling,
@@ -84,11 +109,11 @@ fn generate_command(args: &GenerateArgs) -> Result<()> {
     let prompts = args
         .prompt
         .iter()
-        .map(|p| loaded.tokenizer.encode(p))
+        .map(|p| tokenizer.encode(p))
         .collect::<Result<Vec<_>, _>>()?;
     let outputs = generate(&loaded.model, &prompts, &conditioning, &config)?;
     for (prompt, output) in args.prompt.iter().zip(outputs) {
-        let text = loaded.tokenizer.decode(&output)?;
+        let text = tokenizer.decode(&output)?;
         println!(
             "{prompt}{}",
             text.trim_end_matches(peft_gpt2::tokenizer::END_OF_TEXT)
@@ -112,6 +137,10 @@ fn info_command(args: &InfoArgs) -> Result<()> {
         c.vocab_size
     );
     println!("  {} parameters", c.num_params());
+    match &loaded.tokenizer {
+        Some(tokenizer) => println!("  tokenizer of {} tokens", tokenizer.vocab_size()),
+        None => println!("  no tokenizer (data must be given as `input_ids`)"),
+    }
     if let Some(dir) = &args.adapter {
         let adapter = loaded.load_adapter(dir)?;
         let base = adapter.config.base();

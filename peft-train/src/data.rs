@@ -11,7 +11,7 @@
 //!
 //! Tokens are cached on disk ([`crate::token_cache`]), so a file is tokenised once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -44,7 +44,8 @@ pub struct TokenizedExample {
 }
 
 /// What to do with an example longer than the model's context after the virtual tokens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Overlong {
     /// Keep the first tokens that fit (the log counts how many examples were cut).
     Truncate,
@@ -75,19 +76,35 @@ impl Verbalizer {
                     .map_err(anyhow::Error::from)
             })
             .collect::<Result<_>>()?;
+        if tokens.iter().any(Vec::is_empty) {
+            bail!("a label has no tokens");
+        }
+        // With one label (a test set of a single class, say) nothing is shared: its first
+        // token decides, as it would beside any other label.
         let shortest = tokens.iter().map(Vec::len).min().unwrap_or(0);
-        let shared_prefix = (0..shortest)
-            .take_while(|&i| tokens.iter().all(|t| t[i] == tokens[0][i]))
-            .count();
-        let mut deciding = BTreeSet::new();
+        let shared_prefix = if tokens.len() < 2 {
+            0
+        } else {
+            (0..shortest)
+                .take_while(|&i| tokens.iter().all(|t| t[i] == tokens[0][i]))
+                .count()
+        };
+        let mut deciding = BTreeMap::new();
         for (label, spelled) in labels.iter().zip(&tokens) {
-            let token = spelled.get(shared_prefix).with_context(|| {
-                format!("label `{label}` is a prefix of another label; rename the labels")
-            })?;
-            if !deciding.insert(*token) {
+            let Some(token) = spelled.get(shared_prefix) else {
+                let longer = labels
+                    .iter()
+                    .find(|other| *other != label && other.starts_with(label.as_str()))
+                    .map_or_else(|| "another label".to_string(), |l| format!("`{l}`"));
                 bail!(
-                    "label `{label}` cannot be told apart from another label at their first \
-                     differing token; rename the labels"
+                    "label `{label}` is spelled by the first tokens of {longer}, so no token \
+                     tells them apart; rename one of them"
+                );
+            };
+            if let Some(other) = deciding.insert(*token, label) {
+                bail!(
+                    "labels `{other}` and `{label}` cannot be told apart at their first \
+                     differing token; rename one of them"
                 );
             }
         }
@@ -105,6 +122,27 @@ impl Verbalizer {
     /// The token that decides each class, in class order.
     pub fn deciding_tokens(&self) -> Vec<u32> {
         self.tokens.iter().map(|t| t[self.shared_prefix]).collect()
+    }
+}
+
+/// What turns a dataset's text into the model's token ids.
+#[derive(Clone, Copy, Debug)]
+pub struct Vocabulary<'a> {
+    /// `None` for a model without a tokenizer: only `input_ids` data can be read then.
+    pub tokenizer: Option<&'a Gpt2Tokenizer>,
+    /// Rows of the model's token-embedding table: every id must be below this.
+    pub size: usize,
+}
+
+impl<'a> Vocabulary<'a> {
+    fn tokenizer(&self, at: &str) -> Result<&'a Gpt2Tokenizer> {
+        self.tokenizer.with_context(|| {
+            format!(
+                "{at}: text needs a tokenizer, and the model has none; put tokenizer.json (or \
+                 vocab.json and merges.txt) in the model directory, or give the example as \
+                 `input_ids`"
+            )
+        })
     }
 }
 
@@ -128,7 +166,7 @@ pub fn read_examples(path: &Path) -> Result<Vec<(usize, Example)>> {
 /// `cache` when an earlier run stored them. Says whether they came from the cache.
 pub fn load_tokenized(
     path: &Path,
-    tokenizer: &Gpt2Tokenizer,
+    vocabulary: Vocabulary<'_>,
     max_len: usize,
     overlong: Overlong,
     verbalizer: Option<Verbalizer>,
@@ -138,9 +176,13 @@ pub fn load_tokenized(
         std::fs::read(path).with_context(|| format!("cannot read dataset {}", path.display()))?;
     let entry = match cache {
         Some(cache) => {
-            let tokenizer_json = tokenizer.to_json()?;
+            let tokenizer_json = match vocabulary.tokenizer {
+                Some(tokenizer) => tokenizer.to_json()?,
+                None => String::new(),
+            };
             let settings = TokenizeSettings {
                 tokenizer_json: &tokenizer_json,
+                vocab_size: vocabulary.size,
                 max_len,
                 overlong,
                 verbalizer: verbalizer.as_ref(),
@@ -161,7 +203,7 @@ pub fn load_tokenized(
     let dataset = tokenize(
         path,
         parse_examples(path, &text)?,
-        tokenizer,
+        vocabulary,
         max_len,
         overlong,
         verbalizer,
@@ -198,9 +240,22 @@ fn parse_examples(path: &Path, text: &str) -> Result<Vec<(usize, Example)>> {
 const FORMATS_HINT: &str = "each line must be a JSON object with `text`, `prompt` and \
                             `completion`, `text` and `label`, or `input_ids`";
 
+/// Every key a line may hold.
+const KEYS: [&str; 5] = ["text", "label", "prompt", "completion", "input_ids"];
+
 fn parse_line(line: &str) -> Result<Example> {
     let value: Value = serde_json::from_str(line).context("invalid JSON")?;
     let object = value.as_object().context("not a JSON object")?;
+    // A key of no shape (a typo such as `lable`) would otherwise silently change what is
+    // trained: refuse it, and suggest the key it probably meant.
+    if let Some(unknown) = object.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        let hint = KEYS
+            .iter()
+            .find(|known| edit_distance(unknown, known) <= 2)
+            .map(|known| format!(" (did you mean `{known}`?)"))
+            .unwrap_or_default();
+        bail!("unknown key `{unknown}`{hint}");
+    }
     let string = |key: &str| -> Result<Option<String>> {
         match object.get(key) {
             None => Ok(None),
@@ -210,6 +265,9 @@ fn parse_line(line: &str) -> Result<Example> {
         }
     };
     if let Some(ids) = object.get("input_ids") {
+        if object.len() > 1 {
+            bail!("`input_ids` goes alone: every token is a target, so other keys have no use");
+        }
         let ids = ids
             .as_array()
             .context("`input_ids` must be an array of token ids")?
@@ -236,8 +294,31 @@ fn parse_line(line: &str) -> Result<Example> {
         (None, None, Some(prompt), Some(completion)) => {
             Ok(Example::PromptCompletion { prompt, completion })
         }
-        _ => bail!("unrecognised keys {:?}", object.keys().collect::<Vec<_>>()),
+        (None, None, Some(_), None) => bail!("`prompt` without `completion`"),
+        (None, None, None, Some(_)) => bail!("`completion` without `prompt`"),
+        (None, Some(_), _, _) => bail!("`label` without `text`"),
+        (Some(_), _, _, _) => bail!(
+            "`text` with `prompt`/`completion` mixes two shapes; use `prompt` and \
+             `completion` alone"
+        ),
+        (None, None, None, None) => bail!("no `text`, `prompt` or `input_ids`"),
     }
+}
+
+/// Levenshtein distance, for suggesting the key a typo meant.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// Tokenises the examples of a dataset.
@@ -248,7 +329,7 @@ fn parse_line(line: &str) -> Result<Example> {
 pub fn tokenize(
     path: &Path,
     examples: Vec<(usize, Example)>,
-    tokenizer: &Gpt2Tokenizer,
+    vocabulary: Vocabulary<'_>,
     max_len: usize,
     overlong: Overlong,
     verbalizer: Option<Verbalizer>,
@@ -256,29 +337,34 @@ pub fn tokenize(
     let verbalizer = match verbalizer {
         Some(v) => Some(v),
         None => {
-            let labels: BTreeSet<&str> = examples
-                .iter()
-                .filter_map(|(_, e)| match e {
-                    Example::Labeled { label, .. } => Some(label.as_str()),
-                    _ => None,
-                })
-                .collect();
-            if labels.is_empty() {
-                None
-            } else {
-                Some(Verbalizer::new(
-                    labels.into_iter().map(String::from).collect(),
-                    tokenizer,
-                )?)
+            let mut labels = examples.iter().filter_map(|(line, e)| match e {
+                Example::Labeled { label, .. } => Some((*line, label.as_str())),
+                _ => None,
+            });
+            match labels.next() {
+                None => None,
+                Some((first_line, first)) => {
+                    let at = format!("{}:{first_line}", path.display());
+                    let tokenizer = vocabulary.tokenizer(&at)?;
+                    let distinct: BTreeSet<&str> = std::iter::once(first)
+                        .chain(labels.map(|(_, l)| l))
+                        .collect();
+                    let labels = distinct.into_iter().map(String::from).collect();
+                    Some(
+                        Verbalizer::new(labels, tokenizer)
+                            .with_context(|| format!("the labels of {}", path.display()))?,
+                    )
+                }
             }
         }
     };
-    let eos = tokenizer.eos_id();
     let mut out = Vec::with_capacity(examples.len());
     let mut truncated = 0;
     for (line, example) in examples {
         let at = || format!("{}:{line}", path.display());
-        let encode = |text: &str| tokenizer.encode(text).with_context(at);
+        let encode = |text: &str| -> Result<Vec<u32>> {
+            Ok(vocabulary.tokenizer(&at())?.encode(text).with_context(at)?)
+        };
         let (mut ids, mut labels, class) = match example {
             Example::Text(text) => {
                 let ids = encode(&text)?;
@@ -286,14 +372,11 @@ pub fn tokenize(
                 (ids, labels, None)
             }
             Example::Tokens(ids) => {
-                if let Some(bad) = ids
-                    .iter()
-                    .find(|&&id| id as usize >= tokenizer.vocab_size())
-                {
+                if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocabulary.size) {
                     bail!(
-                        "{}: token id {bad} is outside the vocabulary of {}",
+                        "{}: token id {bad} is outside the model's vocabulary of {} ids",
                         at(),
-                        tokenizer.vocab_size()
+                        vocabulary.size
                     );
                 }
                 let labels = ids.iter().map(|&t| i64::from(t)).collect();
@@ -303,7 +386,7 @@ pub fn tokenize(
                 let mut ids = encode(&prompt)?;
                 let mut labels = vec![IGNORE_INDEX; ids.len()];
                 let mut target = encode(&completion)?;
-                target.push(eos);
+                target.push(vocabulary.tokenizer(&at())?.eos_id());
                 labels.extend(target.iter().map(|&t| i64::from(t)));
                 ids.extend(target);
                 (ids, labels, None)

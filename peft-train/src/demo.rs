@@ -30,6 +30,7 @@ use crate::cli::{DemoArgs, DeviceArg, Method, PromptInitArg, Schedule, TrainArgs
 use crate::data::{Overlong, read_examples, tokenize};
 use crate::eval::evaluate;
 use crate::loaded::LoadedModel;
+use crate::train::Interrupted;
 use crate::trainee::{ExampleBatcher, Trainee};
 
 /// The restaurant-domain BPE tokenizer the fixtures use (320 tokens).
@@ -221,10 +222,10 @@ pub fn run(args: &DemoArgs) -> Result<()> {
                 &args.device,
             ))?;
             if outcome.interrupted {
-                anyhow::bail!(
-                    "demo interrupted; what was trained is in {}",
-                    outcome.adapter_dir.display()
-                );
+                return Err(Interrupted {
+                    saved: outcome.adapter_dir,
+                }
+                .into());
             }
             // Full fine-tuning saves a whole model; an adapter goes over the frozen base.
             let (name, scored, trainable) = if method == Method::Full {
@@ -323,7 +324,10 @@ fn pretrained_base(out: &Path, device: &DeviceArg) -> Result<String> {
     };
     let outcome = crate::train::train(&args)?;
     if outcome.interrupted {
-        anyhow::bail!("pretraining interrupted; run the demo again to start it over");
+        return Err(Interrupted {
+            saved: outcome.adapter_dir,
+        }
+        .into());
     }
     std::fs::rename(&outcome.adapter_dir, &model_dir)?;
     Ok(model_dir.to_string_lossy().into_owned())
@@ -353,6 +357,7 @@ fn task_args(
         schedule: Schedule::Linear,
         warmup_steps: 10,
         weight_decay: 0.0,
+        adam_epsilon: 1e-8,
         grad_clip: Some(1.0),
         no_token_cache: false,
         grad_accumulation: 1,
@@ -419,29 +424,27 @@ struct Score {
 fn score(model: &str, adapter: Option<&Path>, valid: &Path, device: &DeviceArg) -> Result<Score> {
     let loaded = LoadedModel::load(model, device.device, false)?;
     let adapter = loaded.load_optional_adapter(adapter)?;
-    let max_len =
-        loaded.config.n_positions - adapter.as_ref().map_or(0, Adapter::num_virtual_tokens);
+    let max_len = loaded
+        .config
+        .n_positions
+        .saturating_sub(adapter.as_ref().map_or(0, Adapter::num_virtual_tokens));
     let dataset = tokenize(
         valid,
         read_examples(valid)?,
-        &loaded.tokenizer,
+        loaded.vocabulary(),
         max_len,
         Overlong::Reject,
         None,
     )?;
     let model = AdaptedGpt2::new(loaded.model.clone(), adapter);
     let params = model.parameter_count();
-    let report = evaluate(&model, &dataset.examples, loaded.tokenizer.eos_id(), 16)?;
+    let report = evaluate(&model, &dataset.examples, loaded.pad_id(), 16)?;
     let accuracy = match &dataset.verbalizer {
         None => None,
         Some(verbalizer) => {
-            let trainee = Trainee {
-                model,
-                class_tokens: Some(verbalizer.deciding_tokens()),
-                max_grad_norm: None,
-            };
+            let trainee = Trainee::new(model, Some(verbalizer.deciding_tokens()), None);
             let batcher = ExampleBatcher {
-                pad_id: loaded.tokenizer.eos_id(),
+                pad_id: loaded.pad_id(),
                 shared_label_prefix: verbalizer.shared_prefix,
             };
             let mut correct = 0usize;

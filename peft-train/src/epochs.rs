@@ -43,6 +43,11 @@ impl EpochClock {
         }
     }
 
+    /// The epoch in progress, counted from 1.
+    pub fn current_epoch(&self) -> usize {
+        self.completed.load(Ordering::SeqCst) + 1
+    }
+
     fn epoch_seed(&self, epoch: usize) -> u64 {
         // SplitMix64's increment, so neighbouring epochs get unrelated seeds.
         self.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)

@@ -11,6 +11,7 @@ pub mod data;
 pub mod demo;
 pub mod epochs;
 pub mod eval;
+pub mod guard;
 pub mod loaded;
 pub mod plot;
 pub mod progress;

@@ -8,13 +8,19 @@ use burn::prelude::*;
 use peft_core::{Backend, ModelShape, PeftAdapter};
 use peft_gpt2::{Gpt2, Gpt2Config, Gpt2Tokenizer, ModelFiles, load_pretrained};
 
-/// A base model ready to run, with its tokenizer.
+use crate::data::Vocabulary;
+
+/// A base model ready to run, with its tokenizer when it has one.
 pub struct LoadedModel {
     pub model: Gpt2,
     pub config: Gpt2Config,
-    pub tokenizer: Gpt2Tokenizer,
+    /// `None` for a model directory without tokenizer files: enough for data given as
+    /// `input_ids`, which needs none.
+    pub tokenizer: Option<Gpt2Tokenizer>,
     pub files: ModelFiles,
     pub device: Device,
+    /// The `--model` argument, for messages.
+    pub name: String,
 }
 
 impl LoadedModel {
@@ -27,20 +33,55 @@ impl LoadedModel {
         }
         let (gpt2, config, files) =
             load_pretrained(model, &device).with_context(|| format!("loading model `{model}`"))?;
-        let tokenizer = Gpt2Tokenizer::from_dir(&files.dir).with_context(|| {
-            format!(
-                "model `{model}` has no tokenizer beside its weights; put tokenizer.json (or \
-                 vocab.json and merges.txt) in {}",
-                files.dir.display()
-            )
-        })?;
+        let tokenizer = if files.has_tokenizer() {
+            let tokenizer = Gpt2Tokenizer::from_dir(&files.dir)
+                .and_then(|t| t.for_model(config.vocab_size, &files.dir))
+                .with_context(|| format!("loading the tokenizer of model `{model}`"))?;
+            Some(tokenizer)
+        } else {
+            None
+        };
         Ok(Self {
             model: gpt2,
             config,
             tokenizer,
             files,
             device,
+            name: model.to_string(),
         })
+    }
+
+    /// The tokenizer, or an error that says where to put one.
+    pub fn tokenizer(&self) -> Result<&Gpt2Tokenizer> {
+        self.tokenizer.as_ref().with_context(|| {
+            format!(
+                "model `{}` has no tokenizer beside its weights; put tokenizer.json (or \
+                 vocab.json and merges.txt) in {}, or give the data as `input_ids`",
+                self.name,
+                self.files.dir.display()
+            )
+        })
+    }
+
+    /// The id that pads batches: the tokenizer's end-of-text token, as GPT-2 pads, or the
+    /// config's `eos_token_id` without a tokenizer (padding is masked: any id in the
+    /// vocabulary serves).
+    pub fn pad_id(&self) -> u32 {
+        match &self.tokenizer {
+            Some(tokenizer) => tokenizer.eos_id(),
+            None if (self.config.eos_token_id as usize) < self.config.vocab_size => {
+                self.config.eos_token_id
+            }
+            None => 0,
+        }
+    }
+
+    /// The tokenizer and the size every token id must stay under, for reading datasets.
+    pub fn vocabulary(&self) -> Vocabulary<'_> {
+        Vocabulary {
+            tokenizer: self.tokenizer.as_ref(),
+            size: self.config.vocab_size,
+        }
     }
 
     pub fn shape(&self) -> ModelShape {

@@ -2,10 +2,16 @@
 
 use clap::Parser;
 use peft_train::cli::Cli;
+use peft_train::train::Interrupted;
 
 fn main() {
     peft_train::init_logging();
     if let Err(err) = peft_train::commands::run(Cli::parse()) {
+        if err.downcast_ref::<Interrupted>().is_some() {
+            // What the shell reports for a process stopped by SIGINT.
+            eprintln!("{err}");
+            std::process::exit(130);
+        }
         eprintln!("error: {err:#}");
         std::process::exit(1);
     }

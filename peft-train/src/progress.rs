@@ -88,11 +88,13 @@ impl TrainingProgressLogger for PlainProgress {
         _label: Option<&str>,
     ) {
         self.total_epochs = total_epochs;
-        self.epoch = starting_epoch + 1;
+        // Burn numbers epochs from 1: a fresh run starts at 1, a run resumed after epoch e
+        // at e + 1.
+        self.epoch = starting_epoch;
     }
 
     fn update_epoch(&mut self, epoch: usize) {
-        // Burn counts epochs from 0 here.
+        // Called as epoch `epoch` (counted from 1) ends: the next one follows.
         self.epoch = epoch + 1;
     }
 

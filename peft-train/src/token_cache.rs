@@ -31,6 +31,8 @@ pub struct TokenCache {
 pub struct TokenizeSettings<'a> {
     /// The tokenizer, serialised (its `tokenizer.json`).
     pub tokenizer_json: &'a str,
+    /// The model's vocabulary size, which every token id was checked against.
+    pub vocab_size: usize,
     pub max_len: usize,
     pub overlong: Overlong,
     /// The training set's verbalizer, for a validation set.
@@ -65,6 +67,7 @@ impl TokenCache {
             FORMAT.as_bytes(),
             contents,
             settings.tokenizer_json.as_bytes(),
+            &settings.vocab_size.to_le_bytes(),
             &settings.max_len.to_le_bytes(),
             overlong.as_bytes(),
             verbalizer.as_bytes(),
@@ -247,6 +250,7 @@ mod tests {
     fn settings(max_len: usize) -> TokenizeSettings<'static> {
         TokenizeSettings {
             tokenizer_json: "{\"model\": 1}",
+            vocab_size: 320,
             max_len,
             overlong: Overlong::Truncate,
             verbalizer: None,
@@ -275,6 +279,11 @@ mod tests {
             ..settings(64)
         };
         assert_ne!(base, cache.entry(b"abc", &other_tokenizer).unwrap());
+        let other_model = TokenizeSettings {
+            vocab_size: 321,
+            ..settings(64)
+        };
+        assert_ne!(base, cache.entry(b"abc", &other_model).unwrap());
         let reject = TokenizeSettings {
             overlong: Overlong::Reject,
             ..settings(64)

@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataset::InMemDataset;
+use burn::module::{ModuleVisitor, Param};
 use burn::optim::AdamWConfig;
 use burn::optim::lr_scheduler::LrSchedulerConfig;
 use burn::optim::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
@@ -17,6 +18,7 @@ use burn::optim::lr_scheduler::linear::LinearLrSchedulerConfig;
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrSchedulerConfig;
 use burn::optim::lr_scheduler::sequential::SequentialLrSchedulerConfig;
 use burn::prelude::*;
+use burn::train::checkpoint::Checkpointer;
 use burn::train::metric::store::{Aggregate, Direction, Split};
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
 use burn::train::{
@@ -24,32 +26,45 @@ use burn::train::{
     StoppingCondition, SupervisedTraining,
 };
 use peft_core::{
-    AdapterModule, PeftAdapter, PromptInit, PromptLearningConfig, PromptTuningConfig,
+    AdapterModule, PeftAdapter, PeftConfig, PromptInit, PromptLearningConfig, PromptTuningConfig,
     PromptTuningInit,
 };
 use peft_gpt2::AdaptedGpt2;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::checkpoint::{
-    AtomicCheckpointer, ModelCheckpointer, OPTIMIZER, SCHEDULER, TimedKeepLast, last_complete_epoch,
+    AtomicCheckpointer, ModelCheckpointer, OPTIMIZER, SCHEDULER, TimedKeepLast,
+    checkpointed_epochs, last_intact_epoch,
 };
 use crate::cli::{Method, PromptInitArg, Schedule, TrainArgs};
 use crate::data::{Dataset, load_tokenized};
 use crate::epochs::{EpochClock, EpochShuffled};
+use crate::guard::Divergence;
 use crate::loaded::LoadedModel;
 use crate::plot::LossCurves;
 use crate::progress::PlainProgress;
 use crate::token_cache::TokenCache;
 use crate::trainee::{ExampleBatcher, Trainee};
 
-/// What identifies a run, kept in `OUTPUT_DIR/run.json` so `--resume` continues the same one.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-struct RunIdentity {
-    model: String,
-    method: String,
-    num_virtual_tokens: usize,
-    prefix_projection: Option<usize>,
+/// What a run was started with, kept whole in `OUTPUT_DIR/run.json`: `--resume` continues
+/// only the same run.
+#[derive(Serialize)]
+struct RunRecord<'a> {
+    #[serde(flatten)]
+    args: &'a TrainArgs,
+    /// The training data's contents, so that an edited file is not silently resumed on.
+    data_sha256: String,
 }
+
+/// Settings a resumed run may change: how long it trains and what it is validated on.
+const CHANGEABLE_ON_RESUME: [&str; 5] = [
+    "epochs",
+    "max_steps",
+    "valid_data",
+    "early_stopping",
+    "output_dir",
+];
 
 /// Per-epoch figures written to `metrics.json`.
 #[derive(Debug, Serialize)]
@@ -64,6 +79,26 @@ pub struct EpochMetrics {
     pub elapsed_seconds: Option<f64>,
 }
 
+/// A run stopped by Ctrl-C or SIGTERM, after saving the adapter as it was: the binary says
+/// so and exits with status 130, so that scripts can tell it from a finished run.
+#[derive(Debug)]
+pub struct Interrupted {
+    pub saved: PathBuf,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "interrupted: the adapter as it was is in {}; `--resume` continues from the last \
+             epoch checkpoint",
+            self.saved.display()
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 pub struct TrainOutcome {
     /// `OUTPUT_DIR/adapter` (PEFT format), or `OUTPUT_DIR/model` for full fine-tuning.
     pub adapter_dir: PathBuf,
@@ -77,6 +112,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
     device.seed(args.seed);
     std::fs::create_dir_all(&args.output_dir)
         .with_context(|| format!("cannot create {}", args.output_dir.display()))?;
+    let _lock = OutputLock::acquire(&args.output_dir)?;
     let checkpoint_dir = args.output_dir.join("train").join("checkpoint");
     let resume_epoch = check_resume(args, &checkpoint_dir)?;
 
@@ -115,11 +151,11 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         None => AdaptedGpt2::full_finetune(base),
     };
     println!("{}", model.parameter_count());
-    let trainee = Trainee {
+    let trainee = Trainee::new(
         model,
-        class_tokens: train_set.verbalizer.as_ref().map(|v| v.deciding_tokens()),
-        max_grad_norm: args.grad_clip.map(|clip| clip as f32),
-    };
+        train_set.verbalizer.as_ref().map(|v| v.deciding_tokens()),
+        args.grad_clip.map(|clip| clip as f32),
+    );
 
     let steps_per_epoch = train_set
         .examples
@@ -138,7 +174,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         .sum();
 
     let batcher = ExampleBatcher {
-        pad_id: loaded.tokenizer.eos_id(),
+        pad_id: loaded.pad_id(),
         shared_label_prefix: train_set.verbalizer.as_ref().map_or(0, |v| v.shared_prefix),
     };
     // Epoch orders and dropout follow from (seed, epoch), so a resumed run matches.
@@ -156,25 +192,27 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         .batch_size(args.batch_size)
         .build(InMemDataset::new(valid_set.examples.clone()));
 
-    let optimizer = adamw(args.weight_decay);
+    let optimizer = adamw(args.weight_decay, args.adam_epsilon);
     let scheduler = ModuleLrSchedulerConfig::new(lr_schedule(args, total_steps))
         .init()
         .map_err(|e| anyhow::anyhow!("invalid learning-rate schedule: {e}"))?;
 
     let keep_prefix = (args.method != Method::Full).then(|| "model.adapter".to_string());
+    let model_checkpoints = ModelCheckpointer {
+        dir: checkpoint_dir.clone(),
+        keep_prefix,
+    };
     let epoch_ends = Arc::new(Mutex::new(Vec::new()));
     let interrupter = Interrupter::new();
     install_ctrl_c(interrupter.clone());
+    let divergence = Divergence::new(interrupter.clone(), clock.clone());
     let mut training =
         SupervisedTraining::new(args.output_dir.join("train"), train_loader, valid_loader)
-            .metric_train_numeric(LossMetric::new())
-            .metric_valid_numeric(LossMetric::new())
+            .metric_train_numeric(divergence.loss_metric("training"))
+            .metric_valid_numeric(divergence.loss_metric("validation"))
             .metric_train_numeric(LearningRateMetric::new())
             .with_custom_checkpointers(
-                ModelCheckpointer {
-                    dir: checkpoint_dir.clone(),
-                    keep_prefix,
-                },
+                model_checkpoints.clone(),
                 AtomicCheckpointer {
                     dir: checkpoint_dir.clone(),
                     name: OPTIMIZER,
@@ -184,7 +222,12 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
                     name: SCHEDULER,
                 },
             )
-            .with_checkpointing_strategy(TimedKeepLast::new(epoch_ends.clone(), clock.clone()))
+            .with_checkpointing_strategy(TimedKeepLast::new(
+                epoch_ends.clone(),
+                clock.clone(),
+                args.early_stopping.is_some(),
+                checkpointed_epochs(&checkpoint_dir),
+            ))
             .grads_accumulation(args.grad_accumulation)
             .with_training_strategy(ExecutionStrategy::single(device.clone()).into())
             .with_interrupter(interrupter)
@@ -221,20 +264,27 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
     if let Some(error) = result.error {
         bail!("training failed: {error}");
     }
-    let interrupted = result.interrupted.is_some();
-    let trained = result.model.model;
     // What was trained: the adapter, or the whole model for full fine-tuning.
-    let saved = if trained.adapter.is_some() {
-        "adapter"
-    } else {
+    let saved = if args.method == Method::Full {
         "model"
-    };
-    let adapter_dir = if interrupted {
-        args.output_dir.join(format!("{saved}-interrupted"))
     } else {
-        args.output_dir.join(saved)
+        "adapter"
     };
-    save_trained(&trained, &loaded, &adapter_dir)?;
+    if let Some(where_) = divergence.first() {
+        let kept = match last_intact_epoch(&checkpoint_dir).0 {
+            Some(epoch) => format!("the checkpoint of epoch {epoch} is intact"),
+            None => "no epoch had finished".to_string(),
+        };
+        bail!(
+            "training diverged: {where_} (--lr {}). Nothing was saved over {}; {kept}. Lower \
+             --lr (or set --grad-clip) and start again, or continue the last checkpoint with \
+             --resume",
+            args.lr,
+            args.output_dir.join(saved).display()
+        );
+    }
+    let interrupted = result.interrupted.is_some();
+    let mut trainee = result.model;
     let epochs = epoch_metrics(
         &args.output_dir.join("train"),
         &epoch_ends,
@@ -242,6 +292,22 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         train_tokens_per_epoch,
         classification,
     );
+    if args.early_stopping.is_some() && !interrupted {
+        trainee = with_best_epoch(trainee, &epochs, &model_checkpoints)?;
+    }
+    let trained = trainee.model;
+    let adapter_dir = if interrupted {
+        args.output_dir.join(format!("{saved}-interrupted"))
+    } else {
+        args.output_dir.join(saved)
+    };
+    ensure_finite(&trained).with_context(|| {
+        format!(
+            "not saving {}: training left non-finite weights (lower --lr or set --grad-clip)",
+            adapter_dir.display()
+        )
+    })?;
+    save_trained(&trained, &loaded, &adapter_dir)?;
     let json = serde_json::to_string_pretty(&epochs)?;
     peft_core::adapter::write_atomically(&args.output_dir.join("metrics.json"), json.as_bytes())?;
     // The plot is a convenience: failing to draw it must not fail a finished run.
@@ -251,60 +317,189 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
     {
         tracing::warn!("no loss plot at {}: {err:#}", plot.display());
     }
-    if interrupted {
-        println!(
-            "interrupted: the adapter as it was is in {}; `--resume` continues from the last checkpoint",
-            adapter_dir.display()
-        );
-    }
     Ok(TrainOutcome {
         adapter_dir,
         interrupted,
     })
 }
 
-/// Refuses to start over a previous run's checkpoints unless resuming it, and to resume a
-/// different run. Returns the epoch to resume after.
-fn check_resume(args: &TrainArgs, checkpoint_dir: &Path) -> Result<Option<usize>> {
-    let identity = RunIdentity {
-        model: args.model.clone(),
-        method: format!("{:?}", args.method).to_lowercase(),
-        num_virtual_tokens: args.num_virtual_tokens,
-        prefix_projection: args.prefix_projection,
+/// With early stopping, the run ends with the adapter of its epoch of lowest validation loss
+/// (as Hugging Face's `load_best_model_at_end`), not the last epoch's, which early stopping
+/// only reaches after several epochs without improvement.
+fn with_best_epoch(
+    trainee: Trainee,
+    epochs: &[EpochMetrics],
+    checkpoints: &ModelCheckpointer,
+) -> Result<Trainee> {
+    let best = epochs
+        .iter()
+        .filter_map(|e| e.valid_loss.map(|loss| (e.epoch, loss)))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    let (Some((best, loss)), Some(last)) = (best, epochs.last()) else {
+        return Ok(trainee);
     };
-    let identity_path = args.output_dir.join("run.json");
-    let last = last_complete_epoch(checkpoint_dir);
+    if best == last.epoch {
+        return Ok(trainee);
+    }
+    let record = checkpoints.restore(best).with_context(|| {
+        format!("early stopping: cannot read the checkpoint of the best epoch, {best}")
+    })?;
+    let trainee = trainee
+        .try_load_record(record)
+        .map_err(|err| anyhow::anyhow!("early stopping: loading epoch {best}'s adapter: {err}"))?;
+    println!(
+        "early stopping: keeping epoch {best}'s weights, whose validation loss {loss:.4} was the \
+         lowest (the last epoch, {}, had {:.4})",
+        last.epoch,
+        last.valid_loss.unwrap_or(f64::NAN)
+    );
+    Ok(trainee)
+}
+
+/// Fails if any trained parameter is NaN or infinite: such weights are never saved.
+fn ensure_finite(model: &AdaptedGpt2) -> Result<()> {
+    struct Finite(bool);
+    impl ModuleVisitor for Finite {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if !self.0 {
+                return;
+            }
+            let all_finite = param.val().is_finite().all().into_scalar::<bool>();
+            self.0 &= all_finite;
+        }
+    }
+    let mut finite = Finite(true);
+    match &model.adapter {
+        Some(adapter) => adapter.visit(&mut finite),
+        None => model.base.visit(&mut finite),
+    }
+    if finite.0 {
+        Ok(())
+    } else {
+        bail!("a parameter holds NaN or infinite values")
+    }
+}
+
+/// Holds `OUTPUT_DIR/.lock` for as long as a run trains there, so that a second run into the
+/// same directory is refused instead of clobbering the first one's checkpoints and adapter.
+/// The operating system releases the lock when the process ends, however it ends.
+struct OutputLock(#[allow(dead_code)] std::fs::File);
+
+impl OutputLock {
+    fn acquire(dir: &Path) -> Result<Self> {
+        use std::io::{Read, Seek, Write};
+        let path = dir.join(".lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                bail!(
+                    "another peft-train (process {}) is training into {}; wait for it to \
+                     finish, or choose another --output-dir",
+                    holder.trim(),
+                    dir.display()
+                );
+            }
+            Err(std::fs::TryLockError::Error(err)) => {
+                return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+        // Who holds it, for the message above; the lock, not the text, is what counts.
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = write!(file, "{}", std::process::id());
+        Ok(Self(file))
+    }
+}
+
+/// Refuses to start over a previous run's checkpoints unless resuming it, and to resume it
+/// with settings that would make it another run. Returns the epoch to resume after.
+fn check_resume(args: &TrainArgs, checkpoint_dir: &Path) -> Result<Option<usize>> {
+    let data = std::fs::read(&args.data)
+        .with_context(|| format!("cannot read dataset {}", args.data.display()))?;
+    let record = serde_json::to_value(RunRecord {
+        args,
+        data_sha256: Sha256::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    })?;
+    let record_path = args.output_dir.join("run.json");
     if !args.resume {
-        if let Some(epoch) = last {
+        if let Some(epoch) = checkpointed_epochs(checkpoint_dir).first() {
             bail!(
                 "{} already holds checkpoints (up to epoch {epoch}) of an earlier run; pass \
                  --resume to continue it, or choose another --output-dir",
                 args.output_dir.display()
             );
         }
-        let json = serde_json::to_string_pretty(&identity)?;
-        peft_core::adapter::write_atomically(&identity_path, json.as_bytes())?;
+        let json = serde_json::to_string_pretty(&record)?;
+        peft_core::adapter::write_atomically(&record_path, json.as_bytes())?;
         return Ok(None);
     }
-    let Some(epoch) = last else {
+    let (epoch, passed_over) = last_intact_epoch(checkpoint_dir);
+    for why in &passed_over {
+        tracing::warn!("{why}; resuming from an earlier epoch");
+        println!("warning: {why}");
+    }
+    let Some(epoch) = epoch else {
         bail!(
-            "--resume: no complete checkpoint in {}",
-            checkpoint_dir.display()
+            "--resume: no complete checkpoint in {}{}",
+            checkpoint_dir.display(),
+            if passed_over.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", passed_over.join("; "))
+            }
         );
     };
-    let recorded: RunIdentity = serde_json::from_str(
-        &std::fs::read_to_string(&identity_path)
-            .with_context(|| format!("reading {}", identity_path.display()))?,
-    )
-    .with_context(|| format!("reading {}", identity_path.display()))?;
-    if recorded != identity {
+    let recorded: serde_json::Value = std::fs::read_to_string(&record_path)
+        .map_err(anyhow::Error::from)
+        .and_then(|text| Ok(serde_json::from_str(&text)?))
+        .with_context(|| format!("--resume: reading {}", record_path.display()))?;
+    let differences = resume_differences(&recorded, &record);
+    if !differences.is_empty() {
         bail!(
-            "--resume: {} was a different run ({recorded:?}); rerun with the same --model, \
-             --method, --num-virtual-tokens and --prefix-projection",
-            args.output_dir.display()
+            "--resume: {} holds a run started with other settings ({}); resume with the \
+             settings it was started with (only {} may change), or start a new run in another \
+             --output-dir",
+            args.output_dir.display(),
+            differences.join(", "),
+            CHANGEABLE_ON_RESUME[..4]
+                .iter()
+                .map(|key| format!("--{}", key.replace('_', "-")))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     Ok(Some(epoch))
+}
+
+/// The settings of `now` that differ from those a run was `recorded` with, as
+/// "--flag: then, now"; settings the record lacks (an older peft-train wrote it) are not
+/// compared.
+fn resume_differences(recorded: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
+    let (Some(recorded), Some(now)) = (recorded.as_object(), now.as_object()) else {
+        return vec!["run.json is not a JSON object".into()];
+    };
+    now.iter()
+        .filter(|(key, _)| !CHANGEABLE_ON_RESUME.contains(&key.as_str()))
+        .filter_map(|(key, value)| {
+            let then = recorded.get(key)?;
+            (then != value).then(|| match key.as_str() {
+                "data_sha256" => "the --data file's contents have changed".to_string(),
+                _ => format!("--{} was {then}, now {value}", key.replace('_', "-")),
+            })
+        })
+        .collect()
 }
 
 fn load_dataset(
@@ -321,7 +516,7 @@ fn load_dataset(
     };
     let (dataset, cached) = load_tokenized(
         path,
-        &loaded.tokenizer,
+        loaded.vocabulary(),
         max_len,
         args.overlong,
         verbalizer,
@@ -357,11 +552,22 @@ fn new_adapter(args: &TrainArgs, loaded: &LoadedModel) -> Result<PeftAdapter> {
     match args.method {
         Method::Prompt => {
             let token_table = || loaded.model.wte.weight.val().detach();
-            let (init, kind) = if let Some(dir) = &args.prompt_init_from {
+            let (init, (kind, init_text, init_tokenizer)) = if let Some(dir) =
+                &args.prompt_init_from
+            {
                 let from = loaded.load_adapter(dir)?;
-                let table = match &from.module {
-                    AdapterModule::Prompt(prompt) => prompt.embedding.val().detach(),
-                    AdapterModule::Prefix(_) => bail!(
+                // The prompt continues the source's, so it records the source's init — what
+                // PEFT's `save_pretrained` writes after training a loaded adapter further.
+                let (table, record) = match (&from.module, &from.config) {
+                    (AdapterModule::Prompt(prompt), PeftConfig::PromptTuning(source)) => (
+                        prompt.embedding.val().detach(),
+                        (
+                            source.prompt_tuning_init,
+                            source.prompt_tuning_init_text.clone(),
+                            source.tokenizer_name_or_path.clone(),
+                        ),
+                    ),
+                    _ => bail!(
                         "--prompt-init-from {} is a prefix adapter, not a prompt",
                         dir.display()
                     ),
@@ -373,20 +579,20 @@ fn new_adapter(args: &TrainArgs, loaded: &LoadedModel) -> Result<PeftAdapter> {
                         table.dims()[0]
                     );
                 }
-                (PromptInit::From { prompt: table }, PromptTuningInit::Random)
+                (PromptInit::From { prompt: table }, record)
             } else {
                 match args.prompt_init {
                     PromptInitArg::Random => (
                         PromptInit::Random {
                             std: args.prompt_init_std,
                         },
-                        PromptTuningInit::Random,
+                        (PromptTuningInit::Random, None, None),
                     ),
                     PromptInitArg::SampleVocab => (
                         PromptInit::SampleVocab {
                             token_embeddings: token_table(),
                         },
-                        PromptTuningInit::SampleVocab,
+                        (PromptTuningInit::SampleVocab, None, None),
                     ),
                     PromptInitArg::Text => {
                         let text = args
@@ -394,7 +600,7 @@ fn new_adapter(args: &TrainArgs, loaded: &LoadedModel) -> Result<PeftAdapter> {
                             .as_deref()
                             .context("--prompt-init text needs --prompt-init-text")?;
                         let ids: Vec<i64> = loaded
-                            .tokenizer
+                            .tokenizer()?
                             .encode(text)?
                             .into_iter()
                             .map(i64::from)
@@ -410,7 +616,11 @@ fn new_adapter(args: &TrainArgs, loaded: &LoadedModel) -> Result<PeftAdapter> {
                             PromptInit::Text {
                                 text_embeddings: token_table().select(0, ids),
                             },
-                            PromptTuningInit::Text,
+                            (
+                                PromptTuningInit::Text,
+                                Some(text.to_string()),
+                                Some(args.model.clone()),
+                            ),
                         )
                     }
                 }
@@ -418,11 +628,8 @@ fn new_adapter(args: &TrainArgs, loaded: &LoadedModel) -> Result<PeftAdapter> {
             let config = PromptTuningConfig {
                 base,
                 prompt_tuning_init: kind,
-                prompt_tuning_init_text: (kind == PromptTuningInit::Text)
-                    .then(|| args.prompt_init_text.clone())
-                    .flatten(),
-                tokenizer_name_or_path: (kind == PromptTuningInit::Text)
-                    .then(|| args.model.clone()),
+                prompt_tuning_init_text: init_text,
+                tokenizer_name_or_path: init_tokenizer,
             };
             Ok(PeftAdapter::prompt_tuning(
                 config,
@@ -440,10 +647,14 @@ fn new_adapter(args: &TrainArgs, loaded: &LoadedModel) -> Result<PeftAdapter> {
     }
 }
 
-/// The optimizer every training run uses (and `peft-bench` measures). Gradient clipping is
-/// the trainee's (by the global norm, see [`crate::clip`]), not Burn's per-tensor clipping.
-pub fn adamw(weight_decay: f64) -> AdamWConfig {
-    AdamWConfig::new().with_weight_decay(weight_decay as f32)
+/// The optimizer every training run uses (and `peft-bench` measures): PyTorch's `AdamW`
+/// (betas 0.9, 0.999) with this weight decay and epsilon — Burn's own default epsilon is
+/// 1e-5, PyTorch's 1e-8. Gradient clipping is the trainee's (by the global norm, see
+/// [`crate::clip`]), not Burn's per-tensor clipping.
+pub fn adamw(weight_decay: f64, epsilon: f64) -> AdamWConfig {
+    AdamWConfig::new()
+        .with_weight_decay(weight_decay as f32)
+        .with_epsilon(epsilon as f32)
 }
 
 /// Epochs to run and training items per epoch, honouring `--max-steps`.

@@ -11,7 +11,10 @@ use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use peft_gpt2::loss::{LossTargets, fused_lm_loss};
 use peft_gpt2::{AdaptedGpt2, PadSide, PaddedRows};
 
-use crate::clip::clip_global_norm;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::clip::{clip_global_norm, scale_gradients};
 use crate::data::TokenizedExample;
 
 /// Right-padded examples as tensors.
@@ -73,17 +76,37 @@ pub struct Trainee {
     /// Clip the global gradient norm to this before each optimizer step.
     #[module(skip)]
     pub max_grad_norm: Option<f32>,
+    /// Target tokens of the batches whose gradients wait for the next optimizer step (shared
+    /// by the clones Burn's learner makes of the model).
+    #[module(skip)]
+    pending_targets: Arc<AtomicUsize>,
 }
 
 /// What one step reports to the metrics.
 #[derive(Debug)]
 pub struct StepOutput {
+    /// The mean loss over the batch's target tokens.
     pub loss: Tensor<1>,
     /// Scores of each class `[B, classes]` and the true classes `[B]`, for accuracy.
     pub classes: Option<(Tensor<2>, Tensor<1, Int>)>,
+    /// How many target tokens the loss averages.
+    pub targets: usize,
 }
 
 impl Trainee {
+    pub fn new(
+        model: AdaptedGpt2,
+        class_tokens: Option<Vec<u32>>,
+        max_grad_norm: Option<f32>,
+    ) -> Self {
+        Self {
+            model,
+            class_tokens,
+            max_grad_norm,
+            pending_targets: Arc::default(),
+        }
+    }
+
     /// The loss (the mean over every label of the batch, as Hugging Face computes it) and, for
     /// classification, the class scores. The LM head only runs where a label is predicted.
     pub fn forward(&self, batch: TrainBatch) -> StepOutput {
@@ -102,6 +125,7 @@ impl Trainee {
         StepOutput {
             loss: fused_lm_loss(hidden, head, &batch.targets, prompt_len),
             classes,
+            targets: batch.targets.predicted(prompt_len),
         }
     }
 }
@@ -136,6 +160,7 @@ impl ItemLazy for StepOutput {
             classes: self
                 .classes
                 .map(|(scores, classes)| (scores.detach(), classes)),
+            targets: self.targets,
         })
     }
 }
@@ -160,19 +185,35 @@ impl TrainStep for Trainee {
     type Input = TrainBatch;
     type Output = StepOutput;
 
+    /// The gradients of the batch's summed loss; [`optimize`](TrainStep::optimize) divides
+    /// them by the targets of every batch accumulated since the last step. So gradient
+    /// accumulation over N batches trains as one batch N times as large — the mean over all
+    /// their target tokens, which is what Hugging Face's Trainer computes — and a single batch
+    /// gets its mean loss's gradient.
     fn step(&self, batch: TrainBatch) -> TrainOutput<StepOutput> {
         let output = self.forward(batch);
-        let grads = output.loss.backward();
+        let grads = output
+            .loss
+            .clone()
+            .mul_scalar(output.targets as f32)
+            .backward();
+        self.pending_targets
+            .fetch_add(output.targets, Ordering::SeqCst);
         TrainOutput::new(self, grads, output)
     }
 
-    /// The optimizer step, after clipping the (accumulated) gradients by their global norm.
+    /// The optimizer step, on the mean gradient of the accumulated batches, clipped by its
+    /// global norm.
     fn optimize(
         self,
         optim: &mut ModuleOptimizer,
         lr: ModuleLearningRate,
         mut grads: GradientsParams,
     ) -> Self {
+        let targets = self.pending_targets.swap(0, Ordering::SeqCst);
+        if targets > 0 {
+            scale_gradients(&self, &mut grads, 1.0 / targets as f32);
+        }
         if let Some(max_norm) = self.max_grad_norm {
             clip_global_norm(&self, &mut grads, max_norm);
         }

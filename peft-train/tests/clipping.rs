@@ -43,11 +43,7 @@ fn step_norm(max_grad_norm: Option<f32>) -> f32 {
         Some(16),
         &device,
     );
-    let trainee = Trainee {
-        model: AdaptedGpt2::new(gpt2, Some(adapter)),
-        class_tokens: None,
-        max_grad_norm,
-    };
+    let trainee = Trainee::new(AdaptedGpt2::new(gpt2, Some(adapter)), None, max_grad_norm);
     let before = flatten(&trainee);
     let examples: Vec<TokenizedExample> = [[5u32, 9, 200, 31, 7, 64], [11, 3, 90, 18, 250, 2]]
         .iter()

@@ -1,0 +1,54 @@
+//! A projected prefix keeps its MLP in `peft_rs_adapter.safetensors` beside PEFT's table. When
+//! Python's `peft` re-saves the table (after training further, say), the native file is stale:
+//! loading must give the PEFT table, not silently the old MLP's projection.
+
+use std::path::{Path, PathBuf};
+
+use peft_core::{Backend, ModelShape, PeftAdapter};
+use safetensors::tensor::TensorView;
+
+const SHAPE: ModelShape = ModelShape {
+    d_model: 32,
+    n_layer: 2,
+    n_head: 4,
+};
+
+fn copy_fixture(dir: &Path) {
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/rust-adapters/prefix-projection");
+    for entry in std::fs::read_dir(fixture).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+}
+
+fn table(adapter: &PeftAdapter) -> Vec<f32> {
+    adapter.peft_table().into_data().try_to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn a_re_saved_peft_table_wins_over_a_stale_native_file() {
+    let device = Backend::Flex.device().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture(dir.path());
+    let intact = PeftAdapter::load(dir.path(), SHAPE, &device).unwrap();
+    assert!(
+        intact.has_reparameterisation(),
+        "the MLP loads for resuming"
+    );
+
+    // PEFT writes a different table (here: the old one plus 0.5 everywhere).
+    let shifted: Vec<f32> = table(&intact).iter().map(|v| v + 0.5).collect();
+    let bytes: Vec<u8> = shifted.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let shape = intact.peft_table().dims().to_vec();
+    let view = TensorView::new(safetensors::Dtype::F32, shape, &bytes).unwrap();
+    std::fs::write(
+        dir.path().join("adapter_model.safetensors"),
+        safetensors::serialize([("prompt_embeddings", view)], None).unwrap(),
+    )
+    .unwrap();
+
+    let reloaded = PeftAdapter::load(dir.path(), SHAPE, &device).unwrap();
+    assert!(!reloaded.has_reparameterisation());
+    assert_eq!(table(&reloaded), shifted);
+}
