@@ -23,7 +23,11 @@ fn copy_fixture(dir: &Path) {
 }
 
 fn table(adapter: &PeftAdapter) -> Vec<f32> {
-    adapter.peft_table().into_data().try_to_vec::<f32>().unwrap()
+    adapter
+        .peft_table()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
 }
 
 #[test]

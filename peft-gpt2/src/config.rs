@@ -129,6 +129,40 @@ impl Gpt2Config {
         if self.n_layer == 0 || self.vocab_size == 0 || self.n_positions == 0 {
             return Err("n_layer, vocab_size and n_positions must be positive".into());
         }
+        // Far beyond any GPT-2 (the largest has 48 layers, width 1600, 50257 tokens, 1024
+        // positions): a config past these is damaged, and building it would exhaust memory
+        // before any checkpoint could disagree with it.
+        for (name, value, limit) in [
+            ("n_layer", self.n_layer, 1 << 10),
+            ("n_embd", self.n_embd, 1 << 16),
+            ("vocab_size", self.vocab_size, 1 << 24),
+            ("n_positions", self.n_positions, 1 << 20),
+            ("n_inner", self.mlp_width(), 1 << 18),
+        ] {
+            if value > limit {
+                return Err(format!(
+                    "{name} is {value}, beyond any GPT-2 (at most {limit} here)"
+                ));
+            }
+        }
+        if self.n_inner == Some(0) {
+            return Err("n_inner must be positive (or absent, for 4 * n_embd)".into());
+        }
+        if !(self.layer_norm_epsilon.is_finite() && self.layer_norm_epsilon > 0.0) {
+            return Err(format!(
+                "layer_norm_epsilon must be a positive number, not {}",
+                self.layer_norm_epsilon
+            ));
+        }
+        for (name, p) in [
+            ("resid_pdrop", self.resid_pdrop),
+            ("embd_pdrop", self.embd_pdrop),
+            ("attn_pdrop", self.attn_pdrop),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(format!("{name} must be at least 0 and below 1, not {p}"));
+            }
+        }
         if self.activation_function != "gelu_new" {
             return Err(format!(
                 "activation_function `{}` is not supported; GPT-2 uses `gelu_new`",
@@ -152,7 +186,7 @@ impl Gpt2Config {
     }
 
     pub fn mlp_width(&self) -> usize {
-        self.n_inner.unwrap_or(4 * self.n_embd)
+        self.n_inner.unwrap_or(self.n_embd.saturating_mul(4))
     }
 
     /// Number of parameters (the LM head is tied to the token embedding, so not counted twice).

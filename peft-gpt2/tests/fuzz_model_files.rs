@@ -1,0 +1,107 @@
+//! `config.json` files that are damaged, hand-edited or not configs at all: reading them, and
+//! loading a model with them, is an error that names the file, never a panic (nor an attempt to
+//! allocate a model no checkpoint could fill).
+
+use std::path::{Path, PathBuf};
+
+use peft_core::Backend;
+use peft_gpt2::{Gpt2Config, load_pretrained};
+use proptest::prelude::*;
+use serde_json::Value;
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tiny-gpt2")
+}
+
+/// The tiny model in `dir`, with `config.json` replaced by `config`.
+fn model_with_config(dir: &Path, config: &[u8]) {
+    std::fs::copy(
+        fixture().join("model.safetensors"),
+        dir.join("model.safetensors"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("config.json"), config).unwrap();
+}
+
+fn odd_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::from(0)),
+        Just(Value::from(-1)),
+        Just(Value::from(1)),
+        Just(Value::from(3)),
+        Just(Value::from(64)),
+        Just(Value::from(1u64 << 40)),
+        Just(Value::from(u64::MAX)),
+        Just(Value::from(1e300)),
+        Just(Value::from(-1e-5)),
+        Just(Value::from(1.5)),
+        Just(Value::from("relu")),
+        Just(Value::Null),
+        Just(serde_json::json!([])),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn damaged_configs_are_errors(
+        edits in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = std::fs::read(fixture().join("config.json")).unwrap();
+        for (at, value) in edits {
+            if bytes.is_empty() {
+                break;
+            }
+            let at = at % bytes.len();
+            if value % 3 == 0 {
+                bytes.truncate(at);
+            } else {
+                bytes[at] = value;
+            }
+        }
+        std::fs::write(dir.path().join("config.json"), &bytes).unwrap();
+        let _ = Gpt2Config::from_file(&dir.path().join("config.json"));
+    }
+
+    #[test]
+    fn random_bytes_are_errors(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), &bytes).unwrap();
+        prop_assert!(Gpt2Config::from_file(&dir.path().join("config.json")).is_err());
+    }
+
+    /// One field changed to an odd value, then the whole model loaded: it fits, or it is an
+    /// error naming what does not.
+    #[test]
+    fn hand_edited_configs_load_or_fail_cleanly(key in 0..32usize, value in odd_value()) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config: Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture().join("config.json")).unwrap(),
+        )
+        .unwrap();
+        let keys: Vec<String> = config.as_object().unwrap().keys().cloned().collect();
+        let key = keys[key % keys.len()].clone();
+        config[key.as_str()] = value;
+        model_with_config(dir.path(), config.to_string().as_bytes());
+        let device = Backend::Flex.device().unwrap();
+        let _ = load_pretrained(dir.path().to_str().unwrap(), &device);
+    }
+}
+
+#[test]
+fn a_config_far_beyond_any_gpt2_is_refused_before_building_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap())
+            .unwrap();
+    config["n_layer"] = (1u64 << 40).into();
+    model_with_config(dir.path(), config.to_string().as_bytes());
+    let device = Backend::Flex.device().unwrap();
+    let message = load_pretrained(dir.path().to_str().unwrap(), &device)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(message.contains("n_layer"), "{message}");
+}
