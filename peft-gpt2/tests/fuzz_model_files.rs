@@ -100,8 +100,7 @@ fn a_config_far_beyond_any_gpt2_is_refused_before_building_it() {
     model_with_config(dir.path(), config.to_string().as_bytes());
     let device = Backend::Flex.device().unwrap();
     let message = load_pretrained(dir.path().to_str().unwrap(), &device)
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(message.contains("n_layer"), "{message}");
 }

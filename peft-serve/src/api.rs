@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -43,12 +44,20 @@ impl AppState {
     }
 }
 
+/// The largest request body accepted: far more than any prompt that fits a GPT-2 context
+/// (1,024 tokens are a few KB of text); a larger body is refused with 413 before it is read.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// At most this many `stop` strings, as OpenAI's API allows.
+pub const MAX_STOP_STRINGS: usize = 4;
+
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
         .route("/v1/adapters", post(load_adapter))
         .route("/v1/adapters/{name}", delete(unload_adapter))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -117,7 +126,17 @@ where
         Json::<T>::from_request(req, state)
             .await
             .map(|Json(body)| Self(body))
-            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError {
+                        status: StatusCode::PAYLOAD_TOO_LARGE,
+                        kind: "invalid_request_error",
+                        message: format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+                    }
+                } else {
+                    ApiError::bad_request(rejection.body_text())
+                }
+            })
     }
 }
 
@@ -145,6 +164,17 @@ struct CompletionRequest {
     /// Accepted for compatibility with OpenAI clients; only 1 is supported.
     #[serde(default)]
     n: Option<usize>,
+    /// Not supported; accepted as `null` (or 0/false/1) since OpenAI clients send them.
+    #[serde(default)]
+    logprobs: Option<Value>,
+    #[serde(default)]
+    echo: Option<bool>,
+    #[serde(default)]
+    best_of: Option<usize>,
+    /// An end-user id, for the client's own bookkeeping: accepted and ignored.
+    #[serde(default)]
+    #[allow(dead_code)]
+    user: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -262,8 +292,34 @@ impl Completing {
         if request.n.is_some_and(|n| n != 1) {
             return Err(ApiError::bad_request("only `n: 1` is supported"));
         }
+        if request.best_of.is_some_and(|n| n != 1) {
+            return Err(ApiError::bad_request("only `best_of: 1` is supported"));
+        }
+        if request
+            .logprobs
+            .as_ref()
+            .is_some_and(|v| !(v.is_null() || v == &json!(0) || v == &json!(false)))
+        {
+            return Err(ApiError::bad_request("`logprobs` is not supported"));
+        }
+        if request.echo == Some(true) {
+            return Err(ApiError::bad_request("`echo` is not supported"));
+        }
         if request.max_tokens == 0 {
             return Err(ApiError::bad_request("`max_tokens` must be at least 1"));
+        }
+        if !(request.temperature.is_finite() && request.temperature >= 0.0) {
+            return Err(ApiError::bad_request(format!(
+                "`temperature` must be 0 (greedy) or positive, not {}",
+                request.temperature
+            )));
+        }
+        if let Some(p) = request.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return Err(ApiError::bad_request(format!(
+                "`top_p` must be above 0 and at most 1, not {p}"
+            )));
         }
         let sampling = if request.temperature == 0.0 {
             Sampling::Greedy
@@ -277,6 +333,12 @@ impl Completing {
         let stops: Vec<String> = request.stop.map(Stop::strings).unwrap_or_default();
         if stops.iter().any(String::is_empty) {
             return Err(ApiError::bad_request("`stop` strings must not be empty"));
+        }
+        if stops.len() > MAX_STOP_STRINGS {
+            return Err(ApiError::bad_request(format!(
+                "at most {MAX_STOP_STRINGS} `stop` strings are supported, not {}",
+                stops.len()
+            )));
         }
         let engine = &state.engine;
         let virtual_tokens = engine.virtual_tokens(&request.model).ok_or_else(|| {
@@ -292,7 +354,11 @@ impl Completing {
             return Err(ApiError::bad_request("`prompt` has no tokens"));
         }
         let limit = engine.n_positions;
-        let needed = prompt.len() + virtual_tokens + request.max_tokens;
+        // Saturating: `max_tokens` is the client's number, up to u64::MAX.
+        let needed = prompt
+            .len()
+            .saturating_add(virtual_tokens)
+            .saturating_add(request.max_tokens);
         if needed > limit {
             return Err(ApiError::bad_request(format!(
                 "the prompt is {} tokens; with `{}`'s {virtual_tokens} virtual tokens and \

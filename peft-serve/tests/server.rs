@@ -4,79 +4,16 @@
 //! by piece — and bad input gets
 //! the right status and a message that names the problem, without taking the server down.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::path::Path;
 
 use peft_core::{Adapter, Backend, Conditioning, ModelShape, PeftAdapter, PromptLearningConfig};
 use peft_gpt2::{GenerationConfig, Gpt2Tokenizer, generate, load_pretrained};
 use serde_json::{Value, json};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
-}
+mod common;
 
-/// The server process, stopped when dropped.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server() -> Server {
-    let adapters = fixtures().join("adapters");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_peft-serve"))
-        .arg("--model")
-        .arg(fixtures().join("tiny-gpt2"))
-        .args(["--base-name", "tiny", "--port", "0", "--max-wait-ms", "30"])
-        .arg("--adapter")
-        .arg(format!("prompt={}", adapters.join("prompt").display()))
-        .arg("--adapter")
-        .arg(format!("prefix={}", adapters.join("prefix").display()))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in `{line}`"))
-        .to_string();
-    Server { child, base }
-}
-
-/// Status and JSON body of a request, whatever the status.
-fn call(request: ureq::Request, body: Option<&str>) -> (u16, Value) {
-    let response = match body {
-        Some(body) => request
-            .set("Content-Type", "application/json")
-            .send_string(body),
-        None => request.call(),
-    };
-    let response = match response {
-        Ok(response) => response,
-        Err(ureq::Error::Status(_, response)) => response,
-        Err(err) => panic!("transport error: {err}"),
-    };
-    let status = response.status();
-    (status, response.into_json().unwrap())
-}
-
-fn complete(server: &Server, body: Value) -> (u16, Value) {
-    call(
-        ureq::post(&format!("{}/v1/completions", server.base)),
-        Some(&body.to_string()),
-    )
-}
+use common::{Server, call, complete, fixtures, start_server};
 
 /// The JSON events of a streamed completion, checking the stream ends with `[DONE]`.
 fn stream(server: &Server, body: Value) -> Vec<Value> {

@@ -363,7 +363,7 @@ pub fn tokenize(
     for (line, example) in examples {
         let at = || format!("{}:{line}", path.display());
         let encode = |text: &str| -> Result<Vec<u32>> {
-            Ok(vocabulary.tokenizer(&at())?.encode(text).with_context(at)?)
+            vocabulary.tokenizer(&at())?.encode(text).with_context(at)
         };
         let (mut ids, mut labels, class) = match example {
             Example::Text(text) => {
