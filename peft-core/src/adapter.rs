@@ -299,10 +299,7 @@ impl PeftAdapter {
         path: &Path,
         device: &Device,
     ) -> AdapterResult<Self> {
-        let bytes = std::fs::read(path).map_err(|source| AdapterError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = read_file(path)?;
         let file =
             SafeTensors::deserialize(&bytes).map_err(|err| format_error(path, err.to_string()))?;
         let stored: usize = file
@@ -423,10 +420,7 @@ fn check_config(config: &PeftConfig, shape: ModelShape, path: &Path) -> AdapterR
 /// Reads `prompt_embeddings` from a PEFT `adapter_model.safetensors` as f32, with the type it
 /// was saved in.
 fn read_peft_table(path: &Path, device: &Device) -> AdapterResult<(Tensor<2>, DType)> {
-    let bytes = std::fs::read(path).map_err(|source| AdapterError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_file(path)?;
     let file =
         SafeTensors::deserialize(&bytes).map_err(|err| format_error(path, err.to_string()))?;
     let view = file.tensor(PEFT_TENSOR).map_err(|_| {
@@ -455,6 +449,13 @@ fn read_peft_table(path: &Path, device: &Device) -> AdapterResult<(Tensor<2>, DT
     }
     let data = TensorData::from_bytes_vec(view.data().to_vec(), shape, dtype).convert::<f32>();
     Ok((Tensor::from_data(data, device), dtype))
+}
+
+fn read_file(path: &Path) -> AdapterResult<Vec<u8>> {
+    std::fs::read(path).map_err(|source| AdapterError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn format_error(path: &Path, message: String) -> AdapterError {

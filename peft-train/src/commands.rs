@@ -52,8 +52,22 @@ fn eval_command(args: &EvalArgs) -> Result<()> {
     )?;
     let model = AdaptedGpt2::new(loaded.model.clone(), adapter);
     let report = eval::evaluate(&model, &dataset.examples, loaded.pad_id(), args.batch_size)?;
-    eval::write_report(&report, &args.output)
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    // A NaN score is no score: say which line, rather than report a NaN mean as a result.
+    if let Some((example, score)) = dataset
+        .examples
+        .iter()
+        .zip(&report.examples)
+        .find(|(_, score)| !score.loss.is_finite())
+    {
+        bail!(
+            "{}:{}: the loss is {}; the model or adapter gives non-finite scores (no report \
+             written)",
+            args.data.display(),
+            example.line,
+            score.loss
+        );
+    }
+    eval::write_report(&report, &args.output).context("writing the report")?;
     println!(
         "{} examples: mean loss {:.4}, perplexity {:.3} -> {}",
         report.examples.len(),

@@ -2,44 +2,19 @@
 //! is a clear error that names the thing and the fix (never a panic), or the right result,
 //! and no case loses trained work.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
-}
+use common::{data, fixtures, log_of, model, path_str, run_caching_in};
 
-fn model() -> String {
-    path_str(&fixtures().join("tiny-gpt2"))
-}
-
-fn data(name: &str) -> String {
-    path_str(&fixtures().join("data").join(name))
-}
-
-fn path_str(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
-}
-
-/// Runs the binary with its token cache in this process's own directory, and offline.
+/// Runs the binary with its token cache in this process's own directory.
 fn run(args: &[&str]) -> Output {
     static CACHE: std::sync::LazyLock<tempfile::TempDir> =
         std::sync::LazyLock::new(|| tempfile::tempdir().unwrap());
-    Command::new(env!("CARGO_BIN_EXE_peft-train"))
-        .args(args)
-        .env("PEFT_RS_CACHE", CACHE.path())
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .expect("the binary runs")
-}
-
-fn log_of(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    run_caching_in(args, CACHE.path())
 }
 
 fn ok(args: &[&str]) -> String {
@@ -646,4 +621,56 @@ fn an_adapter_holding_nan_is_refused() {
         &report,
     ]);
     assert!(message.contains("NaN or infinite"), "{message}");
+}
+
+/// A model whose weights give NaN scores: `eval` names the line and writes no report, rather
+/// than reporting a NaN mean loss as a result.
+#[test]
+fn eval_refuses_to_report_nan_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    for file in ["config.json", "tokenizer.json"] {
+        std::fs::copy(fixtures().join("tiny-gpt2").join(file), broken.join(file)).unwrap();
+    }
+    let bytes = std::fs::read(fixtures().join("tiny-gpt2/model.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors: Vec<(String, Vec<u8>, safetensors::Dtype, Vec<usize>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let mut data = view.data().to_vec();
+            if name == "ln_f.weight" {
+                data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+            }
+            (name, data, view.dtype(), view.shape().to_vec())
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(name, data, dtype, shape)| {
+            let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap();
+            (name.clone(), view)
+        })
+        .collect();
+    std::fs::write(
+        broken.join("model.safetensors"),
+        safetensors::serialize(views, None).unwrap(),
+    )
+    .unwrap();
+    let report = dir.path().join("r.json");
+    let message = fails(&[
+        "eval",
+        "--model",
+        &path_str(&broken),
+        "--data",
+        &data("text.jsonl"),
+        "--output",
+        &path_str(&report),
+    ]);
+    assert!(
+        message.contains("text.jsonl:1") && message.contains("non-finite"),
+        "{message}"
+    );
+    assert!(!report.exists());
 }

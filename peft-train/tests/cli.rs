@@ -1,46 +1,18 @@
 //! End-to-end runs of the `peft-train` binary on the tiny fixture model: train, refuse to
 //! overwrite, resume, evaluate, generate, inspect, and clear errors on bad input.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
-}
-
-fn model() -> String {
-    fixtures().join("tiny-gpt2").to_string_lossy().into_owned()
-}
-
-fn data(name: &str) -> String {
-    fixtures()
-        .join("data")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
-}
+use common::{data, fixtures, log_of, model, run_caching_in};
 
 /// Runs the binary with its token cache in this test process's own directory.
 fn peft_train(args: &[&str]) -> Output {
     static CACHE: std::sync::LazyLock<tempfile::TempDir> =
         std::sync::LazyLock::new(|| tempfile::tempdir().unwrap());
-    peft_train_caching_in(args, CACHE.path())
-}
-
-fn peft_train_caching_in(args: &[&str], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_peft-train"))
-        .args(args)
-        .env("PEFT_RS_CACHE", cache)
-        .output()
-        .expect("the binary runs")
-}
-
-fn log_of(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    run_caching_in(args, CACHE.path())
 }
 
 fn ok(args: &[&str]) -> String {
@@ -301,7 +273,7 @@ fn tokens_are_cached_once_and_a_damaged_cache_is_rebuilt() {
         let out = leak(dir.path().join(name).to_string_lossy().into_owned());
         let mut args = train_args(out, "prompt", completion, "1");
         args.extend_from_slice(extra);
-        let output = peft_train_caching_in(&args, &cache);
+        let output = run_caching_in(&args, &cache);
         let log = log_of(&output);
         assert!(output.status.success(), "{log}");
         log
