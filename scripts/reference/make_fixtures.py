@@ -234,6 +234,18 @@ def adapter_losses(model, fast, eos_id):
     }
 
 
+def make_portable(out_dir):
+    """PEFT records the paths it was given (absolute here) and writes a generated model card;
+    the committed fixtures name paths relative to the repository root and carry no card."""
+    config_path = out_dir / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    for key in ("base_model_name_or_path", "tokenizer_name_or_path"):
+        if config.get(key):
+            config[key] = str(pathlib.Path(config[key]).relative_to(REPO))
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (out_dir / "README.md").unlink(missing_ok=True)
+
+
 def make_adapters(fast, eos_id):
     base_dir = REPO / "fixtures" / "tiny-gpt2"
     rows = [fast(t)["input_ids"] for t in BATCH]
@@ -255,6 +267,7 @@ def make_adapters(fast, eos_id):
         model.eval()
         out_dir = REPO / "fixtures" / "adapters" / name
         model.save_pretrained(out_dir)
+        make_portable(out_dir)
         # Reload as a user would, so the recorded numbers are those of the saved files.
         reloaded = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(base_dir), out_dir).eval()
         with torch.no_grad():
