@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Result;
 use burn::module::Module;
 use clap::Args;
-use peft_core::{Adapter, Conditioning};
+use peft_core::Conditioning;
 use peft_gpt2::{GenerationConfig, Sampling, generate};
 
 use crate::report::{Record, median};
@@ -32,10 +32,7 @@ pub fn run(args: &InferBench) -> Result<Record> {
     device.seed(setup.seed);
     let model = setup.model(&config, &device)?;
     let trainable = model.adapter.as_ref().map_or(0, |a| a.num_params());
-    let conditioning = model
-        .adapter
-        .as_ref()
-        .map_or_else(Conditioning::none, Adapter::conditioning);
+    let conditioning = Conditioning::of(model.adapter.as_ref());
     let prompts = setup.random_rows(config.vocab_size);
     let run_for = |new_tokens: usize| -> Result<f64> {
         let generation = GenerationConfig {

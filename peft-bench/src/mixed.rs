@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use peft_core::{Adapter, Conditioning};
+use peft_core::Conditioning;
 use peft_gpt2::{GenerationConfig, Gpt2, MixedRow, generate, generate_mixed};
 
 use crate::report::{Record, median};
@@ -45,9 +45,7 @@ pub fn run(args: &MixedBench) -> Result<Record> {
                 Method::Prefix
             };
             one.virtual_tokens = setup.virtual_tokens + (row % 4) * 2;
-            one.adapter(&config, &device)
-                .as_ref()
-                .map_or_else(Conditioning::none, Adapter::conditioning)
+            Conditioning::of(one.adapter(&config, &device).as_ref())
         })
         .collect();
     let base = Gpt2::new(&config, &device);

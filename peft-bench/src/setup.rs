@@ -9,6 +9,7 @@ use peft_core::{
     Backend, PeftAdapter, PromptInit, PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
 };
 use peft_gpt2::{AdaptedGpt2, Gpt2, Gpt2Config};
+use peft_train::cli::DeviceArg;
 use serde::Serialize;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -55,20 +56,15 @@ pub struct Setup {
     /// Float type of every tensor on the device (adapter included).
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: Dtype,
-    /// flex, ndarray, vulkan, tch, tch-cuda or cuda (each needs its cargo feature).
-    #[arg(long, value_parser = parse_backend)]
-    pub device: Option<Backend>,
+    #[command(flatten)]
+    pub device: DeviceArg,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
 
-fn parse_backend(s: &str) -> Result<Backend, String> {
-    s.parse().map_err(|e: peft_core::DeviceError| e.to_string())
-}
-
 impl Setup {
     pub fn backend(&self) -> Backend {
-        self.device.unwrap_or_else(Backend::best_available)
+        self.device.device.unwrap_or_else(Backend::best_available)
     }
 
     pub fn config(&self) -> Result<Gpt2Config> {

@@ -114,6 +114,14 @@ impl Backend {
         matches!(self, Backend::Cuda | Backend::TchCuda)
     }
 
+    /// A backend named on a command line, refused unless compiled in (the error names the
+    /// feature that compiles it).
+    pub fn parse_compiled(name: &str) -> Result<Backend, DeviceError> {
+        let backend: Backend = name.parse()?;
+        backend.device()?;
+        Ok(backend)
+    }
+
     /// The Burn device for this backend, or an error naming the missing feature.
     pub fn device(self) -> Result<Device, DeviceError> {
         if !self.is_compiled() {

@@ -5,6 +5,27 @@
 //! [`Conditioning`] — virtual-token embeddings to prepend to the input and/or per-layer
 //! [`PrefixKv`] keys and values — and a model integration (such as `peft-gpt2`) consumes it.
 //! The run-time [`Backend`] choice lives here too, since every crate above needs it.
+//!
+//! ```no_run
+//! use std::path::Path;
+//!
+//! use peft_core::{Adapter, Backend, ModelShape, PeftAdapter, PromptLearningConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let device = Backend::Flex.device()?;
+//! let gpt2_small = ModelShape { d_model: 768, n_layer: 12, n_head: 12 };
+//! // 20 virtual tokens of prefix tuning through PEFT's projection MLP (hidden width 512).
+//! let config = PromptLearningConfig::new(20, gpt2_small);
+//! let adapter = PeftAdapter::prefix_tuning(config, Some(512), &device);
+//! // Saved in PEFT's format: Python's `PeftModel.from_pretrained` loads the directory.
+//! adapter.save(Path::new("runs/task/adapter"))?;
+//! let loaded = PeftAdapter::load(Path::new("runs/task/adapter"), gpt2_small, &device)?;
+//! // What a model consumes: per-layer prefix keys and values for this forward pass.
+//! let conditioning = loaded.conditioning();
+//! # let _ = conditioning;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod adapter;
 pub mod conditioning;

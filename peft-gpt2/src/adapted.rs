@@ -112,9 +112,7 @@ impl AdaptedGpt2 {
 
     /// The adapter's conditioning for one forward pass (nothing without an adapter).
     pub fn conditioning(&self) -> Conditioning {
-        self.adapter
-            .as_ref()
-            .map_or_else(Conditioning::none, Adapter::conditioning)
+        Conditioning::of(self.adapter.as_ref())
     }
 
     /// Logits `[B, virtual + T, vocab]` and the labels aligned with them, for right-padded ids

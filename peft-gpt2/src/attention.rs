@@ -13,7 +13,7 @@ use burn::tensor::activation::softmax;
 use peft_core::LayerKv;
 
 use crate::config::Gpt2Config;
-use crate::model::{INIT_STD, hf_linear, residual_projection_std};
+use crate::init::{INIT_STD, hf_linear, residual_projection_std};
 
 /// Added to the score of a key a query must not see. Finite so that a query that sees nothing
 /// (a padding position) gets a finite, ignored output instead of NaNs, and small enough in

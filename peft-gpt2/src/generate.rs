@@ -29,6 +29,22 @@ pub enum Sampling {
     },
 }
 
+impl Sampling {
+    /// As OpenAI's API and Hugging Face's `generate` read a temperature: 0 is greedy decoding,
+    /// anything else samples (with the optional `top_k` and `top_p` limits).
+    pub fn from_temperature(temperature: f32, top_k: Option<usize>, top_p: Option<f32>) -> Self {
+        if temperature == 0.0 {
+            Sampling::Greedy
+        } else {
+            Sampling::Random {
+                temperature,
+                top_k,
+                top_p,
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct GenerationConfig {
     pub max_new_tokens: usize,

@@ -1,5 +1,25 @@
 //! GPT-2 on Burn: the model with prefix-aware attention, Hugging Face checkpoint and tokenizer
 //! loading, a causal-LM loss and generation with a KV cache.
+//!
+//! ```no_run
+//! use std::path::Path;
+//!
+//! use peft_core::{Adapter, Backend, PeftAdapter};
+//! use peft_gpt2::{GenerationConfig, Gpt2Tokenizer, generate, load_pretrained};
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! let device = Backend::Flex.device()?;
+//! // A hub id (from the Hugging Face cache, offline once cached) or a local directory.
+//! let (model, config, files) = load_pretrained("gpt2", &device)?;
+//! let tokenizer = Gpt2Tokenizer::from_dir(&files.dir)?;
+//! let adapter = PeftAdapter::load(Path::new("runs/task/adapter"), config.shape(), &device)?;
+//! let prompt = tokenizer.encode("name[The Mill], eatType[pub] =>")?;
+//! let settings = GenerationConfig::greedy(40, tokenizer.eos_id());
+//! let continuation = generate(&model, &[prompt], &adapter.conditioning(), &settings)?;
+//! println!("{}", tokenizer.decode(&continuation[0])?);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod adapted;
 pub mod attention;
@@ -8,6 +28,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod generate;
+mod init;
 pub mod loss;
 pub mod mixed;
 pub mod model;

@@ -6,10 +6,8 @@
 //! [`Gpt2::forward`] takes those embeddings, explicit positions, an attention mask and optional
 //! per-layer prefix keys/values (prefix tuning), plus an optional [`KvCache`] for generation.
 
-use burn::nn::Initializer;
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
-    LinearConfig,
 };
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
@@ -18,6 +16,7 @@ use peft_core::{LayerKv, PrefixKv};
 use crate::attention::{CausalSelfAttention, score_bias};
 use crate::config::Gpt2Config;
 use crate::error::{Error, Result};
+use crate::init::{INIT_STD, hf_linear, normal, residual_projection_std};
 
 #[derive(Module, Debug)]
 pub struct Mlp {
@@ -44,30 +43,6 @@ impl Mlp {
         let hidden = gelu_new(self.c_fc.forward(x));
         self.dropout.forward(self.c_proj.forward(hidden))
     }
-}
-
-/// Standard deviation of fresh weights: Hugging Face's `initializer_range` default.
-pub(crate) const INIT_STD: f64 = 0.02;
-
-fn normal(std: f64) -> Initializer {
-    Initializer::Normal { mean: 0.0, std }
-}
-
-/// A fresh linear layer as Hugging Face initialises GPT-2's (`_init_weights`): weights from
-/// N(0, std), biases zero. Burn's default (Kaiming-uniform) would make a random model's
-/// logits, and so its loss and timing, unlike any real GPT-2's.
-pub(crate) fn hf_linear(d_in: usize, d_out: usize, std: f64, device: &Device) -> Linear {
-    let mut linear = LinearConfig::new(d_in, d_out)
-        .with_initializer(normal(std))
-        .init(device);
-    linear.bias = Some(Initializer::Zeros.init([d_out], device));
-    linear
-}
-
-/// Layers that write into the residual stream start smaller, N(0, 0.02/√(2·layers)), as in
-/// GPT-2 and Hugging Face.
-pub(crate) fn residual_projection_std(config: &Gpt2Config) -> f64 {
-    INIT_STD / (2.0 * config.n_layer as f64).sqrt()
 }
 
 /// GPT-2's `gelu_new`, the tanh approximation of GELU: `x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))/2`.

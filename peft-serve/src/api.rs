@@ -321,15 +321,7 @@ impl Completing {
                 "`top_p` must be above 0 and at most 1, not {p}"
             )));
         }
-        let sampling = if request.temperature == 0.0 {
-            Sampling::Greedy
-        } else {
-            Sampling::Random {
-                temperature: request.temperature,
-                top_k: None,
-                top_p: request.top_p,
-            }
-        };
+        let sampling = Sampling::from_temperature(request.temperature, None, request.top_p);
         let stops: Vec<String> = request.stop.map(Stop::strings).unwrap_or_default();
         if stops.iter().any(String::is_empty) {
             return Err(ApiError::bad_request("`stop` strings must not be empty"));

@@ -46,11 +46,7 @@ pub struct DeviceArg {
 }
 
 fn parse_backend(s: &str) -> Result<Backend, String> {
-    let backend: Backend = s
-        .parse()
-        .map_err(|e: peft_core::DeviceError| e.to_string())?;
-    backend.device().map_err(|e| e.to_string())?;
-    Ok(backend)
+    Backend::parse_compiled(s).map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]

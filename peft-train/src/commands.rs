@@ -9,7 +9,7 @@ use peft_gpt2::{AdaptedGpt2, GenerationConfig, Sampling, generate};
 use crate::cli::{Cli, Command, DemoArgs, DeviceArg, EvalArgs, GenerateArgs, InfoArgs};
 use crate::loaded::LoadedModel;
 use crate::token_cache::TokenCache;
-use crate::{data, demo, eval, train};
+use crate::{demo, eval, token_cache, train};
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
@@ -41,8 +41,8 @@ fn eval_command(args: &EvalArgs) -> Result<()> {
     let loaded = LoadedModel::load(&args.model, args.device.device, false)?;
     let adapter = loaded.load_optional_adapter(args.adapter.as_deref())?;
     let virtual_tokens = adapter.as_ref().map_or(0, Adapter::num_virtual_tokens);
-    let max_len = loaded.config.n_positions.saturating_sub(virtual_tokens);
-    let (dataset, _) = data::load_tokenized(
+    let max_len = loaded.config.positions_after(virtual_tokens)?;
+    let (dataset, _) = token_cache::load_tokenized(
         &args.data,
         loaded.vocabulary(),
         max_len,
@@ -98,18 +98,8 @@ fn refuse_to_overwrite(output: &Path, input_flag: &str, input: &Path) -> Result<
 fn generate_command(args: &GenerateArgs) -> Result<()> {
     let loaded = LoadedModel::load(&args.model, args.device.device, false)?;
     let adapter = loaded.load_optional_adapter(args.adapter.as_deref())?;
-    let conditioning = adapter
-        .as_ref()
-        .map_or_else(Conditioning::none, Adapter::conditioning);
-    let sampling = if args.temperature == 0.0 {
-        Sampling::Greedy
-    } else {
-        Sampling::Random {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-        }
-    };
+    let conditioning = Conditioning::of(adapter.as_ref());
+    let sampling = Sampling::from_temperature(args.temperature, args.top_k, args.top_p);
     let tokenizer = loaded.tokenizer()?;
     let eos = tokenizer.eos_id();
     let config = GenerationConfig {

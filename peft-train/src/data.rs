@@ -9,7 +9,8 @@
 //!   follow the text and are the target, and accuracy compares the label tokens' scores;
 //! - `{"input_ids": [...]}` — already tokenised, every token is a target.
 //!
-//! Tokens are cached on disk ([`crate::token_cache`]), so a file is tokenised once.
+//! Reading a file through the token cache, so that it is tokenised once, is
+//! [`crate::token_cache::load_tokenized`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -18,8 +19,6 @@ use anyhow::{Context, Result, bail};
 use peft_gpt2::Gpt2Tokenizer;
 use peft_gpt2::loss::IGNORE_INDEX;
 use serde_json::Value;
-
-use crate::token_cache::{TokenCache, TokenizeSettings, read_entry, write_entry};
 
 /// One line of a dataset, as written.
 #[derive(Clone, Debug, PartialEq)]
@@ -162,62 +161,8 @@ pub fn read_examples(path: &Path) -> Result<Vec<(usize, Example)>> {
     parse_examples(path, &text)
 }
 
-/// Reads and tokenises the dataset at `path` (see [`tokenize`]), or reads its tokens from
-/// `cache` when an earlier run stored them. Says whether they came from the cache.
-pub fn load_tokenized(
-    path: &Path,
-    vocabulary: Vocabulary<'_>,
-    max_len: usize,
-    overlong: Overlong,
-    verbalizer: Option<Verbalizer>,
-    cache: Option<&TokenCache>,
-) -> Result<(Dataset, bool)> {
-    let contents =
-        std::fs::read(path).with_context(|| format!("cannot read dataset {}", path.display()))?;
-    let entry = match cache {
-        Some(cache) => {
-            let tokenizer_json = match vocabulary.tokenizer {
-                Some(tokenizer) => tokenizer.to_json()?,
-                None => String::new(),
-            };
-            let settings = TokenizeSettings {
-                tokenizer_json: &tokenizer_json,
-                vocab_size: vocabulary.size,
-                max_len,
-                overlong,
-                verbalizer: verbalizer.as_ref(),
-            };
-            Some(cache.entry(&contents, &settings)?)
-        }
-        None => None,
-    };
-    if let Some(entry) = &entry {
-        match read_entry(entry) {
-            Ok(Some(dataset)) => return Ok((dataset, true)),
-            Ok(None) => {}
-            Err(err) => tracing::warn!("{err:#}; tokenising {} again", path.display()),
-        }
-    }
-    let text = String::from_utf8(contents)
-        .with_context(|| format!("{} is not UTF-8 text", path.display()))?;
-    let dataset = tokenize(
-        path,
-        parse_examples(path, &text)?,
-        vocabulary,
-        max_len,
-        overlong,
-        verbalizer,
-    )?;
-    if let Some(entry) = &entry
-        && let Err(err) = write_entry(entry, &dataset, path)
-    {
-        tracing::warn!("cannot cache the tokens of {}: {err:#}", path.display());
-    }
-    Ok((dataset, false))
-}
-
 /// Parses the text of the dataset file `path`.
-fn parse_examples(path: &Path, text: &str) -> Result<Vec<(usize, Example)>> {
+pub fn parse_examples(path: &Path, text: &str) -> Result<Vec<(usize, Example)>> {
     let mut examples = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;

@@ -426,8 +426,7 @@ fn score(model: &str, adapter: Option<&Path>, valid: &Path, device: &DeviceArg) 
     let adapter = loaded.load_optional_adapter(adapter)?;
     let max_len = loaded
         .config
-        .n_positions
-        .saturating_sub(adapter.as_ref().map_or(0, Adapter::num_virtual_tokens));
+        .positions_after(adapter.as_ref().map_or(0, Adapter::num_virtual_tokens))?;
     let dataset = tokenize(
         valid,
         read_examples(valid)?,

@@ -2,6 +2,21 @@
 //!
 //! The library half holds everything the binary runs, so that `peft-bench` measures the same
 //! training step and `peft-serve` loads models the same way.
+//!
+//! ```no_run
+//! use clap::Parser;
+//! use peft_train::cli::Cli;
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! // What the binary runs: a command line, parsed and carried out.
+//! let cli = Cli::parse_from([
+//!     "peft-train", "train", "--model", "gpt2", "--method", "prefix",
+//!     "--data", "train.jsonl", "--output-dir", "runs/task",
+//! ]);
+//! peft_train::commands::run(cli)?;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod checkpoint;
 pub mod cli;

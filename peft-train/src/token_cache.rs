@@ -3,7 +3,8 @@
 //! tokens back instead.
 //!
 //! An entry is keyed by a SHA-256 of everything its tokens depend on — the file's bytes, the
-//! whole tokenizer, the length limit, what to do with overlong examples and the verbalizer —
+//! whole tokenizer, the model's vocabulary size, the length limit, what to do with overlong
+//! examples and the verbalizer —
 //! so an edited file or another tokenizer never reads stale tokens. Entries are safetensors
 //! files (the token ids, targets, lengths, classes and source lines as flat arrays); one that
 //! cannot be read is tokenised again and replaced. The cache is an optimisation: failing to
@@ -16,7 +17,9 @@ use anyhow::{Context, Result, bail};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use sha2::{Digest, Sha256};
 
-use crate::data::{Dataset, Overlong, TokenizedExample, Verbalizer};
+use crate::data::{
+    Dataset, Overlong, TokenizedExample, Verbalizer, Vocabulary, parse_examples, tokenize,
+};
 
 /// Bump when the entry layout or the tokenisation rules change.
 const FORMAT: &str = "peft-rs tokenized dataset v1";
@@ -79,6 +82,60 @@ impl TokenCache {
         let hex: String = key.finalize().iter().map(|b| format!("{b:02x}")).collect();
         Ok(self.dir.join(format!("{hex}.safetensors")))
     }
+}
+
+/// Reads and tokenises the dataset at `path` (see [`tokenize`]), or reads its tokens from
+/// `cache` when an earlier run stored them. Says whether they came from the cache.
+pub fn load_tokenized(
+    path: &Path,
+    vocabulary: Vocabulary<'_>,
+    max_len: usize,
+    overlong: Overlong,
+    verbalizer: Option<Verbalizer>,
+    cache: Option<&TokenCache>,
+) -> Result<(Dataset, bool)> {
+    let contents =
+        std::fs::read(path).with_context(|| format!("cannot read dataset {}", path.display()))?;
+    let entry = match cache {
+        Some(cache) => {
+            let tokenizer_json = match vocabulary.tokenizer {
+                Some(tokenizer) => tokenizer.to_json()?,
+                None => String::new(),
+            };
+            let settings = TokenizeSettings {
+                tokenizer_json: &tokenizer_json,
+                vocab_size: vocabulary.size,
+                max_len,
+                overlong,
+                verbalizer: verbalizer.as_ref(),
+            };
+            Some(cache.entry(&contents, &settings)?)
+        }
+        None => None,
+    };
+    if let Some(entry) = &entry {
+        match read_entry(entry) {
+            Ok(Some(dataset)) => return Ok((dataset, true)),
+            Ok(None) => {}
+            Err(err) => tracing::warn!("{err:#}; tokenising {} again", path.display()),
+        }
+    }
+    let text = String::from_utf8(contents)
+        .with_context(|| format!("{} is not UTF-8 text", path.display()))?;
+    let dataset = tokenize(
+        path,
+        parse_examples(path, &text)?,
+        vocabulary,
+        max_len,
+        overlong,
+        verbalizer,
+    )?;
+    if let Some(entry) = &entry
+        && let Err(err) = write_entry(entry, &dataset, path)
+    {
+        tracing::warn!("cannot cache the tokens of {}: {err:#}", path.display());
+    }
+    Ok((dataset, false))
 }
 
 /// Reads an entry; `Ok(None)` when there is none.

@@ -38,13 +38,14 @@ use crate::checkpoint::{
     checkpointed_epochs, last_intact_epoch,
 };
 use crate::cli::{Method, PromptInitArg, Schedule, TrainArgs};
-use crate::data::{Dataset, load_tokenized};
+use crate::data::Dataset;
 use crate::epochs::{EpochClock, EpochShuffled};
 use crate::guard::Divergence;
 use crate::loaded::LoadedModel;
 use crate::plot::LossCurves;
 use crate::progress::PlainProgress;
 use crate::token_cache::TokenCache;
+use crate::token_cache::load_tokenized;
 use crate::trainee::{ExampleBatcher, Trainee};
 
 /// What a run was started with, kept whole in `OUTPUT_DIR/run.json`: `--resume` continues
@@ -123,17 +124,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
     let virtual_tokens = adapter
         .as_ref()
         .map_or(0, |a| a.config.base().num_virtual_tokens);
-    let max_len = loaded
-        .config
-        .n_positions
-        .checked_sub(virtual_tokens)
-        .filter(|&n| n > 1)
-        .with_context(|| {
-            format!(
-                "{virtual_tokens} virtual tokens leave no room in the model's {} positions",
-                loaded.config.n_positions
-            )
-        })?;
+    let max_len = loaded.config.positions_after(virtual_tokens)?;
     let train_set = load_dataset(&args.data, &loaded, max_len, args, None)?;
     let valid_set = match &args.valid_data {
         Some(path) => load_dataset(path, &loaded, max_len, args, train_set.verbalizer.clone())?,

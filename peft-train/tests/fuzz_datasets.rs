@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use peft_gpt2::Gpt2Tokenizer;
-use peft_train::data::{Overlong, Vocabulary, load_tokenized};
+use peft_train::data::{Overlong, Vocabulary};
+use peft_train::token_cache::load_tokenized;
 use proptest::prelude::*;
 
 fn fixtures() -> PathBuf {
