@@ -313,10 +313,19 @@ impl PeftAdapter {
             base.token_dim,
             prefix.encoder_hidden_size.unwrap_or(0),
         );
-        let out = base.num_layers * 2 * d;
-        let needed = [p * d, d * hidden, hidden, hidden * out, out]
+        // Checked: every number here comes from a file a person may have edited.
+        let needed = (|| {
+            let out = base.num_layers.checked_mul(2)?.checked_mul(d)?;
+            [
+                p.checked_mul(d)?,
+                d.checked_mul(hidden)?,
+                hidden,
+                hidden.checked_mul(out)?,
+                out,
+            ]
             .iter()
-            .try_fold(0usize, |sum, &n| sum.checked_add(n));
+            .try_fold(0usize, |sum, &n| sum.checked_add(n))
+        })();
         if needed != Some(stored) {
             return Err(format_error(
                 path,

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use peft_core::{Backend, ModelShape, PeftAdapter};
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 use serde_json::Value;
 
 /// The tiny fixture model's shape, which the fixture adapters were made for.
@@ -66,24 +67,30 @@ fn mutate(mut bytes: Vec<u8>, edits: &[(usize, u8, u8)]) -> Vec<u8> {
 }
 
 /// Values a hand-edited config might hold in any field.
-fn odd_value() -> impl Strategy<Value = Value> {
-    prop_oneof![
-        Just(Value::from(0)),
-        Just(Value::from(-1)),
-        Just(Value::from(u64::MAX)),
-        Just(Value::from(1e300)),
-        Just(Value::from(3)),
-        Just(Value::from("PREFIX_TUNING")),
-        Just(Value::from("x")),
-        Just(Value::Null),
-        Just(Value::from(true)),
-        Just(serde_json::json!([])),
-        Just(serde_json::json!({})),
+fn odd_values() -> Vec<Value> {
+    vec![
+        Value::from(0),
+        Value::from(-1),
+        Value::from(u64::MAX),
+        Value::from(1u64 << 40),
+        Value::from(1e300),
+        Value::from(3),
+        Value::from("PREFIX_TUNING"),
+        Value::from("x"),
+        Value::Null,
+        Value::from(true),
+        serde_json::json!([]),
+        serde_json::json!({}),
     ]
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    // A fixed seed, so that CI runs the same cases every time; change it to explore others.
+    #![proptest_config(ProptestConfig {
+        cases: 96,
+        rng_seed: RngSeed::Fixed(11),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn damaged_files_are_errors(
@@ -107,21 +114,29 @@ proptest! {
         with_file(dir.path(), ADAPTERS[adapter], FILES[file], &bytes);
         let _ = load(dir.path());
     }
+}
 
-    #[test]
-    fn hand_edited_configs_are_errors_or_load(
-        adapter in 0..ADAPTERS.len(),
-        key in 0..12usize,
-        value in odd_value(),
-    ) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = fixture(ADAPTERS[adapter]).join("adapter_config.json");
-        let mut config: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let keys: Vec<String> = config.as_object().unwrap().keys().cloned().collect();
-        let key = keys[key % keys.len()].clone();
-        config[key.as_str()] = value;
-        with_file(dir.path(), ADAPTERS[adapter], "adapter_config.json", config.to_string().as_bytes());
-        let _ = load(dir.path());
+/// Every field of every fixture adapter's config set to each odd value in turn: the adapter
+/// loads, or it is an error.
+#[test]
+fn hand_edited_configs_are_errors_or_load() {
+    for adapter in ADAPTERS {
+        let path = fixture(adapter).join("adapter_config.json");
+        let config: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        for key in config.as_object().unwrap().keys() {
+            for value in odd_values() {
+                let dir = tempfile::tempdir().unwrap();
+                let mut edited = config.clone();
+                edited[key.as_str()] = value.clone();
+                with_file(
+                    dir.path(),
+                    adapter,
+                    "adapter_config.json",
+                    edited.to_string().as_bytes(),
+                );
+                let _ = load(dir.path());
+            }
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use peft_core::Backend;
 use peft_gpt2::{Gpt2Config, load_pretrained};
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 use serde_json::Value;
 
 fn fixture() -> PathBuf {
@@ -23,26 +24,32 @@ fn model_with_config(dir: &Path, config: &[u8]) {
     std::fs::write(dir.join("config.json"), config).unwrap();
 }
 
-fn odd_value() -> impl Strategy<Value = Value> {
-    prop_oneof![
-        Just(Value::from(0)),
-        Just(Value::from(-1)),
-        Just(Value::from(1)),
-        Just(Value::from(3)),
-        Just(Value::from(64)),
-        Just(Value::from(1u64 << 40)),
-        Just(Value::from(u64::MAX)),
-        Just(Value::from(1e300)),
-        Just(Value::from(-1e-5)),
-        Just(Value::from(1.5)),
-        Just(Value::from("relu")),
-        Just(Value::Null),
-        Just(serde_json::json!([])),
+/// Values a hand-edited config might hold in any field.
+fn odd_values() -> Vec<Value> {
+    vec![
+        Value::from(0),
+        Value::from(-1),
+        Value::from(1),
+        Value::from(3),
+        Value::from(64),
+        Value::from(1u64 << 40),
+        Value::from(u64::MAX),
+        Value::from(1e300),
+        Value::from(-1e-5),
+        Value::from(1.5),
+        Value::from("relu"),
+        Value::Null,
+        serde_json::json!([]),
     ]
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    // A fixed seed, so that CI runs the same cases every time; change it to explore others.
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        rng_seed: RngSeed::Fixed(11),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn damaged_configs_are_errors(
@@ -71,22 +78,24 @@ proptest! {
         std::fs::write(dir.path().join("config.json"), &bytes).unwrap();
         prop_assert!(Gpt2Config::from_file(&dir.path().join("config.json")).is_err());
     }
+}
 
-    /// One field changed to an odd value, then the whole model loaded: it fits, or it is an
-    /// error naming what does not.
-    #[test]
-    fn hand_edited_configs_load_or_fail_cleanly(key in 0..32usize, value in odd_value()) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config: Value = serde_json::from_str(
-            &std::fs::read_to_string(fixture().join("config.json")).unwrap(),
-        )
-        .unwrap();
-        let keys: Vec<String> = config.as_object().unwrap().keys().cloned().collect();
-        let key = keys[key % keys.len()].clone();
-        config[key.as_str()] = value;
-        model_with_config(dir.path(), config.to_string().as_bytes());
-        let device = Backend::Flex.device().unwrap();
-        let _ = load_pretrained(dir.path().to_str().unwrap(), &device);
+/// Every field of the config set to each odd value in turn, then the whole model loaded: it
+/// fits, or it is an error naming what does not.
+#[test]
+fn hand_edited_configs_load_or_fail_cleanly() {
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap())
+            .unwrap();
+    let device = Backend::Flex.device().unwrap();
+    for key in config.as_object().unwrap().keys() {
+        for value in odd_values() {
+            let dir = tempfile::tempdir().unwrap();
+            let mut edited = config.clone();
+            edited[key.as_str()] = value.clone();
+            model_with_config(dir.path(), edited.to_string().as_bytes());
+            let _ = load_pretrained(dir.path().to_str().unwrap(), &device);
+        }
     }
 }
 

@@ -5,24 +5,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{data, fixtures, log_of, model, path_str, run_caching_in};
-
-/// Runs the binary with its token cache in this process's own directory.
-fn run(args: &[&str]) -> Output {
-    static CACHE: std::sync::LazyLock<tempfile::TempDir> =
-        std::sync::LazyLock::new(|| tempfile::tempdir().unwrap());
-    run_caching_in(args, CACHE.path())
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    let log = log_of(&out);
-    assert!(out.status.success(), "peft-train {args:?} failed:\n{log}");
-    log
-}
+use common::{data, fixtures, log_of, model, ok, path_str, run};
 
 /// Fails with a message (exit 1 for errors, 2 for bad flags), never a panic (101).
 fn fails(args: &[&str]) -> String {

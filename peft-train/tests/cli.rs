@@ -4,26 +4,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::{data, fixtures, log_of, model, run_caching_in};
-
-/// Runs the binary with its token cache in this test process's own directory.
-fn peft_train(args: &[&str]) -> Output {
-    static CACHE: std::sync::LazyLock<tempfile::TempDir> =
-        std::sync::LazyLock::new(|| tempfile::tempdir().unwrap());
-    run_caching_in(args, CACHE.path())
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = peft_train(args);
-    let text = log_of(&out);
-    assert!(out.status.success(), "peft-train {args:?} failed:\n{text}");
-    text
-}
+use common::{data, fixtures, log_of, model, ok, run, run_caching_in};
 
 fn fails(args: &[&str]) -> String {
-    let out = peft_train(args);
+    let out = run(args);
     assert!(
         !out.status.success(),
         "peft-train {args:?} should have failed"

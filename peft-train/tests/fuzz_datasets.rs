@@ -7,6 +7,7 @@ use peft_gpt2::Gpt2Tokenizer;
 use peft_train::data::{Overlong, Vocabulary};
 use peft_train::token_cache::load_tokenized;
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
@@ -53,7 +54,12 @@ fn fixture_lines() -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    // A fixed seed, so that CI runs the same cases every time; change it to explore others.
+    #![proptest_config(ProptestConfig {
+        cases: 128,
+        rng_seed: RngSeed::Fixed(11),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn damaged_datasets_are_errors(

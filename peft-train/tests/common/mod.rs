@@ -35,6 +35,21 @@ pub fn run_caching_in(args: &[&str], cache: &Path) -> Output {
         .expect("the binary runs")
 }
 
+/// Runs `peft-train` with its token cache in this test process's own directory.
+pub fn run(args: &[&str]) -> Output {
+    static CACHE: std::sync::LazyLock<tempfile::TempDir> =
+        std::sync::LazyLock::new(|| tempfile::tempdir().unwrap());
+    run_caching_in(args, CACHE.path())
+}
+
+/// Runs `peft-train`, which must succeed; returns what it printed.
+pub fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    let log = log_of(&out);
+    assert!(out.status.success(), "peft-train {args:?} failed:\n{log}");
+    log
+}
+
 /// Standard output and standard error together.
 pub fn log_of(out: &Output) -> String {
     format!(
