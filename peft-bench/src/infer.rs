@@ -8,6 +8,7 @@ use burn::module::Module;
 use clap::Args;
 use peft_core::Conditioning;
 use peft_gpt2::{GenerationConfig, Sampling, generate};
+use peft_train::cli::at_least_one;
 
 use crate::report::{Record, median};
 use crate::setup::Setup;
@@ -17,11 +18,11 @@ pub struct InferBench {
     #[command(flatten)]
     pub setup: Setup,
     /// Tokens generated per row (EOS does not stop it early).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     pub new_tokens: usize,
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     pub repeats: usize,
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use peft_train::cli::at_least_one;
 use serde::Serialize;
 use serde_json::json;
 
@@ -18,12 +19,12 @@ pub struct LoadBench {
     /// Models (adapters or the base) the clients cycle through.
     #[arg(long, value_delimiter = ',', required = true)]
     pub models: Vec<String>,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     pub clients: usize,
     /// How long clients keep sending.
     #[arg(long, default_value_t = 20)]
     pub seconds: u64,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
     pub max_tokens: usize,
     #[arg(
         long,

@@ -12,6 +12,7 @@ use anyhow::Result;
 use clap::Args;
 use peft_core::Conditioning;
 use peft_gpt2::{GenerationConfig, Gpt2, MixedRow, generate, generate_mixed};
+use peft_train::cli::at_least_one;
 
 use crate::report::{Record, median};
 use crate::setup::{Method, Setup};
@@ -21,11 +22,11 @@ pub struct MixedBench {
     #[command(flatten)]
     pub setup: Setup,
     /// Tokens generated per request (EOS does not stop it early).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
     pub new_tokens: usize,
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     pub repeats: usize,
 }
 

@@ -9,7 +9,7 @@ use peft_core::{
     Backend, PeftAdapter, PromptInit, PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
 };
 use peft_gpt2::{AdaptedGpt2, Gpt2, Gpt2Config};
-use peft_train::cli::DeviceArg;
+use peft_train::cli::{DeviceArg, at_least_one};
 use serde::Serialize;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -43,12 +43,12 @@ pub struct Setup {
     pub model: String,
     #[arg(long, value_enum, default_value = "prompt")]
     pub method: Method,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one)]
     pub batch: usize,
     /// Real tokens per row (the virtual tokens come on top).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = at_least_one)]
     pub seq: usize,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = at_least_one)]
     pub virtual_tokens: usize,
     /// Hidden width of the prefix projection MLP; the model width if not given.
     #[arg(long)]

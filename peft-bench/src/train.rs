@@ -8,6 +8,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::train::Learner;
 use clap::Args;
+use peft_train::cli::at_least_one;
 use peft_train::data::TokenizedExample;
 use peft_train::train::adamw;
 use peft_train::trainee::{ExampleBatcher, Trainee};
@@ -22,7 +23,7 @@ pub struct TrainBench {
     /// Untimed steps first (allocator, caches, kernel compilation).
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = at_least_one)]
     pub steps: usize,
 }
 

@@ -84,3 +84,25 @@ fn generation_modes_report_prefill_decode_and_mixed_rates() {
     positive(&record, "single_adapter_tokens_per_s");
     positive(&record, "one_at_a_time_tokens_per_s");
 }
+
+/// Counts of zero (a batch of no rows, no tokens, no timed steps) are usage errors naming the
+/// flag, not a panic in the middle of a benchmark.
+#[test]
+fn zero_sizes_are_usage_errors() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/tiny-gpt2");
+    for (mode, flag) in [
+        ("train", "--seq"),
+        ("train", "--batch"),
+        ("train", "--steps"),
+        ("mixed", "--batch"),
+        ("infer", "--new-tokens"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_peft-bench"))
+            .args([mode, "--model", model, flag, "0"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{mode} {flag} 0: {stderr}");
+        assert!(stderr.contains(flag), "{stderr}");
+    }
+}

@@ -239,7 +239,8 @@ fn number<T: std::str::FromStr>(s: &str) -> Result<T, String> {
     s.parse().map_err(|_| format!("`{s}` is not a number"))
 }
 
-fn at_least_one(s: &str) -> Result<usize, String> {
+/// A count that must be at least 1 (batch sizes, epochs, steps, ...), for clap flags.
+pub fn at_least_one(s: &str) -> Result<usize, String> {
     match number::<usize>(s)? {
         0 => Err("must be at least 1".into()),
         n => Ok(n),
