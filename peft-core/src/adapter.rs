@@ -40,10 +40,12 @@ pub trait Adapter {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
-    #[error("{path}: {source}")]
+    // The I/O error is part of the message, not a separate cause, so that a chain of
+    // contexts prints it once.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
@@ -159,7 +161,7 @@ impl PeftAdapter {
     pub fn save(&self, dir: &Path) -> AdapterResult<()> {
         std::fs::create_dir_all(dir).map_err(|source| AdapterError::Io {
             path: dir.to_path_buf(),
-            source,
+            error: source,
         })?;
         // PEFT marks saved adapters inference-only; for a projected prefix that is what makes
         // it read the saved table as already projected.
@@ -187,7 +189,7 @@ impl PeftAdapter {
             return match std::fs::remove_file(&native_path) {
                 Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(AdapterError::Io {
                     path: native_path,
-                    source: err,
+                    error: err,
                 }),
                 _ => Ok(()),
             };
@@ -219,7 +221,7 @@ impl PeftAdapter {
         let config_path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&config_path).map_err(|source| AdapterError::Io {
             path: config_path.clone(),
-            source,
+            error: source,
         })?;
         let config: PeftConfig = serde_json::from_str(&text).map_err(|err| {
             format_error(
@@ -463,7 +465,7 @@ fn read_peft_table(path: &Path, device: &Device) -> AdapterResult<(Tensor<2>, DT
 fn read_file(path: &Path) -> AdapterResult<Vec<u8>> {
     std::fs::read(path).map_err(|source| AdapterError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     })
 }
 
@@ -479,7 +481,7 @@ fn format_error(path: &Path, message: String) -> AdapterError {
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> AdapterResult<()> {
     let io_error = |source| AdapterError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     };
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".partial");

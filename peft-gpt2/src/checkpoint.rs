@@ -315,7 +315,7 @@ pub fn load_pretrained(model: &str, device: &Device) -> Result<(Gpt2, Gpt2Config
 pub fn save_pretrained(model: &Gpt2, config: &Gpt2Config, dir: &Path) -> Result<()> {
     let io_error = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| Error::Io { path, source }
+        move |error| Error::Io { path, error }
     };
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     let mut json = serde_json::to_value(config).expect("configs serialise");

@@ -105,7 +105,7 @@ impl Gpt2Config {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })?;
         let config: Self = serde_json::from_str(&text).map_err(|source| Error::Config {
             path: path.to_path_buf(),

@@ -7,10 +7,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read {path}: {source}")]
+    // The I/O error is part of the message, not a separate cause, so that a chain of
+    // contexts prints it once.
+    #[error("cannot read {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("invalid model config {path}: {message}")]
     Config { path: PathBuf, message: String },
