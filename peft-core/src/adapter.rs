@@ -38,6 +38,13 @@ pub trait Adapter {
     fn num_trainable_params(&self) -> usize;
 }
 
+impl Conditioning {
+    /// What an optional adapter contributes: its conditioning, or none.
+    pub fn of<A: Adapter>(adapter: Option<&A>) -> Self {
+        adapter.map_or_else(Self::none, Adapter::conditioning)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
     // The I/O error is part of the message, not a separate cause, so that a chain of

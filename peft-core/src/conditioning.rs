@@ -2,7 +2,6 @@
 
 use burn::prelude::*;
 
-use crate::adapter::Adapter;
 use crate::kv::PrefixKv;
 
 /// The adapter side of a forward pass: virtual-token embeddings to prepend to the input
@@ -20,11 +19,6 @@ impl Conditioning {
     /// No adapter: the frozen model as it is.
     pub fn none() -> Self {
         Self::default()
-    }
-
-    /// What an optional adapter contributes: its conditioning, or none.
-    pub fn of<A: Adapter>(adapter: Option<&A>) -> Self {
-        adapter.map_or_else(Self::none, Adapter::conditioning)
     }
 
     /// Number of virtual tokens prepended to the input.
