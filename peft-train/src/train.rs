@@ -146,7 +146,8 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         model,
         train_set.verbalizer.as_ref().map(|v| v.deciding_tokens()),
         args.grad_clip.map(|clip| clip as f32),
-    );
+    )
+    .accumulating(args.grad_accumulation);
 
     let steps_per_epoch = train_set
         .examples

@@ -76,8 +76,11 @@ pub struct Trainee {
     /// Clip the global gradient norm to this before each optimizer step.
     #[module(skip)]
     pub max_grad_norm: Option<f32>,
-    /// Target tokens of the batches whose gradients wait for the next optimizer step (shared
-    /// by the clones Burn's learner makes of the model).
+    /// Whether gradients are accumulated over several batches per optimizer step.
+    #[module(skip)]
+    accumulating: bool,
+    /// When accumulating: target tokens of the batches whose gradients wait for the next
+    /// optimizer step (shared by the clones Burn's learner makes of the model).
     #[module(skip)]
     pending_targets: Arc<AtomicUsize>,
 }
@@ -103,8 +106,15 @@ impl Trainee {
             model,
             class_tokens,
             max_grad_norm,
+            accumulating: false,
             pending_targets: Arc::default(),
         }
+    }
+
+    /// Set for training with `batches` accumulated per optimizer step (more than one).
+    pub fn accumulating(mut self, batches: usize) -> Self {
+        self.accumulating = batches > 1;
+        self
     }
 
     /// The loss (the mean over every label of the batch, as Hugging Face computes it) and, for
@@ -185,20 +195,24 @@ impl TrainStep for Trainee {
     type Input = TrainBatch;
     type Output = StepOutput;
 
-    /// The gradients of the batch's summed loss; [`optimize`](TrainStep::optimize) divides
-    /// them by the targets of every batch accumulated since the last step. So gradient
-    /// accumulation over N batches trains as one batch N times as large — the mean over all
-    /// their target tokens, which is what Hugging Face's Trainer computes — and a single batch
-    /// gets its mean loss's gradient.
+    /// The gradients of the batch's mean loss. When accumulating, those of its summed loss
+    /// instead, which [`optimize`](TrainStep::optimize) divides by the targets of every batch
+    /// accumulated since the last step: N accumulated batches train as one batch N times as
+    /// large — the mean over all their target tokens, which is what Hugging Face's Trainer
+    /// computes — whatever each batch holds.
     fn step(&self, batch: TrainBatch) -> TrainOutput<StepOutput> {
         let output = self.forward(batch);
-        let grads = output
-            .loss
-            .clone()
-            .mul_scalar(output.targets as f32)
-            .backward();
-        self.pending_targets
-            .fetch_add(output.targets, Ordering::SeqCst);
+        let grads = if self.accumulating {
+            self.pending_targets
+                .fetch_add(output.targets, Ordering::SeqCst);
+            output
+                .loss
+                .clone()
+                .mul_scalar(output.targets as f32)
+                .backward()
+        } else {
+            output.loss.clone().backward()
+        };
         TrainOutput::new(self, grads, output)
     }
 

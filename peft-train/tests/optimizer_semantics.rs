@@ -78,7 +78,7 @@ fn accumulated_batches_step_like_one_large_batch() {
     let expected = flatten(&whole.model());
 
     let mut halves = Learner::new(
-        trainee(&device),
+        trainee(&device).accumulating(2),
         SgdConfig::new().init(),
         ConstantLr::new(1.0),
     );
