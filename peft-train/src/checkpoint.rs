@@ -53,9 +53,12 @@ fn unseal(mut bytes: Vec<u8>) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-fn read_sealed(path: &Path) -> Result<Vec<u8>, CheckpointerError> {
-    let bytes = std::fs::read(path).map_err(CheckpointerError::IOError)?;
-    unseal(bytes).map_err(|why| CheckpointerError::Unknown(format!("{}: {why}", path.display())))
+/// The contents of the sealed checkpoint file at `path`, or why it cannot be used (naming it).
+fn read_sealed(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path)
+        .map_err(|err| err.to_string())
+        .and_then(unseal)
+        .map_err(|why| format!("{}: {why}", path.display()))
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointerError> {
@@ -94,7 +97,8 @@ impl<R: Checkpoint> Checkpointer<R> for AtomicCheckpointer {
     }
 
     fn restore(&self, epoch: usize) -> Result<R, CheckpointerError> {
-        let bytes = read_sealed(&file(&self.dir, self.name, epoch))?;
+        let bytes =
+            read_sealed(&file(&self.dir, self.name, epoch)).map_err(CheckpointerError::Unknown)?;
         R::checkpoint_from_bytes(Bytes::from_bytes_vec(bytes)).map_err(CheckpointerError::Record)
     }
 }
@@ -129,7 +133,8 @@ impl Checkpointer<ModuleRecord> for ModelCheckpointer {
     }
 
     fn restore(&self, epoch: usize) -> Result<ModuleRecord, CheckpointerError> {
-        let bytes = read_sealed(&file(&self.dir, MODEL, epoch))?;
+        let bytes =
+            read_sealed(&file(&self.dir, MODEL, epoch)).map_err(CheckpointerError::Unknown)?;
         let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
             .map_err(CheckpointerError::Record)?;
         // The frozen base is not in the file: it comes from the base checkpoint.
@@ -159,14 +164,9 @@ pub fn checkpointed_epochs(dir: &Path) -> Vec<usize> {
 pub fn last_intact_epoch(dir: &Path) -> (Option<usize>, Vec<String>) {
     let mut passed_over = Vec::new();
     for epoch in checkpointed_epochs(dir) {
-        let damage = [MODEL, OPTIMIZER, SCHEDULER].iter().find_map(|name| {
-            let path = file(dir, name, epoch);
-            match std::fs::read(&path) {
-                Ok(bytes) => unseal(bytes).err(),
-                Err(err) => Some(err.to_string()),
-            }
-            .map(|why| format!("{}: {why}", path.display()))
-        });
+        let damage = [MODEL, OPTIMIZER, SCHEDULER]
+            .iter()
+            .find_map(|name| read_sealed(&file(dir, name, epoch)).err());
         match damage {
             None => return (Some(epoch), passed_over),
             Some(why) => passed_over.push(format!(
