@@ -8,7 +8,7 @@ use burn::module::Module;
 use clap::Args;
 use peft_core::Conditioning;
 use peft_gpt2::{GenerationConfig, Sampling, generate};
-use peft_train::cli::at_least_one;
+use peft_runtime::args::at_least_one;
 
 use crate::report::{Record, median};
 use crate::setup::Setup;

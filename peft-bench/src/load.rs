@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use peft_train::cli::at_least_one;
+use peft_runtime::args::at_least_one;
 use serde::Serialize;
 use serde_json::json;
 

@@ -12,7 +12,7 @@ use anyhow::Result;
 use clap::Args;
 use peft_core::Conditioning;
 use peft_gpt2::{GenerationConfig, Gpt2, MixedRow, generate, generate_mixed};
-use peft_train::cli::at_least_one;
+use peft_runtime::args::at_least_one;
 
 use crate::report::{Record, median};
 use crate::setup::{Method, Setup};

@@ -6,10 +6,11 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 use clap::{Args, ValueEnum};
 use peft_core::{
-    Backend, PeftAdapter, PromptInit, PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
+    PeftAdapter, PromptInit, PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
 };
 use peft_gpt2::{AdaptedGpt2, Gpt2, Gpt2Config};
-use peft_train::cli::{DeviceArg, at_least_one};
+use peft_runtime::{ComputeBackend, DeviceArg};
+use peft_runtime::args::at_least_one;
 use serde::Serialize;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -63,8 +64,10 @@ pub struct Setup {
 }
 
 impl Setup {
-    pub fn backend(&self) -> Backend {
-        self.device.device.unwrap_or_else(Backend::best_available)
+    pub fn backend(&self) -> ComputeBackend {
+        self.device
+            .device
+            .unwrap_or_else(ComputeBackend::best_available)
     }
 
     pub fn config(&self) -> Result<Gpt2Config> {

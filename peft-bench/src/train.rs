@@ -8,7 +8,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::train::Learner;
 use clap::Args;
-use peft_train::cli::at_least_one;
+use peft_runtime::args::at_least_one;
 use peft_train::data::TokenizedExample;
 use peft_train::train::adamw;
 use peft_train::trainee::{ExampleBatcher, Trainee};

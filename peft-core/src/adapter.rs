@@ -485,7 +485,7 @@ fn format_error(path: &Path, message: String) -> AdapterError {
 
 /// Writes `path` through a temporary file in the same directory and a rename, so readers see
 /// either the old file or the complete new one.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> AdapterResult<()> {
+fn write_atomically(path: &Path, bytes: &[u8]) -> AdapterResult<()> {
     let io_error = |source| AdapterError::Io {
         path: path.to_path_buf(),
         error: source,

@@ -4,15 +4,17 @@
 //! This crate knows nothing about any particular model. An adapter produces a
 //! [`Conditioning`] — virtual-token embeddings to prepend to the input and/or per-layer
 //! [`PrefixKv`] keys and values — and a model integration (such as `peft-gpt2`) consumes it.
-//! The run-time [`Backend`] choice lives here too, since every crate above needs it.
+//! Nor does it choose a compute backend: adapters run on whatever Burn `Device` they are
+//! given (`peft-runtime` picks one at run time).
 //!
 //! ```no_run
 //! use std::path::Path;
 //!
-//! use peft_core::{Adapter, Backend, ModelShape, PeftAdapter, PromptLearningConfig};
+//! use peft_core::{Adapter, ModelShape, PeftAdapter, PromptLearningConfig};
+//! use peft_runtime::ComputeBackend;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let device = Backend::Flex.device()?;
+//! let device = ComputeBackend::Flex.device()?;
 //! let gpt2_small = ModelShape { d_model: 768, n_layer: 12, n_head: 12 };
 //! // 20 virtual tokens of prefix tuning through PEFT's projection MLP (hidden width 512).
 //! let config = PromptLearningConfig::new(20, gpt2_small);
@@ -30,7 +32,6 @@
 pub mod adapter;
 pub mod conditioning;
 pub mod config;
-pub mod device;
 pub mod kv;
 pub mod params;
 pub mod prefix_tuning;
@@ -42,7 +43,6 @@ pub use config::{
     ModelShape, PeftConfig, PrefixTuningConfig, PromptLearningConfig, PromptTuningConfig,
     PromptTuningInit,
 };
-pub use device::{Backend, DeviceError};
 pub use kv::{LayerKv, PrefixKv};
 pub use params::ParameterCount;
 pub use prefix_tuning::PrefixEncoder;

@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use peft_core::{Backend, ModelShape, PeftAdapter};
+use peft_core::{ModelShape, PeftAdapter};
+use peft_runtime::ComputeBackend;
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use serde_json::Value;
@@ -32,7 +33,7 @@ fn with_file(dir: &Path, adapter: &str, file: &str, bytes: &[u8]) {
 
 /// Loads; `Err` is fine, a panic fails the property.
 fn load(dir: &Path) -> Result<PeftAdapter, String> {
-    let device = Backend::Flex.device().unwrap();
+    let device = ComputeBackend::Flex.device().unwrap();
     PeftAdapter::load(dir, SHAPE, &device).map_err(|err| err.to_string())
 }
 

@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use peft_core::{Backend, ModelShape, PeftAdapter};
+use peft_core::{ModelShape, PeftAdapter};
+use peft_runtime::ComputeBackend;
 use safetensors::tensor::TensorView;
 
 const SHAPE: ModelShape = ModelShape {
@@ -32,7 +33,7 @@ fn table(adapter: &PeftAdapter) -> Vec<f32> {
 
 #[test]
 fn a_re_saved_peft_table_wins_over_a_stale_native_file() {
-    let device = Backend::Flex.device().unwrap();
+    let device = ComputeBackend::Flex.device().unwrap();
     let dir = tempfile::tempdir().unwrap();
     copy_fixture(dir.path());
     let intact = PeftAdapter::load(dir.path(), SHAPE, &device).unwrap();

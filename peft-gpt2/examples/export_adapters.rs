@@ -10,11 +10,12 @@ use std::path::PathBuf;
 use anyhow::Result;
 use burn::prelude::*;
 use peft_core::{
-    AdapterModule, Backend, PeftAdapter, PeftConfig, PromptEncoder, PromptInit,
-    PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
+    AdapterModule, PeftAdapter, PeftConfig, PromptEncoder, PromptInit, PromptLearningConfig,
+    PromptTuningConfig, PromptTuningInit,
 };
 use peft_gpt2::loss::mean_loss;
 use peft_gpt2::{AdaptedGpt2, Gpt2Tokenizer, load_pretrained};
+use peft_runtime::ComputeBackend;
 
 /// The texts `make_fixtures.py` scores (its `BATCH`).
 const TEXTS: [&str; 3] = [
@@ -28,7 +29,7 @@ const BASE_MODEL: &str = "fixtures/tiny-gpt2";
 
 fn main() -> Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let device = Backend::Flex.device()?;
+    let device = ComputeBackend::Flex.device()?;
     device.seed(2026);
     let (gpt2, config, files) = load_pretrained(root.join(BASE_MODEL).to_str().unwrap(), &device)?;
     let tokenizer = Gpt2Tokenizer::from_dir(&files.dir)?;

@@ -6,8 +6,9 @@
 //! text is gibberish by design (random weights). With `gpt2` (cached or online) it is real.
 
 use anyhow::{Context, Result};
-use peft_core::{Backend, Conditioning};
+use peft_core::Conditioning;
 use peft_gpt2::{GenerationConfig, Gpt2Tokenizer, generate, load_pretrained};
+use peft_runtime::ComputeBackend;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -21,7 +22,7 @@ fn main() -> Result<()> {
         None => 20,
     };
 
-    let backend = Backend::best_available();
+    let backend = ComputeBackend::best_available();
     let device = backend.device()?;
     let (model, config, files) = load_pretrained(&model_name, &device)?;
     let tokenizer = Gpt2Tokenizer::from_dir(&files.dir)?;

@@ -4,11 +4,12 @@
 //! ```no_run
 //! use std::path::Path;
 //!
-//! use peft_core::{Adapter, Backend, PeftAdapter};
+//! use peft_core::{Adapter, PeftAdapter};
+//! use peft_runtime::ComputeBackend;
 //! use peft_gpt2::{GenerationConfig, Gpt2Tokenizer, generate, load_pretrained};
 //!
 //! # fn main() -> anyhow::Result<()> {
-//! let device = Backend::Flex.device()?;
+//! let device = ComputeBackend::Flex.device()?;
 //! // A hub id (from the Hugging Face cache, offline once cached) or a local directory.
 //! let (model, config, files) = load_pretrained("gpt2", &device)?;
 //! let tokenizer = Gpt2Tokenizer::from_dir(&files.dir)?;

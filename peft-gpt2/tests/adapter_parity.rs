@@ -132,7 +132,7 @@ fn peft_adapters_reproduce_peft_losses_and_logits() {
 
 #[test]
 fn saved_adapters_load_back_identically() {
-    let device = peft_core::Backend::Flex.device().unwrap();
+    let device = peft_runtime::ComputeBackend::Flex.device().unwrap();
     let (gpt2, config) = base(&device);
     let shape = config.shape();
     for name in ADAPTERS {
@@ -191,7 +191,7 @@ fn saved_adapters_load_back_identically() {
 
 #[test]
 fn adapter_for_another_model_is_refused_naming_both_shapes() {
-    let device = peft_core::Backend::Flex.device().unwrap();
+    let device = peft_runtime::ComputeBackend::Flex.device().unwrap();
     let other = ModelShape {
         d_model: 48,
         n_layer: 3,
@@ -213,7 +213,7 @@ fn adapter_for_another_model_is_refused_naming_both_shapes() {
 #[test]
 fn trainable_parameter_counts_match_peft_for_gpt2_small() {
     // PEFT 0.21 `get_nb_trainable_parameters()` on GPT2LMHeadModel(GPT2Config()), p = 20.
-    let device = peft_core::Backend::Flex.device().unwrap();
+    let device = peft_runtime::ComputeBackend::Flex.device().unwrap();
     let config = Gpt2Config::preset("gpt2").unwrap();
     let shape = config.shape();
     let base = config.num_params();
@@ -250,7 +250,7 @@ fn trainable_parameter_counts_match_peft_for_gpt2_small() {
 /// committed beside them). Here: they still load and give the losses recorded when saved.
 #[test]
 fn adapters_checked_by_peft_still_reproduce_their_losses() {
-    let device = peft_core::Backend::Flex.device().unwrap();
+    let device = peft_runtime::ComputeBackend::Flex.device().unwrap();
     let (gpt2, config) = base(&device);
     let tokenizer = peft_gpt2::Gpt2Tokenizer::from_dir(&fixtures().join("tiny-gpt2")).unwrap();
     let root = fixtures().join("rust-adapters");

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use common::fixtures;
-use peft_core::Backend;
 use peft_gpt2::{Error, load_pretrained};
+use peft_runtime::ComputeBackend;
 use safetensors::SafeTensors;
 use safetensors::tensor::TensorView;
 
@@ -26,7 +26,7 @@ fn copy_fixture() -> tempfile::TempDir {
 }
 
 fn load_error(dir: &Path) -> Error {
-    let device = Backend::Flex.device().unwrap();
+    let device = ComputeBackend::Flex.device().unwrap();
     match load_pretrained(dir.to_str().unwrap(), &device) {
         Ok(_) => panic!("{} loaded although it is broken", dir.display()),
         Err(err) => err,
@@ -133,7 +133,7 @@ fn malformed_config_names_the_file() {
 
 #[test]
 fn saved_checkpoint_loads_back_with_identical_logits() {
-    let device = Backend::Flex.device().unwrap();
+    let device = ComputeBackend::Flex.device().unwrap();
     let (model, config, _) =
         load_pretrained(fixtures().join("tiny-gpt2").to_str().unwrap(), &device).unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use peft_core::Backend;
 use peft_gpt2::{Gpt2Config, load_pretrained};
+use peft_runtime::ComputeBackend;
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use serde_json::Value;
@@ -87,7 +87,7 @@ fn hand_edited_configs_load_or_fail_cleanly() {
     let config: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap())
             .unwrap();
-    let device = Backend::Flex.device().unwrap();
+    let device = ComputeBackend::Flex.device().unwrap();
     for key in config.as_object().unwrap().keys() {
         for value in odd_values() {
             let dir = tempfile::tempdir().unwrap();
@@ -107,7 +107,7 @@ fn a_config_far_beyond_any_gpt2_is_refused_before_building_it() {
             .unwrap();
     config["n_layer"] = (1u64 << 40).into();
     model_with_config(dir.path(), config.to_string().as_bytes());
-    let device = Backend::Flex.device().unwrap();
+    let device = ComputeBackend::Flex.device().unwrap();
     let message = load_pretrained(dir.path().to_str().unwrap(), &device)
         .expect_err("refused")
         .to_string();

@@ -9,11 +9,12 @@ use burn::prelude::*;
 use burn::tensor::Gradients;
 use common::*;
 use peft_core::{
-    AdapterModule, Backend, ModelShape, PeftAdapter, PeftConfig, PromptEncoder, PromptInit,
+    AdapterModule, ModelShape, PeftAdapter, PeftConfig, PromptEncoder, PromptInit,
     PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
 };
 use peft_gpt2::loss::{IGNORE_INDEX, LossTargets, fused_lm_loss, mean_loss};
 use peft_gpt2::{AdaptedGpt2, load_pretrained};
+use peft_runtime::ComputeBackend;
 
 /// Which parameters of a module have a gradient.
 struct GradientPresence<'a> {
@@ -93,7 +94,7 @@ fn adapters(
 
 #[test]
 fn only_adapter_parameters_get_gradients_and_change() {
-    let device = Backend::Flex.device().unwrap().autodiff();
+    let device = ComputeBackend::Flex.device().unwrap().autodiff();
     let (gpt2, config, _) =
         load_pretrained(fixtures().join("tiny-gpt2").to_str().unwrap(), &device).unwrap();
     let shape = config.shape();
@@ -183,7 +184,7 @@ fn gradient_values(module: &impl Module, grads: &Gradients) -> Vec<Option<Vec<f3
 /// for prompt and prefix adapters and for full fine-tuning (where the tied head is trained).
 #[test]
 fn fused_loss_matches_full_logits_loss_and_gradients() {
-    let device = Backend::Flex.device().unwrap().autodiff();
+    let device = ComputeBackend::Flex.device().unwrap().autodiff();
     let (gpt2, config, _) =
         load_pretrained(fixtures().join("tiny-gpt2").to_str().unwrap(), &device).unwrap();
     let shape = config.shape();

@@ -5,8 +5,8 @@
 mod common;
 
 use common::fixtures;
-use peft_core::Backend;
 use peft_gpt2::{Error, ModelFiles, load_pretrained};
+use peft_runtime::ComputeBackend;
 
 #[test]
 fn hub_ids_resolve_from_the_cache_and_fail_clearly_offline() {
@@ -31,7 +31,7 @@ fn hub_ids_resolve_from_the_cache_and_fail_clearly_offline() {
     for file in ["config.json", "model.safetensors", "tokenizer.json"] {
         std::fs::copy(fixtures().join("tiny-gpt2").join(file), snapshot.join(file)).unwrap();
     }
-    let device = Backend::Flex.device().unwrap();
+    let device = ComputeBackend::Flex.device().unwrap();
     let (_, config, files) = load_pretrained("some-org/tiny-gpt2", &device).unwrap();
     assert_eq!(config.n_layer, 2);
     assert_eq!(files.dir, snapshot);

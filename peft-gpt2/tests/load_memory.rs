@@ -5,8 +5,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use peft_core::Backend;
 use peft_gpt2::{Gpt2, Gpt2Config, load_weights};
+use peft_runtime::ComputeBackend;
 use safetensors::tensor::TensorView;
 
 /// The system allocator, counting live bytes and their high-water mark.
@@ -95,7 +95,7 @@ fn gpt2_small_checkpoint_is_held_once_while_loading() {
     let weight_bytes = write_gpt2_small_checkpoint(&config, &path);
     assert_eq!(weight_bytes, 4 * config.num_params());
 
-    let device = Backend::Flex.device().unwrap();
+    let device = ComputeBackend::Flex.device().unwrap();
     let before = LIVE.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);
     let model = load_weights(Gpt2::new(&config, &device), &path).unwrap();

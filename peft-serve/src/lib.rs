@@ -13,7 +13,7 @@
 //! use peft_serve::api::{AppState, router};
 //! use peft_serve::engine::{BatchLimits, Engine};
 //! use peft_serve::registry::Registry;
-//! use peft_train::loaded::LoadedModel;
+//! use peft_runtime::LoadedModel;
 //!
 //! # fn main() -> anyhow::Result<()> {
 //! let loaded = LoadedModel::load("gpt2", None, false)?;

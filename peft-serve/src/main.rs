@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use peft_runtime::{DeviceArg, LoadedModel};
 use peft_serve::api::{AppState, router};
 use peft_serve::engine::{BatchLimits, Engine};
 use peft_serve::registry::Registry;
-use peft_train::cli::DeviceArg;
-use peft_train::loaded::LoadedModel;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,7 +49,7 @@ fn parse_adapter(s: &str) -> Result<(String, PathBuf), String> {
 }
 
 fn main() {
-    peft_train::init_logging();
+    peft_runtime::init_logging();
     if let Err(err) = run(Args::parse()) {
         eprintln!("error: {err:#}");
         std::process::exit(1);

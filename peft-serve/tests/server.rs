@@ -7,8 +7,9 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use peft_core::{Adapter, Backend, Conditioning, ModelShape, PeftAdapter, PromptLearningConfig};
+use peft_core::{Adapter, Conditioning, ModelShape, PeftAdapter, PromptLearningConfig};
 use peft_gpt2::{GenerationConfig, Gpt2Tokenizer, generate, load_pretrained};
+use peft_runtime::ComputeBackend;
 use serde_json::{Value, json};
 
 mod common;
@@ -39,7 +40,7 @@ fn text_of(response: &Value) -> String {
 
 /// What the library generates for one prompt alone (greedy, stopping at end-of-text).
 fn solo(prompt: &str, adapter: Option<&Path>, max_tokens: usize) -> String {
-    let device = Backend::Flex.device().unwrap();
+    let device = ComputeBackend::Flex.device().unwrap();
     let dir = fixtures().join("tiny-gpt2");
     let (gpt2, config, _) = load_pretrained(dir.to_str().unwrap(), &device).unwrap();
     let tokenizer = Gpt2Tokenizer::from_dir(&dir).unwrap();
@@ -196,7 +197,7 @@ fn bad_requests_get_clear_errors_and_adapters_load_and_unload() {
         n_layer: 2,
         n_head: 4,
     };
-    let device = Backend::Flex.device().unwrap();
+    let device = ComputeBackend::Flex.device().unwrap();
     PeftAdapter::prefix_tuning(PromptLearningConfig::new(3, wider), None, &device)
         .save(&other)
         .unwrap();

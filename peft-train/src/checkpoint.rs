@@ -65,8 +65,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointerError> 
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(CheckpointerError::IOError)?;
     }
-    peft_core::adapter::write_atomically(path, &seal(bytes))
-        .map_err(|err| CheckpointerError::Unknown(err.to_string()))
+    peft_runtime::write_atomically(path, &seal(bytes))
+        .map_err(|err| CheckpointerError::Unknown(format!("{err:#}")))
 }
 
 fn delete(dir: &Path, name: &str, epoch: usize) -> Result<(), CheckpointerError> {

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use peft_core::Backend;
+use peft_runtime::args::parse_number as number;
+pub use peft_runtime::args::{DeviceArg, at_least_one};
 use serde::Serialize;
 
 use crate::data::Overlong;
@@ -35,18 +36,6 @@ pub enum Command {
     Info(InfoArgs),
     /// The offline demonstration (also what runs with no subcommand).
     Demo(DemoArgs),
-}
-
-/// The compute backend: any compiled in; by default the best one.
-#[derive(Args, Debug, Clone)]
-pub struct DeviceArg {
-    /// flex, ndarray, vulkan, tch, tch-cuda or cuda (each needs its cargo feature).
-    #[arg(long, value_parser = parse_backend)]
-    pub device: Option<Backend>,
-}
-
-fn parse_backend(s: &str) -> Result<Backend, String> {
-    Backend::parse_compiled(s).map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -234,18 +223,6 @@ pub struct DemoArgs {
 
 // Value checks for numeric flags, so that a bad value is a usage error naming the flag rather
 // than a division by zero, an assertion deep in Burn, or a silently useless run.
-
-fn number<T: std::str::FromStr>(s: &str) -> Result<T, String> {
-    s.parse().map_err(|_| format!("`{s}` is not a number"))
-}
-
-/// A count that must be at least 1 (batch sizes, epochs, steps, ...), for clap flags.
-pub fn at_least_one(s: &str) -> Result<usize, String> {
-    match number::<usize>(s)? {
-        0 => Err("must be at least 1".into()),
-        n => Ok(n),
-    }
-}
 
 fn positive(s: &str) -> Result<f64, String> {
     let x: f64 = number(s)?;

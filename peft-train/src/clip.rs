@@ -75,7 +75,7 @@ mod tests {
     }
 
     fn setup(scale: f32) -> (Two, GradientsParams, Device) {
-        let device = peft_core::Backend::Flex.device().unwrap();
+        let device = peft_runtime::ComputeBackend::Flex.device().unwrap();
         let two = Two {
             a: Param::from_tensor(Tensor::zeros([2], &device)),
             b: Param::from_tensor(Tensor::zeros([1, 2], &device)),

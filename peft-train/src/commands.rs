@@ -7,9 +7,9 @@ use peft_core::{Adapter, Conditioning, ParameterCount};
 use peft_gpt2::{AdaptedGpt2, GenerationConfig, Sampling, generate};
 
 use crate::cli::{Cli, Command, DemoArgs, DeviceArg, EvalArgs, GenerateArgs, InfoArgs};
-use crate::loaded::LoadedModel;
 use crate::token_cache::TokenCache;
 use crate::{demo, eval, token_cache, train};
+use peft_runtime::LoadedModel;
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
@@ -127,7 +127,7 @@ fn generate_command(args: &GenerateArgs) -> Result<()> {
 }
 
 fn info_command(args: &InfoArgs) -> Result<()> {
-    let loaded = LoadedModel::load(&args.model, Some(peft_core::Backend::Flex), false)?;
+    let loaded = LoadedModel::load(&args.model, Some(peft_runtime::ComputeBackend::Flex), false)?;
     let c = &loaded.config;
     println!("model {} ({})", args.model, loaded.files.dir.display());
     println!(

@@ -18,6 +18,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use peft_gpt2::Gpt2Tokenizer;
 use peft_gpt2::loss::IGNORE_INDEX;
+pub use peft_runtime::Vocabulary;
 use serde_json::Value;
 
 /// One line of a dataset, as written.
@@ -121,27 +122,6 @@ impl Verbalizer {
     /// The token that decides each class, in class order.
     pub fn deciding_tokens(&self) -> Vec<u32> {
         self.tokens.iter().map(|t| t[self.shared_prefix]).collect()
-    }
-}
-
-/// What turns a dataset's text into the model's token ids.
-#[derive(Clone, Copy, Debug)]
-pub struct Vocabulary<'a> {
-    /// `None` for a model without a tokenizer: only `input_ids` data can be read then.
-    pub tokenizer: Option<&'a Gpt2Tokenizer>,
-    /// Rows of the model's token-embedding table: every id must be below this.
-    pub size: usize,
-}
-
-impl<'a> Vocabulary<'a> {
-    fn tokenizer(&self, at: &str) -> Result<&'a Gpt2Tokenizer> {
-        self.tokenizer.with_context(|| {
-            format!(
-                "{at}: text needs a tokenizer, and the model has none; put tokenizer.json (or \
-                 vocab.json and merges.txt) in the model directory, or give the example as \
-                 `input_ids`"
-            )
-        })
     }
 }
 

@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use peft_core::{Adapter, Backend};
+use peft_core::Adapter;
 use peft_gpt2::{AdaptedGpt2, Gpt2, Gpt2Config, save_pretrained};
+use peft_runtime::ComputeBackend;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -29,9 +30,9 @@ use serde_json::json;
 use crate::cli::{DemoArgs, DeviceArg, Method, PromptInitArg, Schedule, TrainArgs};
 use crate::data::{Overlong, read_examples, tokenize};
 use crate::eval::evaluate;
-use crate::loaded::LoadedModel;
 use crate::train::Interrupted;
 use crate::trainee::{ExampleBatcher, Trainee};
+use peft_runtime::LoadedModel;
 
 /// The restaurant-domain BPE tokenizer the fixtures use (320 tokens).
 const TOKENIZER_JSON: &str = include_str!("../../fixtures/tokenizer/tokenizer.json");
@@ -286,7 +287,7 @@ fn pretrained_base(out: &Path, device: &DeviceArg) -> Result<String> {
     let mut config = Gpt2Config::new(320, 192, 96, 3, 4);
     config.eos_token_id = 0;
     config.bos_token_id = 0;
-    let backend = device.device.unwrap_or_else(Backend::best_available);
+    let backend = device.device.unwrap_or_else(ComputeBackend::best_available);
     let init_device = backend.device()?;
     init_device.seed(7);
     save_pretrained(&Gpt2::new(&config, &init_device), &config, &init_dir)?;

@@ -105,6 +105,6 @@ fn summarize(examples: Vec<ExampleScore>) -> EvalReport {
 
 pub fn write_report(report: &EvalReport, path: &Path) -> Result<()> {
     let json = serde_json::to_string_pretty(report)?;
-    peft_core::adapter::write_atomically(path, json.as_bytes())?;
+    peft_runtime::write_atomically(path, json.as_bytes())?;
     Ok(())
 }

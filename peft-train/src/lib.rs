@@ -1,7 +1,7 @@
 //! `peft-train`: train, evaluate and generate with prompt- and prefix-tuned GPT-2.
 //!
 //! The library half holds everything the binary runs, so that `peft-bench` measures the same
-//! training step and `peft-serve` loads models the same way.
+//! training step.
 //!
 //! ```no_run
 //! use clap::Parser;
@@ -27,22 +27,8 @@ pub mod demo;
 pub mod epochs;
 pub mod eval;
 pub mod guard;
-pub mod loaded;
 pub mod plot;
 pub mod progress;
 pub mod token_cache;
 pub mod train;
 pub mod trainee;
-
-/// Log warnings and errors (or what `RUST_LOG` asks for) to stderr, coloured on a terminal:
-/// the command-line tools' logging.
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}

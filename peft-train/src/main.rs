@@ -5,7 +5,7 @@ use peft_train::cli::Cli;
 use peft_train::train::Interrupted;
 
 fn main() {
-    peft_train::init_logging();
+    peft_runtime::init_logging();
     if let Err(err) = peft_train::commands::run(Cli::parse()) {
         if err.downcast_ref::<Interrupted>().is_some() {
             // What the shell reports for a process stopped by SIGINT.

@@ -113,7 +113,7 @@ impl LossCurves {
         image
             .write_to(&mut png, image::ImageFormat::Png)
             .context("encoding the loss plot")?;
-        peft_core::adapter::write_atomically(path, png.get_ref())?;
+        peft_runtime::write_atomically(path, png.get_ref())?;
         Ok(())
     }
 }

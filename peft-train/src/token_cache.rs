@@ -156,7 +156,7 @@ pub fn write_entry(entry: &Path, dataset: &Dataset, source: &Path) -> Result<()>
     if let Some(dir) = entry.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    peft_core::adapter::write_atomically(entry, &encoded)?;
+    peft_runtime::write_atomically(entry, &encoded)?;
     Ok(())
 }
 

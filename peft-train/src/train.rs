@@ -41,12 +41,12 @@ use crate::cli::{Method, PromptInitArg, Schedule, TrainArgs};
 use crate::data::Dataset;
 use crate::epochs::{EpochClock, EpochShuffled};
 use crate::guard::Divergence;
-use crate::loaded::LoadedModel;
 use crate::plot::LossCurves;
 use crate::progress::PlainProgress;
 use crate::token_cache::TokenCache;
 use crate::token_cache::load_tokenized;
 use crate::trainee::{ExampleBatcher, Trainee};
+use peft_runtime::LoadedModel;
 
 /// What a run was started with, kept whole in `OUTPUT_DIR/run.json`: `--resume` continues
 /// only the same run.
@@ -301,7 +301,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
     })?;
     save_trained(&trained, &loaded, &adapter_dir)?;
     let json = serde_json::to_string_pretty(&epochs)?;
-    peft_core::adapter::write_atomically(&args.output_dir.join("metrics.json"), json.as_bytes())?;
+    peft_runtime::write_atomically(&args.output_dir.join("metrics.json"), json.as_bytes())?;
     // The plot is a convenience: failing to draw it must not fail a finished run.
     let plot = args.output_dir.join("loss.png");
     if let Err(err) =
@@ -434,7 +434,7 @@ fn check_resume(args: &TrainArgs, checkpoint_dir: &Path) -> Result<Option<usize>
             );
         }
         let json = serde_json::to_string_pretty(&record)?;
-        peft_core::adapter::write_atomically(&record_path, json.as_bytes())?;
+        peft_runtime::write_atomically(&record_path, json.as_bytes())?;
         return Ok(None);
     }
     let (epoch, passed_over) = last_intact_epoch(checkpoint_dir);

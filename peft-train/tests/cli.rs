@@ -234,7 +234,7 @@ fn bad_input_is_a_clear_error() {
     ]);
     assert!(message.contains("/no/such/model"), "{message}");
 
-    if !peft_core::Backend::Vulkan.is_compiled() {
+    if !peft_runtime::ComputeBackend::Vulkan.is_compiled() {
         let message = fails(&[
             "eval",
             "--model",

@@ -8,8 +8,9 @@ use burn::optim::SgdConfig;
 use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::prelude::*;
 use burn::train::Learner;
-use peft_core::{Backend, PeftAdapter, PromptLearningConfig};
+use peft_core::{PeftAdapter, PromptLearningConfig};
 use peft_gpt2::{AdaptedGpt2, load_pretrained};
+use peft_runtime::ComputeBackend;
 use peft_train::data::TokenizedExample;
 use peft_train::trainee::{ExampleBatcher, Trainee};
 
@@ -32,7 +33,7 @@ fn flatten(trainee: &Trainee) -> Vec<f32> {
 
 /// Norm of the parameter change of one SGD step (lr 1) with the given clipping.
 fn step_norm(max_grad_norm: Option<f32>) -> f32 {
-    let device = Backend::Flex.device().unwrap().autodiff();
+    let device = ComputeBackend::Flex.device().unwrap().autodiff();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/tiny-gpt2");
     let (gpt2, config, _) = load_pretrained(dir, &device).unwrap();
     device.seed(3);

@@ -8,8 +8,9 @@ use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::optim::{GradientsAccumulator, SgdConfig};
 use burn::prelude::*;
 use burn::train::Learner;
-use peft_core::{Backend, PeftAdapter, PromptLearningConfig};
+use peft_core::{PeftAdapter, PromptLearningConfig};
 use peft_gpt2::{AdaptedGpt2, load_pretrained};
+use peft_runtime::ComputeBackend;
 use peft_train::data::TokenizedExample;
 use peft_train::train::adamw;
 use peft_train::trainee::{ExampleBatcher, TrainBatch, Trainee};
@@ -56,7 +57,7 @@ fn batch(rows: &[&[u32]], device: &Device) -> TrainBatch {
 
 #[test]
 fn accumulated_batches_step_like_one_large_batch() {
-    let device = Backend::Flex.device().unwrap().autodiff();
+    let device = ComputeBackend::Flex.device().unwrap().autodiff();
     // Rows of different lengths, so the two halves hold different numbers of targets and a
     // plain sum (or mean) of the halves' mean losses would differ from the whole's.
     let rows: [&[u32]; 4] = [
@@ -118,7 +119,7 @@ fn adamw_uses_pytorchs_epsilon() {
     struct One {
         weight: Param<Tensor<1>>,
     }
-    let device = Backend::Flex.device().unwrap().autodiff();
+    let device = ComputeBackend::Flex.device().unwrap().autodiff();
     let one = One {
         weight: Param::from_tensor(Tensor::zeros([1], &device)),
     };

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use burn::prelude::*;
-use peft_core::Backend;
+use peft_runtime::ComputeBackend;
 use safetensors::{Dtype, SafeTensors};
 
 pub fn fixtures() -> PathBuf {
@@ -14,8 +14,8 @@ pub fn fixtures() -> PathBuf {
 }
 
 /// Every CPU backend compiled into this test binary (flex always; ndarray and tch by feature).
-pub fn devices() -> Vec<(Backend, Device)> {
-    Backend::compiled_cpu()
+pub fn devices() -> Vec<(ComputeBackend, Device)> {
+    ComputeBackend::compiled_cpu()
         .into_iter()
         .map(|backend| (backend, backend.device().expect("compiled in")))
         .collect()

@@ -9,9 +9,10 @@ use std::str::FromStr;
 
 use burn::prelude::Device;
 
-/// A compute backend this toolkit knows how to name.
+/// A compute backend this toolkit knows how to name (not Burn's `Backend` trait, which
+/// model code never names: the choice lives in the [`Device`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Backend {
+pub enum ComputeBackend {
     /// Pure-Rust CPU backend; always the fallback.
     Flex,
     /// The ndarray CPU backend (deprecated upstream, kept for comparison).
@@ -32,63 +33,67 @@ pub enum DeviceError {
         "backend `{backend}` is not compiled into this binary; rebuild with `--features {feature}`"
     )]
     NotCompiled {
-        backend: Backend,
+        backend: ComputeBackend,
         feature: &'static str,
     },
     #[error("unknown backend `{0}`; expected one of: flex, ndarray, vulkan, tch, tch-cuda, cuda")]
     Unknown(String),
 }
 
-impl Backend {
-    pub const ALL: [Backend; 6] = [
-        Backend::Flex,
-        Backend::NdArray,
-        Backend::Vulkan,
-        Backend::Tch,
-        Backend::TchCuda,
-        Backend::Cuda,
+impl ComputeBackend {
+    pub const ALL: [ComputeBackend; 6] = [
+        ComputeBackend::Flex,
+        ComputeBackend::NdArray,
+        ComputeBackend::Vulkan,
+        ComputeBackend::Tch,
+        ComputeBackend::TchCuda,
+        ComputeBackend::Cuda,
     ];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
-            Backend::Flex => "flex",
-            Backend::NdArray => "ndarray",
-            Backend::Vulkan => "vulkan",
-            Backend::Tch => "tch",
-            Backend::TchCuda => "tch-cuda",
-            Backend::Cuda => "cuda",
+            ComputeBackend::Flex => "flex",
+            ComputeBackend::NdArray => "ndarray",
+            ComputeBackend::Vulkan => "vulkan",
+            ComputeBackend::Tch => "tch",
+            ComputeBackend::TchCuda => "tch-cuda",
+            ComputeBackend::Cuda => "cuda",
         }
     }
 
     /// The cargo feature that compiles this backend in.
     pub fn feature(self) -> &'static str {
         match self {
-            Backend::Flex => "flex",
-            Backend::NdArray => "ndarray",
-            Backend::Vulkan => "vulkan",
-            Backend::Tch | Backend::TchCuda => "tch",
-            Backend::Cuda => "cuda",
+            ComputeBackend::Flex => "flex",
+            ComputeBackend::NdArray => "ndarray",
+            ComputeBackend::Vulkan => "vulkan",
+            ComputeBackend::Tch | ComputeBackend::TchCuda => "tch",
+            ComputeBackend::Cuda => "cuda",
         }
     }
 
     pub fn is_compiled(self) -> bool {
         match self {
-            Backend::Flex => cfg!(feature = "flex"),
-            Backend::NdArray => cfg!(feature = "ndarray"),
-            Backend::Vulkan => cfg!(feature = "vulkan"),
-            Backend::Tch | Backend::TchCuda => cfg!(feature = "tch"),
-            Backend::Cuda => cfg!(feature = "cuda"),
+            ComputeBackend::Flex => cfg!(feature = "flex"),
+            ComputeBackend::NdArray => cfg!(feature = "ndarray"),
+            ComputeBackend::Vulkan => cfg!(feature = "vulkan"),
+            ComputeBackend::Tch | ComputeBackend::TchCuda => cfg!(feature = "tch"),
+            ComputeBackend::Cuda => cfg!(feature = "cuda"),
         }
     }
 
     /// Backends compiled into this binary that run on the CPU, in preference order.
     /// Tests run on each of them.
-    pub fn compiled_cpu() -> Vec<Backend> {
-        [Backend::Flex, Backend::NdArray, Backend::Tch]
-            .into_iter()
-            .filter(|b| b.is_compiled())
-            .collect()
+    pub fn compiled_cpu() -> Vec<ComputeBackend> {
+        [
+            ComputeBackend::Flex,
+            ComputeBackend::NdArray,
+            ComputeBackend::Tch,
+        ]
+        .into_iter()
+        .filter(|b| b.is_compiled())
+        .collect()
     }
 
     /// The best backend compiled in and usable here: a CUDA one only where an NVIDIA driver is
@@ -96,28 +101,28 @@ impl Backend {
     ///
     /// Compiling Vulkan in is taken as the wish to use it; whether a GPU answers is only known
     /// when the first tensor is created.
-    pub fn best_available() -> Backend {
+    pub fn best_available() -> ComputeBackend {
         [
-            Backend::Cuda,
-            Backend::TchCuda,
-            Backend::Vulkan,
-            Backend::Flex,
-            Backend::Tch,
-            Backend::NdArray,
+            ComputeBackend::Cuda,
+            ComputeBackend::TchCuda,
+            ComputeBackend::Vulkan,
+            ComputeBackend::Flex,
+            ComputeBackend::Tch,
+            ComputeBackend::NdArray,
         ]
         .into_iter()
         .find(|b| b.is_compiled() && (!b.needs_nvidia() || nvidia_driver_loaded()))
-        .unwrap_or(Backend::Flex)
+        .unwrap_or(ComputeBackend::Flex)
     }
 
     fn needs_nvidia(self) -> bool {
-        matches!(self, Backend::Cuda | Backend::TchCuda)
+        matches!(self, ComputeBackend::Cuda | ComputeBackend::TchCuda)
     }
 
     /// A backend named on a command line, refused unless compiled in (the error names the
     /// feature that compiles it).
-    pub fn parse_compiled(name: &str) -> Result<Backend, DeviceError> {
-        let backend: Backend = name.parse()?;
+    pub fn parse_compiled(name: &str) -> Result<ComputeBackend, DeviceError> {
+        let backend: ComputeBackend = name.parse()?;
         backend.device()?;
         Ok(backend)
     }
@@ -137,17 +142,17 @@ impl Backend {
     fn device_unchecked(self) -> Device {
         match self {
             #[cfg(feature = "flex")]
-            Backend::Flex => Device::flex(),
+            ComputeBackend::Flex => Device::flex(),
             #[cfg(feature = "ndarray")]
-            Backend::NdArray => Device::ndarray(),
+            ComputeBackend::NdArray => Device::ndarray(),
             #[cfg(feature = "vulkan")]
-            Backend::Vulkan => Device::vulkan(burn::tensor::DeviceKind::DefaultDevice),
+            ComputeBackend::Vulkan => Device::vulkan(burn::tensor::DeviceKind::DefaultDevice),
             #[cfg(feature = "tch")]
-            Backend::Tch => Device::libtorch(),
+            ComputeBackend::Tch => Device::libtorch(),
             #[cfg(feature = "tch")]
-            Backend::TchCuda => Device::libtorch_cuda(0),
+            ComputeBackend::TchCuda => Device::libtorch_cuda(0),
             #[cfg(feature = "cuda")]
-            Backend::Cuda => Device::cuda(0),
+            ComputeBackend::Cuda => Device::cuda(0),
             #[allow(unreachable_patterns)]
             other => unreachable!("{other} is checked to be compiled in"),
         }
@@ -159,18 +164,18 @@ fn nvidia_driver_loaded() -> bool {
     std::path::Path::new("/proc/driver/nvidia/version").exists()
 }
 
-impl fmt::Display for Backend {
+impl fmt::Display for ComputeBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
 }
 
-impl FromStr for Backend {
+impl FromStr for ComputeBackend {
     type Err = DeviceError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let wanted = s.trim().to_ascii_lowercase();
-        Backend::ALL
+        ComputeBackend::ALL
             .into_iter()
             .find(|b| b.name() == wanted)
             .ok_or_else(|| DeviceError::Unknown(s.to_string()))
@@ -183,18 +188,18 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for backend in Backend::ALL {
-            assert_eq!(backend.name().parse::<Backend>().unwrap(), backend);
+        for backend in ComputeBackend::ALL {
+            assert_eq!(backend.name().parse::<ComputeBackend>().unwrap(), backend);
         }
         assert_eq!(
-            "metal".parse::<Backend>(),
+            "metal".parse::<ComputeBackend>(),
             Err(DeviceError::Unknown("metal".into()))
         );
     }
 
     #[test]
     fn missing_backend_names_its_feature() {
-        let missing = Backend::ALL.into_iter().find(|b| !b.is_compiled());
+        let missing = ComputeBackend::ALL.into_iter().find(|b| !b.is_compiled());
         if let Some(backend) = missing {
             let message = backend.device().unwrap_err().to_string();
             assert!(
@@ -202,12 +207,12 @@ mod tests {
                 "{message}"
             );
         }
-        assert!(Backend::Flex.device().is_ok() || !Backend::Flex.is_compiled());
+        assert!(ComputeBackend::Flex.device().is_ok() || !ComputeBackend::Flex.is_compiled());
     }
 
     #[test]
     fn default_backend_is_usable_here() {
-        let best = Backend::best_available();
+        let best = ComputeBackend::best_available();
         assert!(best.is_compiled());
         if !nvidia_driver_loaded() {
             assert!(

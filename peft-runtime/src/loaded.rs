@@ -5,10 +5,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use burn::prelude::*;
-use peft_core::{Backend, ModelShape, PeftAdapter};
+use peft_core::{ModelShape, PeftAdapter};
 use peft_gpt2::{Gpt2, Gpt2Config, Gpt2Tokenizer, ModelFiles, load_pretrained};
 
-use crate::data::Vocabulary;
+use crate::backend::ComputeBackend;
 
 /// A base model ready to run, with its tokenizer when it has one.
 pub struct LoadedModel {
@@ -25,8 +25,8 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     /// Loads `model` (a directory or hub id) onto `backend` (the best compiled one if `None`).
-    pub fn load(model: &str, backend: Option<Backend>, autodiff: bool) -> Result<Self> {
-        let backend = backend.unwrap_or_else(Backend::best_available);
+    pub fn load(model: &str, backend: Option<ComputeBackend>, autodiff: bool) -> Result<Self> {
+        let backend = backend.unwrap_or_else(ComputeBackend::best_available);
         let mut device = backend.device()?;
         if autodiff {
             device = device.autodiff();
@@ -97,5 +97,27 @@ impl LoadedModel {
     pub fn load_adapter(&self, dir: &Path) -> Result<PeftAdapter> {
         PeftAdapter::load(dir, self.shape(), &self.device)
             .with_context(|| format!("loading adapter {}", dir.display()))
+    }
+}
+
+/// What turns a dataset's text into the model's token ids.
+#[derive(Clone, Copy, Debug)]
+pub struct Vocabulary<'a> {
+    /// `None` for a model without a tokenizer: only `input_ids` data can be read then.
+    pub tokenizer: Option<&'a Gpt2Tokenizer>,
+    /// Rows of the model's token-embedding table: every id must be below this.
+    pub size: usize,
+}
+
+impl<'a> Vocabulary<'a> {
+    /// The tokenizer, or an error for the data line `at` that says how to do without one.
+    pub fn tokenizer(&self, at: &str) -> Result<&'a Gpt2Tokenizer> {
+        self.tokenizer.with_context(|| {
+            format!(
+                "{at}: text needs a tokenizer, and the model has none; put tokenizer.json (or \
+                 vocab.json and merges.txt) in the model directory, or give the example as \
+                 `input_ids`"
+            )
+        })
     }
 }
