@@ -9,8 +9,8 @@ use peft_core::{
     PeftAdapter, PromptInit, PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
 };
 use peft_gpt2::{AdaptedGpt2, Gpt2, Gpt2Config};
-use peft_runtime::{ComputeBackend, DeviceArg};
 use peft_runtime::args::at_least_one;
+use peft_runtime::{ComputeBackend, DeviceArg};
 use serde::Serialize;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize)]

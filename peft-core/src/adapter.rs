@@ -1,4 +1,6 @@
-//! The [`Adapter`] trait and the two adapters of this crate, with PEFT-format save and load.
+//! The traits an adapter kind implements ([`KindConfig`], [`Encoder`]), the [`Adapter`] trait
+//! that models and trainers see, and [`PeftAdapter`]: any registered kind with its config,
+//! saved and loaded in PEFT's format.
 
 use std::path::{Path, PathBuf};
 
@@ -9,11 +11,8 @@ use safetensors::SafeTensors;
 use safetensors::tensor::TensorView;
 
 use crate::conditioning::Conditioning;
-use crate::config::{
-    ModelShape, PeftConfig, PrefixTuningConfig, PromptLearningConfig, PromptTuningConfig,
-};
-use crate::prefix_tuning::PrefixEncoder;
-use crate::prompt_tuning::{PromptEncoder, PromptInit};
+use crate::config::{ModelShape, PromptLearningConfig};
+use crate::kinds::{AdapterModule, PeftConfig};
 
 /// PEFT's file names inside an adapter directory.
 pub const CONFIG_FILE: &str = "adapter_config.json";
@@ -24,10 +23,55 @@ pub const NATIVE_FILE: &str = "peft_rs_adapter.safetensors";
 /// The one tensor PEFT saves for prompt learning methods.
 pub const PEFT_TENSOR: &str = "prompt_embeddings";
 
-/// What any adapter gives a frozen model.
+/// The config half of an adapter kind: what its `adapter_config.json` holds and the modules it
+/// builds. Implemented by each kind's config, in the kind's own file.
+pub trait KindConfig {
+    /// PEFT's name for the method (`peft_type`).
+    fn peft_type(&self) -> &'static str;
+    /// The fields every prompt-learning method shares.
+    fn base(&self) -> &PromptLearningConfig;
+    fn base_mut(&mut self) -> &mut PromptLearningConfig;
+    /// Width of a row of PEFT's `prompt_embeddings` table (`None` if it overflows: the config
+    /// came from an edited file).
+    fn table_width(&self) -> Option<usize>;
+    /// What is wrong with the kind's own fields, if anything.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// The adapter that PEFT's table `[p, table_width]` is: ready for inference, and trainable
+    /// as that table.
+    fn module_of_peft_table(&self, table: Tensor<2>) -> AdapterModule;
+    /// A freshly initialised module of this kind, to load saved parameters into.
+    fn untrained(&self, device: &Device) -> AdapterModule;
+    /// Whether the kind trains more than PEFT's table (a reparameterisation) and keeps it in
+    /// [`NATIVE_FILE`] so that training can resume.
+    fn uses_native_file(&self) -> bool {
+        false
+    }
+    /// How many values the native file of this config holds (`None` if that overflows).
+    fn native_values(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// The trainable half of an adapter kind: what it hands a model and what PEFT saves of it.
+/// Implemented by each kind's encoder, in the kind's own file.
+pub trait Encoder {
+    /// The conditioning of one forward pass of a model of `shape`, shared by every row.
+    fn conditioning(&self, shape: ModelShape) -> Conditioning;
+    /// The table PEFT saves as `prompt_embeddings`.
+    fn peft_table(&self) -> Tensor<2>;
+    /// Whether the trainable parameters are more than the table PEFT saves.
+    fn has_reparameterisation(&self) -> bool {
+        false
+    }
+}
+
+/// What any adapter gives a frozen model: the one interface that models, the trainer and the
+/// server use.
 ///
-/// A model integration only consumes [`Conditioning`]; a new kind of adapter (P-tuning, say)
-/// implements this trait and needs no change to the model.
+/// A model integration only consumes [`Conditioning`], so a new kind of adapter (P-tuning, say)
+/// needs no change to any model.
 pub trait Adapter {
     /// The PEFT config this adapter saves as `adapter_config.json`.
     fn peft_config(&self) -> &PeftConfig;
@@ -69,16 +113,6 @@ pub enum AdapterError {
 
 pub type AdapterResult<T> = Result<T, AdapterError>;
 
-/// The trainable part of an adapter.
-// One value per adapter, never in a hot collection; boxing would hide the variant from
-// Burn's Module derive.
-#[allow(clippy::large_enum_variant)]
-#[derive(Module, Debug)]
-pub enum AdapterModule {
-    Prompt(PromptEncoder),
-    Prefix(PrefixEncoder),
-}
-
 /// An adapter with its PEFT config: what is trained, saved, loaded and applied.
 #[derive(Module, Debug)]
 pub struct PeftAdapter {
@@ -93,16 +127,9 @@ impl Adapter for PeftAdapter {
     }
 
     fn conditioning(&self) -> Conditioning {
-        match &self.module {
-            AdapterModule::Prompt(prompt) => Conditioning {
-                prompt: Some(prompt.forward()),
-                prefix: None,
-            },
-            AdapterModule::Prefix(prefix) => Conditioning {
-                prompt: None,
-                prefix: Some(prefix.forward(self.config.base().shape())),
-            },
-        }
+        self.module
+            .encoder()
+            .conditioning(self.config.base().shape())
     }
 
     fn num_virtual_tokens(&self) -> usize {
@@ -115,51 +142,9 @@ impl Adapter for PeftAdapter {
 }
 
 impl PeftAdapter {
-    /// A new prompt-tuning adapter whose table starts as `init` says; `config` records that
-    /// init the way PEFT does.
-    pub fn prompt_tuning(
-        config: PromptTuningConfig,
-        init: PromptInit,
-        dropout: f64,
-        device: &Device,
-    ) -> Self {
-        let base = config.base.shape();
-        Self {
-            module: AdapterModule::Prompt(PromptEncoder::new(
-                config.base.num_virtual_tokens,
-                base.d_model,
-                init,
-                dropout,
-                device,
-            )),
-            config: PeftConfig::PromptTuning(config),
-        }
-    }
-
-    /// A new prefix-tuning adapter: a direct table, or PEFT's projection MLP of
-    /// `projection_hidden` width; config and encoder always agree.
-    pub fn prefix_tuning(
-        base: PromptLearningConfig,
-        projection_hidden: Option<usize>,
-        device: &Device,
-    ) -> Self {
-        let config = PrefixTuningConfig {
-            base,
-            encoder_hidden_size: projection_hidden,
-            prefix_projection: projection_hidden.is_some(),
-        };
-        Self {
-            module: AdapterModule::Prefix(PrefixEncoder::for_config(&config, device)),
-            config: PeftConfig::PrefixTuning(config),
-        }
-    }
-
     /// The table PEFT saves as `prompt_embeddings`: the prompt, or the (projected) prefix.
     pub fn peft_table(&self) -> Tensor<2> {
-        match &self.module {
-            AdapterModule::Prompt(prompt) => prompt.embedding.val(),
-            AdapterModule::Prefix(prefix) => prefix.table(),
-        }
+        self.module.encoder().peft_table()
     }
 
     /// Writes the adapter as PEFT does (`adapter_config.json`, `adapter_model.safetensors`)
@@ -212,10 +197,7 @@ impl PeftAdapter {
 
     /// Whether the trainable parameters are more than the table PEFT saves.
     pub fn has_reparameterisation(&self) -> bool {
-        matches!(
-            self.module,
-            AdapterModule::Prefix(PrefixEncoder::Projected(_))
-        )
+        self.module.encoder().has_reparameterisation()
     }
 
     /// Loads an adapter directory written here or by PEFT's `save_pretrained`, for a model of
@@ -243,20 +225,20 @@ impl PeftAdapter {
         let weights_path = dir.join(WEIGHTS_FILE);
         let (table, saved_dtype) = read_peft_table(&weights_path, device)?;
         let base = config.base();
-        let expected_width = match &config {
-            PeftConfig::PromptTuning(_) => base.token_dim,
-            PeftConfig::PrefixTuning(_) => base.num_layers * 2 * base.token_dim,
-        };
-        let expected = [
-            base.num_virtual_tokens * base.num_transformer_submodules,
-            expected_width,
-        ];
-        if table.dims() != expected {
+        let expected = config.kind().table_width().map(|width| {
+            [
+                base.num_virtual_tokens * base.num_transformer_submodules,
+                width,
+            ]
+        });
+        if expected.is_none_or(|expected| table.dims() != expected) {
             return Err(format_error(
                 &weights_path,
                 format!(
-                    "`{PEFT_TENSOR}` has shape {:?}, but {CONFIG_FILE} implies {expected:?}",
-                    table.dims()
+                    "`{PEFT_TENSOR}` has shape {:?}, but {CONFIG_FILE} implies {}",
+                    table.dims(),
+                    expected
+                        .map_or_else(|| "a size too large to count".into(), |e| format!("{e:?}"))
                 ),
             ));
         }
@@ -271,11 +253,8 @@ impl PeftAdapter {
         }
 
         let native_path = dir.join(NATIVE_FILE);
-        if let PeftConfig::PrefixTuning(prefix) = &config
-            && prefix.prefix_projection
-            && native_path.is_file()
-        {
-            let adapter = Self::load_native(&config, prefix, &native_path, device)?;
+        if config.kind().uses_native_file() && native_path.is_file() {
+            let adapter = Self::load_native(&config, &native_path, device)?;
             // Python's `peft` re-saves only the PEFT table: a native file that no longer
             // projects to it is stale, and the PEFT table is what the adapter now is.
             let difference = max_difference(adapter.peft_table(), table.clone());
@@ -291,23 +270,13 @@ impl PeftAdapter {
                 weights_path.display()
             );
         }
-        let module = match &config {
-            PeftConfig::PromptTuning(_) => AdapterModule::Prompt(PromptEncoder::from_table(table)),
-            PeftConfig::PrefixTuning(_) => AdapterModule::Prefix(PrefixEncoder::Direct(
-                burn::module::Param::from_tensor(table),
-            )),
-        };
+        let module = config.kind().module_of_peft_table(table);
         Ok(Self { module, config })
     }
 
-    /// A projected prefix with its MLP, from the native file; sizes are checked against the
-    /// file before anything is allocated.
-    fn load_native(
-        config: &PeftConfig,
-        prefix: &PrefixTuningConfig,
-        path: &Path,
-        device: &Device,
-    ) -> AdapterResult<Self> {
+    /// A reparameterised adapter (a projected prefix with its MLP) from the native file; sizes
+    /// are checked against the file before anything is allocated.
+    fn load_native(config: &PeftConfig, path: &Path, device: &Device) -> AdapterResult<Self> {
         let bytes = read_file(path)?;
         let file =
             SafeTensors::deserialize(&bytes).map_err(|err| format_error(path, err.to_string()))?;
@@ -316,63 +285,28 @@ impl PeftAdapter {
             .iter()
             .map(|(_, view)| view.shape().iter().product::<usize>())
             .sum();
-        let base = &prefix.base;
-        let (p, d, hidden) = (
-            base.num_virtual_tokens,
-            base.token_dim,
-            prefix.encoder_hidden_size.unwrap_or(0),
-        );
-        // Checked: every number here comes from a file a person may have edited.
-        let needed = (|| {
-            let out = base.num_layers.checked_mul(2)?.checked_mul(d)?;
-            [
-                p.checked_mul(d)?,
-                d.checked_mul(hidden)?,
-                hidden,
-                hidden.checked_mul(out)?,
-                out,
-            ]
-            .iter()
-            .try_fold(0usize, |sum, &n| sum.checked_add(n))
-        })();
+        let needed = config.kind().native_values();
         if needed != Some(stored) {
             return Err(format_error(
                 path,
                 format!(
-                    "holds {stored} values, but a projection of width {hidden} for {CONFIG_FILE} \
-                     needs {}: it belongs to another adapter; delete it to load the PEFT table",
+                    "holds {stored} values, but the {} adapter of {CONFIG_FILE} needs {}: it \
+                     belongs to another adapter; delete it to load the PEFT table",
+                    config.peft_type(),
                     needed.map_or_else(|| "more than can be counted".into(), |n| n.to_string())
                 ),
             ));
         }
         drop(file);
-        let mut adapter = Self::untrained(config, device);
+        let mut adapter = Self {
+            module: config.kind().untrained(device),
+            config: config.clone(),
+        };
         let mut store = SafetensorsStore::from_bytes(Some(bytes));
         adapter
             .load_from(&mut store)
             .map_err(|err| format_error(path, err.to_string()))?;
         Ok(adapter)
-    }
-
-    /// A freshly initialised adapter of `config`'s kind and shape, to load parameters into.
-    fn untrained(config: &PeftConfig, device: &Device) -> Self {
-        let base = config.base();
-        let module = match config {
-            PeftConfig::PromptTuning(_) => AdapterModule::Prompt(PromptEncoder::new(
-                base.num_virtual_tokens,
-                base.token_dim,
-                crate::prompt_tuning::PromptInit::Random { std: 1.0 },
-                0.0,
-                device,
-            )),
-            PeftConfig::PrefixTuning(prefix) => {
-                AdapterModule::Prefix(PrefixEncoder::for_config(prefix, device))
-            }
-        };
-        Self {
-            module,
-            config: config.clone(),
-        }
     }
 }
 
@@ -401,15 +335,10 @@ fn check_config(config: &PeftConfig, shape: ModelShape, path: &Path) -> AdapterR
             "num_virtual_tokens is 0: an adapter needs at least one virtual token".into(),
         ));
     }
-    if let PeftConfig::PrefixTuning(prefix) = config
-        && prefix.prefix_projection
-        && prefix.encoder_hidden_size.is_none_or(|h| h == 0)
-    {
-        return Err(format_error(
-            path,
-            "prefix_projection needs a positive encoder_hidden_size".into(),
-        ));
-    }
+    config
+        .kind()
+        .check()
+        .map_err(|message| format_error(path, message))?;
     if base.task_type != crate::config::CAUSAL_LM {
         return Err(format_error(
             path,

@@ -1,4 +1,5 @@
-//! Adapter configurations in Hugging Face PEFT's `adapter_config.json` format.
+//! What every prompt-learning `adapter_config.json` holds, in Hugging Face PEFT's format; each
+//! kind's own fields live beside its encoder (`prompt_tuning.rs`, `prefix_tuning.rs`).
 //!
 //! Field names and values are PEFT's, so a config written here loads in Python's `peft` and
 //! one written there loads here. Keys this crate does not interpret (`auto_mapping`,
@@ -70,71 +71,6 @@ impl PromptLearningConfig {
             d_model: self.token_dim,
             n_layer: self.num_layers,
             n_head: self.num_attention_heads,
-        }
-    }
-}
-
-/// How PEFT initialises a soft prompt (`prompt_tuning_init`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum PromptTuningInit {
-    Random,
-    Text,
-    SampleVocab,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PromptTuningConfig {
-    #[serde(flatten)]
-    pub base: PromptLearningConfig,
-    pub prompt_tuning_init: PromptTuningInit,
-    #[serde(default)]
-    pub prompt_tuning_init_text: Option<String>,
-    #[serde(default)]
-    pub tokenizer_name_or_path: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PrefixTuningConfig {
-    #[serde(flatten)]
-    pub base: PromptLearningConfig,
-    /// Hidden width of the reparameterisation MLP (PEFT's `prefix_projection`).
-    #[serde(default)]
-    pub encoder_hidden_size: Option<usize>,
-    #[serde(default)]
-    pub prefix_projection: bool,
-}
-
-/// An `adapter_config.json`, by its `peft_type`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "peft_type")]
-pub enum PeftConfig {
-    #[serde(rename = "PROMPT_TUNING")]
-    PromptTuning(PromptTuningConfig),
-    #[serde(rename = "PREFIX_TUNING")]
-    PrefixTuning(PrefixTuningConfig),
-}
-
-impl PeftConfig {
-    pub fn base(&self) -> &PromptLearningConfig {
-        match self {
-            PeftConfig::PromptTuning(c) => &c.base,
-            PeftConfig::PrefixTuning(c) => &c.base,
-        }
-    }
-
-    pub fn base_mut(&mut self) -> &mut PromptLearningConfig {
-        match self {
-            PeftConfig::PromptTuning(c) => &mut c.base,
-            PeftConfig::PrefixTuning(c) => &mut c.base,
-        }
-    }
-
-    /// PEFT's name for the method.
-    pub fn peft_type(&self) -> &'static str {
-        match self {
-            PeftConfig::PromptTuning(_) => "PROMPT_TUNING",
-            PeftConfig::PrefixTuning(_) => "PREFIX_TUNING",
         }
     }
 }

@@ -32,18 +32,17 @@
 pub mod adapter;
 pub mod conditioning;
 pub mod config;
+pub mod kinds;
 pub mod kv;
 pub mod params;
 pub mod prefix_tuning;
 pub mod prompt_tuning;
 
-pub use adapter::{Adapter, AdapterError, AdapterModule, PeftAdapter};
+pub use adapter::{Adapter, AdapterError, Encoder, KindConfig, PeftAdapter};
 pub use conditioning::Conditioning;
-pub use config::{
-    ModelShape, PeftConfig, PrefixTuningConfig, PromptLearningConfig, PromptTuningConfig,
-    PromptTuningInit,
-};
+pub use config::{ModelShape, PromptLearningConfig};
+pub use kinds::{AdapterModule, PeftConfig};
 pub use kv::{LayerKv, PrefixKv};
 pub use params::ParameterCount;
-pub use prefix_tuning::PrefixEncoder;
-pub use prompt_tuning::{PromptEncoder, PromptInit};
+pub use prefix_tuning::{PrefixEncoder, PrefixTuningConfig};
+pub use prompt_tuning::{PromptEncoder, PromptInit, PromptTuningConfig, PromptTuningInit};

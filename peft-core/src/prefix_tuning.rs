@@ -6,8 +6,109 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::tanh;
 
-use crate::config::{ModelShape, PrefixTuningConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::adapter::{Encoder, KindConfig, PeftAdapter};
+use crate::conditioning::Conditioning;
+use crate::config::{ModelShape, PromptLearningConfig};
+use crate::kinds::{AdapterModule, PeftConfig};
 use crate::kv::PrefixKv;
+
+/// PEFT's `PrefixTuningConfig`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrefixTuningConfig {
+    #[serde(flatten)]
+    pub base: PromptLearningConfig,
+    /// Hidden width of the reparameterisation MLP (PEFT's `prefix_projection`).
+    #[serde(default)]
+    pub encoder_hidden_size: Option<usize>,
+    #[serde(default)]
+    pub prefix_projection: bool,
+}
+
+impl PrefixTuningConfig {
+    /// Width of a row of the prefix table: keys and values of every layer.
+    fn table_width(&self) -> Option<usize> {
+        self.base
+            .num_layers
+            .checked_mul(2)?
+            .checked_mul(self.base.token_dim)
+    }
+}
+
+impl KindConfig for PrefixTuningConfig {
+    fn peft_type(&self) -> &'static str {
+        "PREFIX_TUNING"
+    }
+
+    fn base(&self) -> &PromptLearningConfig {
+        &self.base
+    }
+
+    fn base_mut(&mut self) -> &mut PromptLearningConfig {
+        &mut self.base
+    }
+
+    fn table_width(&self) -> Option<usize> {
+        PrefixTuningConfig::table_width(self)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.prefix_projection && self.encoder_hidden_size.is_none_or(|h| h == 0) {
+            return Err("prefix_projection needs a positive encoder_hidden_size".into());
+        }
+        Ok(())
+    }
+
+    fn module_of_peft_table(&self, table: Tensor<2>) -> AdapterModule {
+        AdapterModule::Prefix(PrefixEncoder::Direct(Param::from_tensor(table)))
+    }
+
+    fn untrained(&self, device: &Device) -> AdapterModule {
+        AdapterModule::Prefix(PrefixEncoder::for_config(self, device))
+    }
+
+    /// PEFT saves only the projected table; the embedding and MLP are ours to keep.
+    fn uses_native_file(&self) -> bool {
+        self.prefix_projection
+    }
+
+    fn native_values(&self) -> Option<usize> {
+        let (p, d) = (self.base.num_virtual_tokens, self.base.token_dim);
+        let hidden = self.encoder_hidden_size.unwrap_or(0);
+        let out = self.table_width()?;
+        // embedding [p, d], hidden layer [d, hidden] + bias, output layer [hidden, out] + bias.
+        [
+            p.checked_mul(d)?,
+            d.checked_mul(hidden)?,
+            hidden,
+            hidden.checked_mul(out)?,
+            out,
+        ]
+        .iter()
+        .try_fold(0usize, |sum, &n| sum.checked_add(n))
+    }
+}
+
+impl PeftAdapter {
+    /// A new prefix-tuning adapter: a direct table, or PEFT's projection MLP of
+    /// `projection_hidden` width; config and encoder always agree.
+    pub fn prefix_tuning(
+        base: PromptLearningConfig,
+        projection_hidden: Option<usize>,
+        device: &Device,
+    ) -> Self {
+        let config = PrefixTuningConfig {
+            base,
+            encoder_hidden_size: projection_hidden,
+            prefix_projection: projection_hidden.is_some(),
+        };
+        Self {
+            module: AdapterModule::Prefix(PrefixEncoder::for_config(&config, device)),
+            config: PeftConfig::PrefixTuning(config),
+        }
+    }
+}
 
 /// The reparameterisation of PEFT's `prefix_projection`: a small embedding pushed through a
 /// two-layer tanh MLP, which trains more stably than the raw table.
@@ -96,5 +197,22 @@ impl PrefixEncoder {
             PrefixEncoder::Direct(table) => table.dims()[0],
             PrefixEncoder::Projected(projection) => projection.embedding.dims()[0],
         }
+    }
+}
+
+impl Encoder for PrefixEncoder {
+    fn conditioning(&self, shape: ModelShape) -> Conditioning {
+        Conditioning {
+            prompt: None,
+            prefix: Some(self.forward(shape)),
+        }
+    }
+
+    fn peft_table(&self) -> Tensor<2> {
+        self.table()
+    }
+
+    fn has_reparameterisation(&self) -> bool {
+        matches!(self, PrefixEncoder::Projected(_))
     }
 }

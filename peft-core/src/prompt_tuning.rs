@@ -4,6 +4,88 @@ use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use serde::{Deserialize, Serialize};
+
+use crate::adapter::{Encoder, KindConfig, PeftAdapter};
+use crate::conditioning::Conditioning;
+use crate::config::{ModelShape, PromptLearningConfig};
+use crate::kinds::{AdapterModule, PeftConfig};
+
+/// How PEFT initialises a soft prompt (`prompt_tuning_init`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PromptTuningInit {
+    Random,
+    Text,
+    SampleVocab,
+}
+
+/// PEFT's `PromptTuningConfig`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PromptTuningConfig {
+    #[serde(flatten)]
+    pub base: PromptLearningConfig,
+    pub prompt_tuning_init: PromptTuningInit,
+    #[serde(default)]
+    pub prompt_tuning_init_text: Option<String>,
+    #[serde(default)]
+    pub tokenizer_name_or_path: Option<String>,
+}
+
+impl KindConfig for PromptTuningConfig {
+    fn peft_type(&self) -> &'static str {
+        "PROMPT_TUNING"
+    }
+
+    fn base(&self) -> &PromptLearningConfig {
+        &self.base
+    }
+
+    fn base_mut(&mut self) -> &mut PromptLearningConfig {
+        &mut self.base
+    }
+
+    fn table_width(&self) -> Option<usize> {
+        Some(self.base.token_dim)
+    }
+
+    fn module_of_peft_table(&self, table: Tensor<2>) -> AdapterModule {
+        AdapterModule::Prompt(PromptEncoder::from_table(table))
+    }
+
+    fn untrained(&self, device: &Device) -> AdapterModule {
+        AdapterModule::Prompt(PromptEncoder::new(
+            self.base.num_virtual_tokens,
+            self.base.token_dim,
+            PromptInit::Random { std: 1.0 },
+            0.0,
+            device,
+        ))
+    }
+}
+
+impl PeftAdapter {
+    /// A new prompt-tuning adapter whose table starts as `init` says; `config` records that
+    /// init the way PEFT does.
+    pub fn prompt_tuning(
+        config: PromptTuningConfig,
+        init: PromptInit,
+        dropout: f64,
+        device: &Device,
+    ) -> Self {
+        let base = config.base.shape();
+        Self {
+            module: AdapterModule::Prompt(PromptEncoder::new(
+                config.base.num_virtual_tokens,
+                base.d_model,
+                init,
+                dropout,
+                device,
+            )),
+            config: PeftConfig::PromptTuning(config),
+        }
+    }
+}
 
 /// How the soft prompt starts.
 #[derive(Clone, Debug)]
@@ -79,5 +161,18 @@ impl PromptEncoder {
 
     pub fn num_virtual_tokens(&self) -> usize {
         self.embedding.dims()[0]
+    }
+}
+
+impl Encoder for PromptEncoder {
+    fn conditioning(&self, _shape: ModelShape) -> Conditioning {
+        Conditioning {
+            prompt: Some(self.forward()),
+            prefix: None,
+        }
+    }
+
+    fn peft_table(&self) -> Tensor<2> {
+        self.embedding.val()
     }
 }
