@@ -50,7 +50,6 @@ pub fn run(args: &TrainBench) -> Result<Record> {
         })
         .collect();
     let batcher = ExampleBatcher {
-        pad_id: 0,
         shared_label_prefix: 0,
     };
     // torch.optim.AdamW's defaults, as the Python reference uses them.

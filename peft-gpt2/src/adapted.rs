@@ -7,17 +7,19 @@
 //! - prefix tuning: the prefix is `p` past keys/values at every layer; real tokens take
 //!   positions `p, p+1, ...` and the logits cover only them.
 //!
-//! In both cases the attention mask gets `p` ones in front.
+//! In both cases the attention mask gets `p` ones in front; [`crate::layout`] lays the batch out.
 
 use burn::prelude::*;
 use peft_core::{Adapter, Conditioning, ParameterCount, PeftAdapter};
 
+use crate::batch::PadSide;
+use crate::layout::{AdaptedInput, MixedRow};
 use crate::loss::IGNORE_INDEX;
-use crate::model::{ForwardInput, Gpt2, positions_from};
+use crate::model::Gpt2;
 
 impl Gpt2 {
     /// Logits `[B, prompt + T, vocab]` for token ids `[B, T]` (right-padded, `mask` true for
-    /// real tokens) under `conditioning`.
+    /// real tokens, `None` if every token is real) under `conditioning`.
     pub fn forward_conditioned(
         &self,
         ids: Tensor<2, Int>,
@@ -29,43 +31,66 @@ impl Gpt2 {
 
     /// The final hidden states `[B, prompt + T, d]` (after the last layer norm) that
     /// [`Self::forward_conditioned`] turns into logits.
+    ///
+    /// Reads the ids back to the host to lay the batch out; a training loop that has them
+    /// there already calls [`Self::hidden_of_rows`].
     pub fn hidden_conditioned(
         &self,
         ids: Tensor<2, Int>,
         mask: Option<Tensor<2, Bool>>,
         conditioning: &Conditioning,
     ) -> Tensor<3> {
-        let [batch, len] = ids.dims();
-        let device = ids.device();
-        let (prompt_len, prefix_len) = (conditioning.prompt_len(), conditioning.prefix_len());
-        let mut embeddings = self.embed_tokens(ids);
-        if let Some(prompt) = &conditioning.prompt {
-            let [_, p, d] = prompt.dims();
-            embeddings = Tensor::cat(vec![prompt.clone().expand([batch, p, d]), embeddings], 1);
-        }
-        let virtual_len = prefix_len + prompt_len;
-        let key_mask = mask.map(|mask| {
-            if virtual_len == 0 {
-                return mask;
-            }
-            let always = vec![true; batch * virtual_len];
-            let always = Tensor::<1, Bool>::from_data(
-                TensorData::new(always, [batch * virtual_len]),
-                &device,
-            )
-            .reshape([batch, virtual_len]);
-            Tensor::cat(vec![always, mask], 1)
-        });
-        self.forward(
-            ForwardInput {
-                embeddings,
-                positions: positions_from(prefix_len, batch, prompt_len + len, &device),
-                key_mask,
-                prefix: conditioning.prefix.as_ref(),
-            },
-            None,
-        )
+        let [batch, width] = ids.dims();
+        let ids = host_ints(ids);
+        let mask = mask.map_or_else(|| vec![1; batch * width], |mask| host_ints(mask.int()));
+        let rows: Vec<Vec<u32>> = (0..batch)
+            .map(|row| {
+                let span = row * width..(row + 1) * width;
+                let real = mask[span.clone()].iter().take_while(|&&m| m != 0).count();
+                assert!(
+                    mask[span.start + real..span.end].iter().all(|&m| m == 0),
+                    "row {row} is not right-padded: its mask has a real token after padding"
+                );
+                ids[span.start..span.start + real]
+                    .iter()
+                    .map(|&id| id as u32)
+                    .collect()
+            })
+            .collect();
+        let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
+        assert_eq!(
+            longest, width,
+            "the ids have {width} columns but their longest row {longest} tokens: pad to the \
+             longest row"
+        );
+        self.hidden_of_rows(&rows, conditioning)
     }
+
+    /// The final hidden states `[B, prompt + T, d]` of token rows under one conditioning,
+    /// right-padded to the longest (`T` tokens), as [`crate::layout`] lays them out.
+    ///
+    /// Panics if a row is empty or does not fit the model's positions; user input is checked
+    /// against both before it gets here.
+    pub fn hidden_of_rows(&self, rows: &[Vec<u32>], conditioning: &Conditioning) -> Tensor<3> {
+        let rows: Vec<MixedRow<'_>> = rows
+            .iter()
+            .map(|tokens| MixedRow {
+                tokens,
+                conditioning,
+            })
+            .collect();
+        AdaptedInput::new(self, &rows, 0, PadSide::Right)
+            .unwrap_or_else(|err| panic!("{err}"))
+            .hidden(self, None)
+    }
+}
+
+/// An integer tensor's values, row-major, on the host.
+fn host_ints(tensor: Tensor<2, Int>) -> Vec<i64> {
+    tensor
+        .into_data()
+        .try_into_vec_as::<i64>()
+        .expect("integer data reads as i64")
 }
 
 /// Labels aligned with [`Gpt2::forward_conditioned`]'s logits: `prompt_len` ignored entries

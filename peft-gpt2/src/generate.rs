@@ -5,15 +5,14 @@
 //! adapter's virtual tokens and prefix count as real), finished rows keep receiving the pad
 //! token until every row is done, and generation stops at `max_new_tokens`.
 
-use burn::prelude::*;
 use peft_core::Conditioning;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::batch::{bool_tensor, positions_from_mask};
+use crate::batch::PadSide;
 use crate::error::{Error, Result};
-use crate::mixed::{MixedInput, MixedRow};
-use crate::model::{ForwardInput, Gpt2, KvCache};
+use crate::layout::{AdaptedInput, MixedRow};
+use crate::model::{Gpt2, KvCache};
 
 /// How the next token is chosen from the logits.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -147,12 +146,10 @@ pub fn generate_mixed_streaming(
     if rows.is_empty() || config.max_new_tokens == 0 {
         return Ok(vec![Vec::new(); rows.len()]);
     }
-    let device = model.device();
     let batch = rows.len();
-    let first = MixedInput::new(model, rows, config.max_new_tokens)?;
-    // Host-side bookkeeping: every row's mask over all keys so far, and the tokens fed after
-    // its prompt (its generated tokens, then padding once it has finished).
-    let mut masks = first.masks.clone();
+    let mut input = AdaptedInput::new(model, rows, config.max_new_tokens, PadSide::Left)?;
+    // The tokens fed to each row after its prompt: its generated tokens, then padding once it
+    // has finished.
     let mut appended: Vec<Vec<u32>> = vec![Vec::new(); batch];
     let mut generated = vec![Vec::new(); batch];
     let mut finished = vec![false; batch];
@@ -161,7 +158,7 @@ pub fn generate_mixed_streaming(
 
     for step in 0..config.max_new_tokens {
         let hidden = match (step, cache.as_mut()) {
-            (0, cache) => run_whole(model, &first, cache),
+            (0, cache) => input.hidden(model, cache),
             (_, None) => {
                 // Without a cache every step reruns each row's whole sequence.
                 let extended: Vec<Vec<u32>> = rows
@@ -177,35 +174,15 @@ pub fn generate_mixed_streaming(
                         conditioning: r.conditioning,
                     })
                     .collect();
-                let input = MixedInput::new(model, &again, config.max_new_tokens - step)?;
-                run_whole(model, &input, None)
+                AdaptedInput::new(model, &again, config.max_new_tokens - step, PadSide::Left)?
+                    .hidden(model, None)
             }
             (_, Some(cache)) => {
-                let newest: Vec<i64> = appended
+                let newest: Vec<u32> = appended
                     .iter()
-                    .map(|row| i64::from(*row.last().expect("a token per step")))
+                    .map(|row| *row.last().expect("a token per step"))
                     .collect();
-                let ids = Tensor::<1, Int>::from_data(TensorData::new(newest, [batch]), &device)
-                    .reshape([batch, 1]);
-                let positions: Vec<i64> = masks
-                    .iter()
-                    .map(|mask| *positions_from_mask(mask).last().expect("non-empty mask"))
-                    .collect();
-                let key_len = masks[0].len();
-                let flat_mask: Vec<bool> = masks.iter().flatten().copied().collect();
-                model.forward(
-                    ForwardInput {
-                        embeddings: model.embed_tokens(ids),
-                        positions: Tensor::<1, Int>::from_data(
-                            TensorData::new(positions, [batch]),
-                            &device,
-                        )
-                        .reshape([batch, 1]),
-                        key_mask: Some(bool_tensor(&flat_mask, batch, key_len, &device)),
-                        prefix: first.prefix.as_ref(),
-                    },
-                    Some(cache),
-                )
+                input.hidden_of_newest(model, &newest, cache)
             }
         };
         let input_len = hidden.dims()[1];
@@ -231,26 +208,13 @@ pub fn generate_mixed_streaming(
                 token
             };
             appended[row].push(next);
-            masks[row].push(true);
         }
+        input.append();
         if finished.iter().all(|&f| f) {
             break;
         }
     }
     Ok(generated)
-}
-
-/// Hidden states of a whole aligned batch (filling `cache` with its keys, if given).
-fn run_whole(model: &Gpt2, input: &MixedInput, cache: Option<&mut KvCache>) -> Tensor<3> {
-    model.forward(
-        ForwardInput {
-            embeddings: input.embeddings.clone(),
-            positions: input.positions.clone(),
-            key_mask: Some(input.key_mask(&model.device())),
-            prefix: input.prefix.as_ref(),
-        },
-        cache,
-    )
 }
 
 /// Picks the next token from one row of logits.

@@ -30,6 +30,7 @@ pub mod config;
 pub mod error;
 pub mod generate;
 mod init;
+pub mod layout;
 pub mod loss;
 pub mod mixed;
 pub mod model;
@@ -43,6 +44,7 @@ pub use error::{Error, Result};
 pub use generate::{
     GenerationConfig, RowFlow, Sampling, generate, generate_mixed, generate_mixed_streaming,
 };
-pub use mixed::{MixedRow, forward_mixed};
-pub use model::{ForwardInput, Gpt2, KvCache, positions_from};
+pub use layout::{AdaptedInput, MixedRow};
+pub use mixed::forward_mixed;
+pub use model::{ForwardInput, Gpt2, KvCache};
 pub use tokenizer::Gpt2Tokenizer;

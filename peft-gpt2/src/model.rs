@@ -275,8 +275,10 @@ impl Gpt2 {
     }
 }
 
-/// Positions `start, start+1, ...` for every row: `[batch, len]`.
-pub fn positions_from(start: usize, batch: usize, len: usize, device: &Device) -> Tensor<2, Int> {
+/// Positions `start, start+1, ...` for every row: `[batch, len]` — what
+/// `GPT2LMHeadModel.forward` uses whatever the padding (adapted batches take theirs from the
+/// mask instead, as `generate` does: see [`crate::layout`]).
+fn positions_from(start: usize, batch: usize, len: usize, device: &Device) -> Tensor<2, Int> {
     Tensor::<1, Int>::arange(start as i64..(start + len) as i64, device)
         .reshape([1, len])
         .expand([batch, len])

@@ -444,7 +444,6 @@ fn score(model: &str, adapter: Option<&Path>, valid: &Path, device: &DeviceArg) 
         Some(verbalizer) => {
             let trainee = Trainee::new(model, Some(verbalizer.deciding_tokens()), None);
             let batcher = ExampleBatcher {
-                pad_id: loaded.pad_id(),
                 shared_label_prefix: verbalizer.shared_prefix,
             };
             let mut correct = 0usize;

@@ -166,7 +166,6 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         .sum();
 
     let batcher = ExampleBatcher {
-        pad_id: loaded.pad_id(),
         shared_label_prefix: train_set.verbalizer.as_ref().map_or(0, |v| v.shared_prefix),
     };
     // Epoch orders and dropout follow from (seed, epoch), so a resumed run matches.

@@ -8,8 +8,8 @@ use burn::prelude::*;
 use burn::tensor::ExecutionError;
 use burn::train::metric::{AccuracyInput, Adaptor, ItemLazy, LossInput};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
+use peft_gpt2::AdaptedGpt2;
 use peft_gpt2::loss::{LossTargets, fused_lm_loss};
-use peft_gpt2::{AdaptedGpt2, PadSide, PaddedRows};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::clip::{clip_global_norm, scale_gradients};
 use crate::data::TokenizedExample;
 
-/// Right-padded examples as tensors.
+/// A batch of examples: their token rows (the model pads them), loss targets and answers.
 #[derive(Clone, Debug)]
 pub struct TrainBatch {
-    pub ids: Tensor<2, Int>,
-    pub mask: Tensor<2, Bool>,
+    /// Each example's tokens, on the host, where the model lays the batch out.
+    pub rows: Vec<Vec<u32>>,
     /// The labels the loss is taken on, on the host: where each is predicted.
     pub targets: LossTargets,
     /// Classification only: index of each row's deciding label token, and its class.
@@ -30,7 +30,6 @@ pub struct TrainBatch {
 
 #[derive(Clone, Debug)]
 pub struct ExampleBatcher {
-    pub pad_id: u32,
     /// For classification: label tokens shared by every class, skipped to reach the token
     /// that decides the class.
     pub shared_label_prefix: usize,
@@ -39,7 +38,6 @@ pub struct ExampleBatcher {
 impl Batcher<TokenizedExample, TrainBatch> for ExampleBatcher {
     fn batch(&self, items: Vec<TokenizedExample>, device: &Device) -> TrainBatch {
         let rows: Vec<Vec<u32>> = items.iter().map(|e| e.ids.clone()).collect();
-        let padded = PaddedRows::new(&rows, self.pad_id, PadSide::Right);
         let batch = items.len();
         let targets = LossTargets::from_rows(items.iter().map(|e| e.labels.as_slice()));
         let answers = items.iter().all(|e| e.class.is_some()).then(|| {
@@ -58,8 +56,7 @@ impl Batcher<TokenizedExample, TrainBatch> for ExampleBatcher {
             )
         });
         TrainBatch {
-            ids: padded.ids_tensor(device),
-            mask: padded.mask_tensor(device),
+            rows,
             targets,
             answers,
         }
@@ -123,7 +120,7 @@ impl Trainee {
         let conditioning = self.model.conditioning();
         let prompt_len = conditioning.prompt_len();
         let base = &self.model.base;
-        let hidden = base.hidden_conditioned(batch.ids, Some(batch.mask), &conditioning);
+        let hidden = base.hidden_of_rows(&batch.rows, &conditioning);
         let head = base.wte.weight.val();
         let classes = match (&self.class_tokens, batch.answers) {
             (Some(tokens), Some((positions, classes))) => Some((

@@ -56,7 +56,6 @@ fn step_norm(max_grad_norm: Option<f32>) -> f32 {
         })
         .collect();
     let batch = ExampleBatcher {
-        pad_id: 0,
         shared_label_prefix: 0,
     }
     .batch(examples, &device);

@@ -49,7 +49,6 @@ fn batch(rows: &[&[u32]], device: &Device) -> TrainBatch {
         })
         .collect();
     ExampleBatcher {
-        pad_id: 0,
         shared_label_prefix: 0,
     }
     .batch(examples, device)
