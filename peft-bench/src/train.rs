@@ -11,7 +11,7 @@ use clap::Args;
 use peft_runtime::args::at_least_one;
 use peft_train::data::TokenizedExample;
 use peft_train::train::adamw;
-use peft_train::trainee::{ExampleBatcher, Trainee};
+use peft_train::train::trainee::{ExampleBatcher, Trainee};
 
 use crate::report::Record;
 use crate::setup::{Method, Setup};

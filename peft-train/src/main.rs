@@ -6,7 +6,7 @@ use peft_train::train::Interrupted;
 
 fn main() {
     peft_runtime::init_logging();
-    if let Err(err) = peft_train::commands::run(Cli::parse()) {
+    if let Err(err) = peft_train::run(Cli::parse()) {
         if err.downcast_ref::<Interrupted>().is_some() {
             // What the shell reports for a process stopped by SIGINT.
             eprintln!("{err}");

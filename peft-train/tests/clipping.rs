@@ -12,7 +12,7 @@ use peft_core::{PeftAdapter, PromptLearningConfig};
 use peft_gpt2::{AdaptedGpt2, load_pretrained};
 use peft_runtime::ComputeBackend;
 use peft_train::data::TokenizedExample;
-use peft_train::trainee::{ExampleBatcher, Trainee};
+use peft_train::train::trainee::{ExampleBatcher, Trainee};
 
 /// Every float parameter of a module, flattened in visiting order.
 #[derive(Default)]

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use peft_gpt2::Gpt2Tokenizer;
+use peft_train::data::token_cache::load_tokenized;
 use peft_train::data::{Overlong, Vocabulary};
-use peft_train::token_cache::load_tokenized;
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 

@@ -13,7 +13,7 @@ use peft_gpt2::{AdaptedGpt2, load_pretrained};
 use peft_runtime::ComputeBackend;
 use peft_train::data::TokenizedExample;
 use peft_train::train::adamw;
-use peft_train::trainee::{ExampleBatcher, TrainBatch, Trainee};
+use peft_train::train::trainee::{ExampleBatcher, TrainBatch, Trainee};
 
 fn flatten<M: Module>(module: &M) -> Vec<f32> {
     struct Collect(Vec<f32>);

@@ -2,6 +2,14 @@
 //! `Learner`, with adapter-only checkpoints, resume, and at the end a PEFT-format adapter,
 //! `metrics.json` and `loss.png`.
 
+pub mod checkpoint;
+pub mod clip;
+pub mod epochs;
+pub mod guard;
+pub mod plot;
+pub mod progress;
+pub mod trainee;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -33,19 +41,19 @@ use peft_gpt2::AdaptedGpt2;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::checkpoint::{
+use crate::cli::{Method, PromptInitArg, Schedule, TrainArgs};
+use crate::data::Dataset;
+use crate::data::token_cache::TokenCache;
+use crate::data::token_cache::load_tokenized;
+use crate::train::checkpoint::{
     AtomicCheckpointer, ModelCheckpointer, OPTIMIZER, SCHEDULER, TimedKeepLast,
     checkpointed_epochs, last_intact_epoch,
 };
-use crate::cli::{Method, PromptInitArg, Schedule, TrainArgs};
-use crate::data::Dataset;
-use crate::epochs::{EpochClock, EpochShuffled};
-use crate::guard::Divergence;
-use crate::plot::LossCurves;
-use crate::progress::PlainProgress;
-use crate::token_cache::TokenCache;
-use crate::token_cache::load_tokenized;
-use crate::trainee::{ExampleBatcher, Trainee};
+use crate::train::epochs::{EpochClock, EpochShuffled};
+use crate::train::guard::Divergence;
+use crate::train::plot::LossCurves;
+use crate::train::progress::PlainProgress;
+use crate::train::trainee::{ExampleBatcher, Trainee};
 use peft_runtime::LoadedModel;
 
 /// What a run was started with, kept whole in `OUTPUT_DIR/run.json`: `--resume` continues
@@ -641,7 +649,7 @@ fn new_adapter(args: &TrainArgs, loaded: &LoadedModel) -> Result<PeftAdapter> {
 /// The optimizer every training run uses (and `peft-bench` measures): PyTorch's `AdamW`
 /// (betas 0.9, 0.999) with this weight decay and epsilon — Burn's own default epsilon is
 /// 1e-5, PyTorch's 1e-8. Gradient clipping is the trainee's (by the global norm, see
-/// [`crate::clip`]), not Burn's per-tensor clipping.
+/// [`crate::train::clip`]), not Burn's per-tensor clipping.
 pub fn adamw(weight_decay: f64, epsilon: f64) -> AdamWConfig {
     AdamWConfig::new()
         .with_weight_decay(weight_decay as f32)

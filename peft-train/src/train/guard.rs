@@ -11,7 +11,7 @@ use burn::train::metric::{
     NumericEntry, SerializedEntry,
 };
 
-use crate::epochs::EpochClock;
+use crate::train::epochs::EpochClock;
 
 /// Burn's [`LossMetric`] (same name, same logs), watching for a non-finite value.
 #[derive(Clone)]

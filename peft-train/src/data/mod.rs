@@ -10,7 +10,7 @@
 //! - `{"input_ids": [...]}` — already tokenised, every token is a target.
 //!
 //! Reading a file through the token cache, so that it is tokenised once, is
-//! [`crate::token_cache::load_tokenized`].
+//! [`crate::data::token_cache::load_tokenized`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -19,6 +19,8 @@ use anyhow::{Context, Result, bail};
 use peft_gpt2::Gpt2Tokenizer;
 use peft_gpt2::loss::IGNORE_INDEX;
 pub use peft_runtime::Vocabulary;
+
+pub mod token_cache;
 use serde_json::Value;
 
 /// One line of a dataset, as written.

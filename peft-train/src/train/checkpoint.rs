@@ -17,7 +17,7 @@ use burn::train::checkpoint::{
 use burn::train::metric::store::{Aggregate, Direction, EventStoreClient, Split};
 use sha2::{Digest, Sha256};
 
-use crate::epochs::EpochClock;
+use crate::train::epochs::EpochClock;
 
 pub const MODEL: &str = "model";
 pub const OPTIMIZER: &str = "optim";

@@ -31,11 +31,11 @@ use crate::cli::{DemoArgs, DeviceArg, Method, PromptInitArg, Schedule, TrainArgs
 use crate::data::{Overlong, read_examples, tokenize};
 use crate::eval::evaluate;
 use crate::train::Interrupted;
-use crate::trainee::{ExampleBatcher, Trainee};
+use crate::train::trainee::{ExampleBatcher, Trainee};
 use peft_runtime::LoadedModel;
 
 /// The restaurant-domain BPE tokenizer the fixtures use (320 tokens).
-const TOKENIZER_JSON: &str = include_str!("../../fixtures/tokenizer/tokenizer.json");
+const TOKENIZER_JSON: &str = include_str!("../../../fixtures/tokenizer/tokenizer.json");
 
 const NAMES_FIRST: [&str; 10] = [
     "The", "Blue", "Golden", "Old", "Little", "Red", "Green", "Royal", "Silver", "Happy",

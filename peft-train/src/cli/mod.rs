@@ -9,6 +9,8 @@ use serde::Serialize;
 
 use crate::data::Overlong;
 
+pub mod commands;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "peft-train",

@@ -7,8 +7,9 @@ use peft_core::{Adapter, Conditioning, ParameterCount};
 use peft_gpt2::{AdaptedGpt2, GenerationConfig, Sampling, generate};
 
 use crate::cli::{Cli, Command, DemoArgs, DeviceArg, EvalArgs, GenerateArgs, InfoArgs};
-use crate::token_cache::TokenCache;
-use crate::{demo, eval, token_cache, train};
+use crate::data::token_cache;
+use crate::data::token_cache::TokenCache;
+use crate::{demo, eval, train};
 use peft_runtime::LoadedModel;
 
 /// Runs one parsed command line.

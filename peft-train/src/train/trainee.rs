@@ -14,8 +14,8 @@ use peft_gpt2::loss::{LossTargets, fused_lm_loss};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::clip::{clip_global_norm, scale_gradients};
 use crate::data::TokenizedExample;
+use crate::train::clip::{clip_global_norm, scale_gradients};
 
 /// A batch of examples: their token rows (the model pads them), loss targets and answers.
 #[derive(Clone, Debug)]
