@@ -37,7 +37,8 @@ pub fn run(args: &MixedBench) -> Result<Record> {
     device.seed(setup.seed);
     // One adapter per row, alternating prompt and prefix tuning (projected, as trained), with
     // virtual-token counts spread around --virtual-tokens so rows need real alignment.
-    let conditionings: Vec<Conditioning> = (0..setup.batch)
+    let base = Gpt2::new(&config, &device);
+    let conditionings = (0..setup.batch)
         .map(|row| {
             let mut one = setup.clone();
             one.method = if row % 2 == 0 {
@@ -46,10 +47,9 @@ pub fn run(args: &MixedBench) -> Result<Record> {
                 Method::Prefix
             };
             one.virtual_tokens = setup.virtual_tokens + (row % 4) * 2;
-            Conditioning::of(one.adapter(&config, &device).as_ref())
+            Ok(Conditioning::of(one.adapter(&base, &config)?.as_ref()))
         })
-        .collect();
-    let base = Gpt2::new(&config, &device);
+        .collect::<Result<Vec<Conditioning>>>()?;
     let prompts = setup.random_rows(config.vocab_size);
     let generation = GenerationConfig {
         max_new_tokens: args.new_tokens,

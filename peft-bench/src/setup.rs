@@ -5,12 +5,11 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 use clap::{Args, ValueEnum};
-use peft_core::{
-    PeftAdapter, PromptInit, PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
-};
+use peft_core::PeftAdapter;
 use peft_gpt2::{AdaptedGpt2, Gpt2, Gpt2Config};
 use peft_runtime::args::at_least_one;
 use peft_runtime::{ComputeBackend, DeviceArg};
+use peft_train::train::{AdapterSpec, BaseModel, Method as TrainedMethod, PromptInitArg};
 use serde::Serialize;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -114,36 +113,50 @@ impl Setup {
             );
         }
         let base = Gpt2::new(config, device);
-        Ok(match self.method {
-            Method::Full => AdaptedGpt2::full_finetune(base),
-            _ => AdaptedGpt2::new(base, self.adapter(config, device)),
-        })
+        match self.adapter_spec(config) {
+            Some(spec) => spec.model(self.base_model(&base, config)),
+            None => Ok(AdaptedGpt2::new(base, None)),
+        }
     }
 
-    /// The adapter `--method` asks for, as `peft-train` builds it (none for `full`/`none`).
-    pub fn adapter(&self, config: &Gpt2Config, device: &Device) -> Option<PeftAdapter> {
-        let shape = config.shape();
-        let learning = PromptLearningConfig::new(self.virtual_tokens, shape);
-        match self.method {
-            Method::Full | Method::None => None,
-            Method::Prompt => Some(PeftAdapter::prompt_tuning(
-                PromptTuningConfig {
-                    base: learning,
-                    prompt_tuning_init: PromptTuningInit::Random,
-                    prompt_tuning_init_text: None,
-                    tokenizer_name_or_path: None,
-                },
-                PromptInit::Random { std: 1.0 },
-                0.0,
-                device,
-            )),
-            Method::Prefix => Some(PeftAdapter::prefix_tuning(
-                learning,
-                Some(self.prefix_hidden.unwrap_or(config.n_embd)),
-                device,
-            )),
-            Method::PrefixDirect => Some(PeftAdapter::prefix_tuning(learning, None, device)),
+    /// The adapter `--method` asks for on `base`, as `peft-train` builds it (none for `full`
+    /// and `none`).
+    pub fn adapter(&self, base: &Gpt2, config: &Gpt2Config) -> Result<Option<PeftAdapter>> {
+        match self.adapter_spec(config) {
+            Some(spec) => spec.adapter(self.base_model(base, config)),
+            None => Ok(None),
         }
+    }
+
+    fn base_model<'a>(&'a self, base: &'a Gpt2, config: &Gpt2Config) -> BaseModel<'a> {
+        BaseModel {
+            model: base,
+            shape: config.shape(),
+            tokenizer: None,
+            name: &self.model,
+        }
+    }
+
+    /// What `peft-train train` would be asked for to build `--method`'s adapter (nothing for
+    /// the frozen base).
+    fn adapter_spec(&self, config: &Gpt2Config) -> Option<AdapterSpec> {
+        let (method, prefix_projection) = match self.method {
+            Method::None => return None,
+            Method::Full => (TrainedMethod::Full, None),
+            Method::Prompt => (TrainedMethod::Prompt, None),
+            Method::Prefix => (
+                TrainedMethod::Prefix,
+                Some(self.prefix_hidden.unwrap_or(config.n_embd)),
+            ),
+            Method::PrefixDirect => (TrainedMethod::Prefix, None),
+        };
+        Some(AdapterSpec {
+            method,
+            num_virtual_tokens: self.virtual_tokens,
+            prompt_init: PromptInitArg::Random,
+            prefix_projection,
+            ..AdapterSpec::default()
+        })
     }
 
     /// Virtual tokens that the method actually adds.

@@ -1,5 +1,6 @@
-//! Command-line arguments every tool shares: the compute backend, and counts that must be
-//! positive.
+//! Command-line arguments every tool shares: the compute backend, and value checks for numeric
+//! flags, so that a bad value is a usage error naming the flag rather than a division by zero,
+//! an assertion deep in Burn, or a silently useless run.
 
 use clap::Args;
 
@@ -28,5 +29,80 @@ pub fn at_least_one(s: &str) -> Result<usize, String> {
     match parse_number::<usize>(s)? {
         0 => Err("must be at least 1".into()),
         n => Ok(n),
+    }
+}
+
+pub fn positive(s: &str) -> Result<f64, String> {
+    let x: f64 = parse_number(s)?;
+    if x.is_finite() && x > 0.0 {
+        Ok(x)
+    } else {
+        Err(format!("must be a finite number above 0, not {s}"))
+    }
+}
+
+pub fn non_negative(s: &str) -> Result<f64, String> {
+    let x: f64 = parse_number(s)?;
+    if x.is_finite() && x >= 0.0 {
+        Ok(x)
+    } else {
+        Err(format!("must be a finite number, 0 or more, not {s}"))
+    }
+}
+
+pub fn dropout_probability(s: &str) -> Result<f64, String> {
+    let p: f64 = parse_number(s)?;
+    // 1 would drop every value of the prompt: nothing left to train.
+    if (0.0..1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("must be at least 0 and below 1, not {s}"))
+    }
+}
+
+pub fn temperature(s: &str) -> Result<f32, String> {
+    let t: f32 = parse_number(s)?;
+    if t.is_finite() && t >= 0.0 {
+        Ok(t)
+    } else {
+        Err(format!("must be 0 (greedy) or a positive number, not {s}"))
+    }
+}
+
+pub fn top_p(s: &str) -> Result<f32, String> {
+    let p: f32 = parse_number(s)?;
+    if p > 0.0 && p <= 1.0 {
+        Ok(p)
+    } else {
+        Err(format!("must be above 0 and at most 1, not {s}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_flags_refuse_values_that_would_break_a_run() {
+        assert_eq!(at_least_one("3"), Ok(3));
+        assert!(at_least_one("0").is_err());
+        assert!(at_least_one("-1").is_err());
+        assert_eq!(positive("3e-2"), Ok(3e-2));
+        for bad in ["0", "-1", "NaN", "inf", "x"] {
+            assert!(positive(bad).is_err(), "{bad}");
+        }
+        assert_eq!(non_negative("0"), Ok(0.0));
+        assert!(non_negative("NaN").is_err());
+        assert_eq!(dropout_probability("0"), Ok(0.0));
+        assert_eq!(dropout_probability("0.5"), Ok(0.5));
+        for bad in ["1", "1.5", "-0.1", "NaN"] {
+            assert!(dropout_probability(bad).is_err(), "{bad}");
+        }
+        assert_eq!(temperature("0"), Ok(0.0));
+        assert!(temperature("-0.5").is_err());
+        assert!(temperature("NaN").is_err());
+        assert_eq!(top_p("1"), Ok(1.0));
+        assert!(top_p("0").is_err());
+        assert!(top_p("1.1").is_err());
     }
 }

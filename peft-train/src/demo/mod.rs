@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use clap::Args;
 use peft_core::Adapter;
 use peft_gpt2::{AdaptedGpt2, Gpt2, Gpt2Config, save_pretrained};
 use peft_runtime::ComputeBackend;
@@ -27,14 +28,27 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use crate::cli::{DemoArgs, DeviceArg, Method, PromptInitArg, Schedule, TrainArgs};
 use crate::data::{Overlong, read_examples, tokenize};
 use crate::eval::evaluate;
 use crate::train::Interrupted;
 use crate::train::trainee::{ExampleBatcher, Trainee};
-use peft_runtime::LoadedModel;
+use crate::train::{AdapterSpec, Method, Schedule, TrainArgs, TrainSettings};
+use peft_runtime::{DeviceArg, LoadedModel};
 
 /// The restaurant-domain BPE tokenizer the fixtures use (320 tokens).
+/// The demo's arguments.
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Base model; by default a small GPT-2 pretrained here once on a generated corpus.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Where the demo keeps its cache and results.
+    #[arg(long, default_value = "artifacts/demo")]
+    pub output_dir: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArg,
+}
+
 const TOKENIZER_JSON: &str = include_str!("../../../fixtures/tokenizer/tokenizer.json");
 
 const NAMES_FIRST: [&str; 10] = [
@@ -307,21 +321,25 @@ fn pretrained_base(out: &Path, device: &DeviceArg) -> Result<String> {
     )?;
     let run_dir = base_dir.join("pretrain");
     let _ = std::fs::remove_dir_all(&run_dir);
+    let task = task_args(
+        &init_dir.to_string_lossy(),
+        Method::Full,
+        &corpus,
+        &corpus,
+        &run_dir,
+        device,
+    );
     let args = TrainArgs {
-        epochs: PLAN.pretrain_epochs,
-        lr: 3e-3,
-        batch_size: 16,
-        schedule: Schedule::Cosine,
-        warmup_steps: 20,
         valid_data: None,
-        ..task_args(
-            &init_dir.to_string_lossy(),
-            Method::Full,
-            &corpus,
-            &corpus,
-            &run_dir,
-            device,
-        )
+        settings: TrainSettings {
+            epochs: PLAN.pretrain_epochs,
+            lr: 3e-3,
+            batch_size: 16,
+            schedule: Schedule::Cosine,
+            warmup_steps: 20,
+            ..task.settings
+        },
+        ..task
     };
     let outcome = crate::train::train(&args)?;
     if outcome.interrupted {
@@ -344,34 +362,27 @@ fn task_args(
 ) -> TrainArgs {
     TrainArgs {
         model: model.to_string(),
-        method,
-        num_virtual_tokens: PLAN.virtual_tokens,
         data: train.to_path_buf(),
         valid_data: Some(valid.to_path_buf()),
         output_dir: output_dir.to_path_buf(),
-        epochs: PLAN.task_epochs,
-        max_steps: None,
-        batch_size: 8,
-        // Adapters start from scratch and train few parameters; full fine-tuning moves
-        // pretrained weights, which a rate this high would wreck.
-        lr: if method == Method::Full { 1e-3 } else { 3e-2 },
-        schedule: Schedule::Linear,
-        warmup_steps: 10,
-        weight_decay: 0.0,
-        adam_epsilon: 1e-8,
-        grad_clip: Some(1.0),
+        adapter: AdapterSpec {
+            method,
+            num_virtual_tokens: PLAN.virtual_tokens,
+            prefix_projection: (method == Method::Prefix).then_some(64),
+            ..AdapterSpec::default()
+        },
+        settings: TrainSettings {
+            epochs: PLAN.task_epochs,
+            // Adapters start from scratch and train few parameters; full fine-tuning moves
+            // pretrained weights, which a rate this high would wreck.
+            lr: if method == Method::Full { 1e-3 } else { 3e-2 },
+            schedule: Schedule::Linear,
+            warmup_steps: 10,
+            grad_clip: Some(1.0),
+            ..TrainSettings::default()
+        },
         no_token_cache: false,
-        grad_accumulation: 1,
-        early_stopping: None,
-        seed: 42,
         resume: false,
-        overlong: Overlong::Reject,
-        prompt_init: PromptInitArg::SampleVocab,
-        prompt_init_text: None,
-        prompt_init_std: 1.0,
-        prompt_init_from: None,
-        prompt_dropout: 0.0,
-        prefix_projection: (method == Method::Prefix).then_some(64),
         device: device.clone(),
     }
 }

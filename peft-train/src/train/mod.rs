@@ -2,13 +2,18 @@
 //! `Learner`, with adapter-only checkpoints, resume, and at the end a PEFT-format adapter,
 //! `metrics.json` and `loss.png`.
 
+mod adapter_spec;
 pub mod checkpoint;
 pub mod clip;
+mod config;
 pub mod epochs;
 pub mod guard;
 pub mod plot;
 pub mod progress;
 pub mod trainee;
+
+pub use adapter_spec::{AdapterSpec, BaseModel, Method, PromptInitArg};
+pub use config::{Schedule, TrainArgs, TrainSettings};
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -33,15 +38,10 @@ use burn::train::{
     ExecutionStrategy, Interrupter, Learner, LearnerSummary, MetricEarlyStoppingStrategy,
     StoppingCondition, SupervisedTraining,
 };
-use peft_core::{
-    AdapterModule, PeftAdapter, PeftConfig, PromptInit, PromptLearningConfig, PromptTuningConfig,
-    PromptTuningInit,
-};
 use peft_gpt2::AdaptedGpt2;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::cli::{Method, PromptInitArg, Schedule, TrainArgs};
 use crate::data::Dataset;
 use crate::data::token_cache::TokenCache;
 use crate::data::token_cache::load_tokenized;
@@ -118,18 +118,16 @@ pub struct TrainOutcome {
 pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
     let loaded = LoadedModel::load(&args.model, args.device.device, true)?;
     let device = loaded.device.clone();
-    device.seed(args.seed);
+    device.seed(args.settings.seed);
     std::fs::create_dir_all(&args.output_dir)
         .with_context(|| format!("cannot create {}", args.output_dir.display()))?;
     let _lock = OutputLock::acquire(&args.output_dir)?;
     let checkpoint_dir = args.output_dir.join("train").join("checkpoint");
     let resume_epoch = check_resume(args, &checkpoint_dir)?;
 
-    let adapter = match args.method {
-        Method::Full => None,
-        _ => Some(new_adapter(args, &loaded)?),
-    };
-    let virtual_tokens = adapter
+    let model = args.adapter.model(BaseModel::of(&loaded))?;
+    let virtual_tokens = model
+        .adapter
         .as_ref()
         .map_or(0, |a| a.config.base().num_virtual_tokens);
     let max_len = loaded.config.positions_after(virtual_tokens)?;
@@ -144,28 +142,25 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
     let classification =
         train_set.verbalizer.is_some() && valid_set.examples.iter().all(|e| e.class.is_some());
 
-    let base = loaded.model.clone();
-    let model = match adapter {
-        Some(adapter) => AdaptedGpt2::new(base, Some(adapter)),
-        None => AdaptedGpt2::full_finetune(base),
-    };
     println!("{}", model.parameter_count());
     let trainee = Trainee::new(
         model,
         train_set.verbalizer.as_ref().map(|v| v.deciding_tokens()),
-        args.grad_clip.map(|clip| clip as f32),
+        args.settings.grad_clip.map(|clip| clip as f32),
     )
-    .accumulating(args.grad_accumulation);
+    .accumulating(args.settings.grad_accumulation);
 
     let steps_per_epoch = train_set
         .examples
         .len()
-        .div_ceil(args.batch_size)
-        .div_ceil(args.grad_accumulation)
+        .div_ceil(args.settings.batch_size)
+        .div_ceil(args.settings.grad_accumulation)
         .max(1);
     let (epochs, items_per_epoch) = plan_epochs(args, train_set.examples.len(), steps_per_epoch);
     let total_steps = epochs
-        * steps_per_epoch.min(items_per_epoch.div_ceil(args.batch_size * args.grad_accumulation));
+        * steps_per_epoch.min(
+            items_per_epoch.div_ceil(args.settings.batch_size * args.settings.grad_accumulation),
+        );
     let train_tokens_per_epoch: usize = train_set
         .examples
         .iter()
@@ -177,9 +172,9 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         shared_label_prefix: train_set.verbalizer.as_ref().map_or(0, |v| v.shared_prefix),
     };
     // Epoch orders and dropout follow from (seed, epoch), so a resumed run matches.
-    let clock = EpochClock::new(device.clone(), args.seed);
+    let clock = EpochClock::new(device.clone(), args.settings.seed);
     let mut train_loader = DataLoaderBuilder::new(batcher.clone())
-        .batch_size(args.batch_size)
+        .batch_size(args.settings.batch_size)
         .build(EpochShuffled::new(
             train_set.examples.clone(),
             clock.clone(),
@@ -188,15 +183,15 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         train_loader = train_loader.slice(0, items_per_epoch);
     }
     let valid_loader = DataLoaderBuilder::new(batcher)
-        .batch_size(args.batch_size)
+        .batch_size(args.settings.batch_size)
         .build(InMemDataset::new(valid_set.examples.clone()));
 
-    let optimizer = adamw(args.weight_decay, args.adam_epsilon);
+    let optimizer = adamw(args.settings.weight_decay, args.settings.adam_epsilon);
     let scheduler = ModuleLrSchedulerConfig::new(lr_schedule(args, total_steps))
         .init()
         .map_err(|e| anyhow::anyhow!("invalid learning-rate schedule: {e}"))?;
 
-    let keep_prefix = (args.method != Method::Full).then(|| "model.adapter".to_string());
+    let keep_prefix = (args.adapter.method != Method::Full).then(|| "model.adapter".to_string());
     let model_checkpoints = ModelCheckpointer {
         dir: checkpoint_dir.clone(),
         keep_prefix,
@@ -224,10 +219,10 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
             .with_checkpointing_strategy(TimedKeepLast::new(
                 epoch_ends.clone(),
                 clock.clone(),
-                args.early_stopping.is_some(),
+                args.settings.early_stopping.is_some(),
                 checkpointed_epochs(&checkpoint_dir),
             ))
-            .grads_accumulation(args.grad_accumulation)
+            .grads_accumulation(args.settings.grad_accumulation)
             .with_training_strategy(ExecutionStrategy::single(device.clone()).into())
             .with_interrupter(interrupter)
             .with_application_logger(None)
@@ -240,7 +235,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
             .metric_train_numeric(AccuracyMetric::new())
             .metric_valid_numeric(AccuracyMetric::new());
     }
-    if let Some(patience) = args.early_stopping {
+    if let Some(patience) = args.settings.early_stopping {
         training = training.early_stopping(MetricEarlyStoppingStrategy::new(
             &LossMetric::new(),
             Aggregate::Mean,
@@ -264,7 +259,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         bail!("training failed: {error}");
     }
     // What was trained: the adapter, or the whole model for full fine-tuning.
-    let saved = if args.method == Method::Full {
+    let saved = if args.adapter.method == Method::Full {
         "model"
     } else {
         "adapter"
@@ -278,7 +273,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
             "training diverged: {where_} (--lr {}). Nothing was saved over {}; {kept}. Lower \
              --lr (or set --grad-clip) and start again, or continue the last checkpoint with \
              --resume",
-            args.lr,
+            args.settings.lr,
             args.output_dir.join(saved).display()
         );
     }
@@ -291,7 +286,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
         train_tokens_per_epoch,
         classification,
     );
-    if args.early_stopping.is_some() && !interrupted {
+    if args.settings.early_stopping.is_some() && !interrupted {
         trainee = with_best_epoch(trainee, &epochs, &model_checkpoints)?;
     }
     let trained = trainee.model;
@@ -517,7 +512,7 @@ fn load_dataset(
         path,
         loaded.vocabulary(),
         max_len,
-        args.overlong,
+        args.settings.overlong,
         verbalizer,
         cache.as_ref(),
     )?;
@@ -539,113 +534,6 @@ fn load_dataset(
     Ok(dataset)
 }
 
-/// An adapter of the requested kind, initialised as asked.
-fn new_adapter(args: &TrainArgs, loaded: &LoadedModel) -> Result<PeftAdapter> {
-    let shape = loaded.shape();
-    let device = &loaded.device;
-    let p = args.num_virtual_tokens;
-    if p == 0 {
-        bail!("--num-virtual-tokens must be at least 1");
-    }
-    let base = PromptLearningConfig::new(p, shape).for_base_model(&args.model);
-    match args.method {
-        Method::Prompt => {
-            let token_table = || loaded.model.wte.weight.val().detach();
-            let (init, (kind, init_text, init_tokenizer)) = if let Some(dir) =
-                &args.prompt_init_from
-            {
-                let from = loaded.load_adapter(dir)?;
-                // The prompt continues the source's, so it records the source's init — what
-                // PEFT's `save_pretrained` writes after training a loaded adapter further.
-                let (table, record) = match (&from.module, &from.config) {
-                    (AdapterModule::Prompt(prompt), PeftConfig::PromptTuning(source)) => (
-                        prompt.embedding.val().detach(),
-                        (
-                            source.prompt_tuning_init,
-                            source.prompt_tuning_init_text.clone(),
-                            source.tokenizer_name_or_path.clone(),
-                        ),
-                    ),
-                    _ => bail!(
-                        "--prompt-init-from {} is a prefix adapter, not a prompt",
-                        dir.display()
-                    ),
-                };
-                if table.dims()[0] != p {
-                    bail!(
-                        "--prompt-init-from {} has {} virtual tokens, --num-virtual-tokens is {p}",
-                        dir.display(),
-                        table.dims()[0]
-                    );
-                }
-                (PromptInit::From { prompt: table }, record)
-            } else {
-                match args.prompt_init {
-                    PromptInitArg::Random => (
-                        PromptInit::Random {
-                            std: args.prompt_init_std,
-                        },
-                        (PromptTuningInit::Random, None, None),
-                    ),
-                    PromptInitArg::SampleVocab => (
-                        PromptInit::SampleVocab {
-                            token_embeddings: token_table(),
-                        },
-                        (PromptTuningInit::SampleVocab, None, None),
-                    ),
-                    PromptInitArg::Text => {
-                        let text = args
-                            .prompt_init_text
-                            .as_deref()
-                            .context("--prompt-init text needs --prompt-init-text")?;
-                        let ids: Vec<i64> = loaded
-                            .tokenizer()?
-                            .encode(text)?
-                            .into_iter()
-                            .map(i64::from)
-                            .collect();
-                        if ids.is_empty() {
-                            bail!("--prompt-init-text has no tokens");
-                        }
-                        let ids = Tensor::<1, Int>::from_data(
-                            TensorData::new(ids.clone(), [ids.len()]),
-                            device,
-                        );
-                        (
-                            PromptInit::Text {
-                                text_embeddings: token_table().select(0, ids),
-                            },
-                            (
-                                PromptTuningInit::Text,
-                                Some(text.to_string()),
-                                Some(args.model.clone()),
-                            ),
-                        )
-                    }
-                }
-            };
-            let config = PromptTuningConfig {
-                base,
-                prompt_tuning_init: kind,
-                prompt_tuning_init_text: init_text,
-                tokenizer_name_or_path: init_tokenizer,
-            };
-            Ok(PeftAdapter::prompt_tuning(
-                config,
-                init,
-                args.prompt_dropout,
-                device,
-            ))
-        }
-        Method::Prefix => Ok(PeftAdapter::prefix_tuning(
-            base,
-            args.prefix_projection,
-            device,
-        )),
-        Method::Full => unreachable!("full fine-tuning has no adapter"),
-    }
-}
-
 /// The optimizer every training run uses (and `peft-bench` measures): PyTorch's `AdamW`
 /// (betas 0.9, 0.999) with this weight decay and epsilon — Burn's own default epsilon is
 /// 1e-5, PyTorch's 1e-8. Gradient clipping is the trainee's (by the global norm, see
@@ -658,32 +546,40 @@ pub fn adamw(weight_decay: f64, epsilon: f64) -> AdamWConfig {
 
 /// Epochs to run and training items per epoch, honouring `--max-steps`.
 fn plan_epochs(args: &TrainArgs, items: usize, steps_per_epoch: usize) -> (usize, usize) {
-    match args.max_steps {
+    match args.settings.max_steps {
         Some(steps) if steps < steps_per_epoch => (
             1,
-            (steps * args.batch_size * args.grad_accumulation).min(items),
+            (steps * args.settings.batch_size * args.settings.grad_accumulation).min(items),
         ),
         Some(steps) => (
-            args.epochs.min(steps.div_ceil(steps_per_epoch)).max(1),
+            args.settings
+                .epochs
+                .min(steps.div_ceil(steps_per_epoch))
+                .max(1),
             items,
         ),
-        None => (args.epochs.max(1), items),
+        None => (args.settings.epochs.max(1), items),
     }
 }
 
 /// Linear warm-up to `--lr`, then constant, linear decay to 0 or cosine decay to 0.
 fn lr_schedule(args: &TrainArgs, total_steps: usize) -> LrSchedulerConfig {
-    let warmup = args.warmup_steps.min(total_steps.saturating_sub(1));
+    let warmup = args
+        .settings
+        .warmup_steps
+        .min(total_steps.saturating_sub(1));
     let rest = total_steps.saturating_sub(warmup).max(1);
-    let after: LrSchedulerConfig = match args.schedule {
-        Schedule::Constant => LrSchedulerConfig::Constant(args.lr),
-        Schedule::Linear => LinearLrSchedulerConfig::new(args.lr, 0.0, rest).into(),
-        Schedule::Cosine => CosineAnnealingLrSchedulerConfig::new(args.lr, rest).into(),
+    let after: LrSchedulerConfig = match args.settings.schedule {
+        Schedule::Constant => LrSchedulerConfig::Constant(args.settings.lr),
+        Schedule::Linear => LinearLrSchedulerConfig::new(args.settings.lr, 0.0, rest).into(),
+        Schedule::Cosine => CosineAnnealingLrSchedulerConfig::new(args.settings.lr, rest).into(),
     };
     if warmup == 0 {
         return after;
     }
-    let ramp = LinearLrSchedulerConfig::new(args.lr / warmup as f64, args.lr, warmup).into();
+    let ramp =
+        LinearLrSchedulerConfig::new(args.settings.lr / warmup as f64, args.settings.lr, warmup)
+            .into();
     SequentialLrSchedulerConfig::new(vec![ramp, after], vec![warmup]).into()
 }
 

@@ -1,0 +1,227 @@
+//! What to train: the method, its virtual tokens and how the adapter starts. `peft-train
+//! train` reads it from the command line and `peft-bench` builds the same adapters from it.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use clap::{Args, Parser, ValueEnum};
+use peft_core::{
+    AdapterModule, ModelShape, PeftAdapter, PeftConfig, PromptInit, PromptLearningConfig,
+    PromptTuningConfig, PromptTuningInit,
+};
+use peft_gpt2::{AdaptedGpt2, Gpt2, Gpt2Tokenizer};
+use peft_runtime::LoadedModel;
+use peft_runtime::args::{at_least_one, dropout_probability, positive};
+use serde::Serialize;
+
+/// The adapter to train and how it starts.
+#[derive(Args, Debug, Clone, Serialize)]
+#[command(allow_negative_numbers = true)]
+pub struct AdapterSpec {
+    #[arg(long, value_enum, default_value = "prompt")]
+    pub method: Method,
+    #[arg(long, default_value_t = 20, value_parser = at_least_one)]
+    pub num_virtual_tokens: usize,
+    /// Prompt tuning init.
+    #[arg(long, value_enum, default_value = "sample-vocab")]
+    pub prompt_init: PromptInitArg,
+    /// Text for `--prompt-init text`.
+    #[arg(long)]
+    pub prompt_init_text: Option<String>,
+    /// Standard deviation for `--prompt-init random`.
+    #[arg(long, default_value_t = 1.0, value_parser = positive)]
+    pub prompt_init_std: f64,
+    /// Start from an existing adapter's prompt (transfer).
+    #[arg(long)]
+    pub prompt_init_from: Option<PathBuf>,
+    /// Dropout on the soft prompt during training, in [0, 1).
+    #[arg(long, default_value_t = 0.0, value_parser = dropout_probability)]
+    pub prompt_dropout: f64,
+    /// Prefix tuning through PEFT's reparameterisation MLP of this hidden width.
+    #[arg(long, value_parser = at_least_one)]
+    pub prefix_projection: Option<usize>,
+}
+
+impl Default for AdapterSpec {
+    fn default() -> Self {
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            spec: AdapterSpec,
+        }
+        Defaults::parse_from(["defaults"]).spec
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Soft prompt prepended to the input embeddings.
+    Prompt,
+    /// Keys and values prepended at every layer.
+    Prefix,
+    /// Every weight of the model (the baseline adapters are compared with).
+    Full,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PromptInitArg {
+    Random,
+    SampleVocab,
+    Text,
+}
+
+/// The frozen model an adapter is made for: its weights (a prompt may start from its token
+/// embeddings), shape, tokenizer and name (recorded in `adapter_config.json`).
+#[derive(Clone, Copy)]
+pub struct BaseModel<'a> {
+    pub model: &'a Gpt2,
+    pub shape: ModelShape,
+    pub tokenizer: Option<&'a Gpt2Tokenizer>,
+    pub name: &'a str,
+}
+
+impl<'a> BaseModel<'a> {
+    pub fn of(loaded: &'a LoadedModel) -> Self {
+        Self {
+            model: &loaded.model,
+            shape: loaded.shape(),
+            tokenizer: loaded.tokenizer.as_ref(),
+            name: &loaded.name,
+        }
+    }
+}
+
+impl AdapterSpec {
+    /// The model to train: the base frozen under a new adapter, or all of it for full
+    /// fine-tuning.
+    pub fn model(&self, base: BaseModel<'_>) -> Result<AdaptedGpt2> {
+        Ok(match self.adapter(base)? {
+            Some(adapter) => AdaptedGpt2::new(base.model.clone(), Some(adapter)),
+            None => AdaptedGpt2::full_finetune(base.model.clone()),
+        })
+    }
+
+    /// A new adapter of this spec for `base` (none for full fine-tuning).
+    pub fn adapter(&self, base: BaseModel<'_>) -> Result<Option<PeftAdapter>> {
+        let p = self.num_virtual_tokens;
+        if p == 0 {
+            bail!("--num-virtual-tokens must be at least 1");
+        }
+        let config = PromptLearningConfig::new(p, base.shape).for_base_model(base.name);
+        let device = base.model.device();
+        Ok(match self.method {
+            Method::Full => None,
+            Method::Prefix => Some(PeftAdapter::prefix_tuning(
+                config,
+                self.prefix_projection,
+                &device,
+            )),
+            Method::Prompt => {
+                let (init, config) = self.prompt_init(config, base)?;
+                Some(PeftAdapter::prompt_tuning(
+                    config,
+                    init,
+                    self.prompt_dropout,
+                    &device,
+                ))
+            }
+        })
+    }
+
+    /// How the prompt starts, and the PEFT config that records it.
+    fn prompt_init(
+        &self,
+        base_config: PromptLearningConfig,
+        base: BaseModel<'_>,
+    ) -> Result<(PromptInit, PromptTuningConfig)> {
+        let config = |init, text: Option<String>, tokenizer: Option<&str>| PromptTuningConfig {
+            base: base_config.clone(),
+            prompt_tuning_init: init,
+            prompt_tuning_init_text: text,
+            tokenizer_name_or_path: tokenizer.map(str::to_string),
+        };
+        if let Some(dir) = &self.prompt_init_from {
+            return self.transferred_prompt(dir, base);
+        }
+        let token_table = || base.model.wte.weight.val().detach();
+        Ok(match self.prompt_init {
+            PromptInitArg::Random => (
+                PromptInit::Random {
+                    std: self.prompt_init_std,
+                },
+                config(PromptTuningInit::Random, None, None),
+            ),
+            PromptInitArg::SampleVocab => (
+                PromptInit::SampleVocab {
+                    token_embeddings: token_table(),
+                },
+                config(PromptTuningInit::SampleVocab, None, None),
+            ),
+            PromptInitArg::Text => {
+                let text = self
+                    .prompt_init_text
+                    .as_deref()
+                    .context("--prompt-init text needs --prompt-init-text")?;
+                let tokenizer = base.tokenizer.with_context(|| {
+                    format!(
+                        "--prompt-init text needs a tokenizer, and model `{}` has none; put \
+                         tokenizer.json (or vocab.json and merges.txt) beside its weights",
+                        base.name
+                    )
+                })?;
+                let ids: Vec<i64> = tokenizer.encode(text)?.into_iter().map(i64::from).collect();
+                if ids.is_empty() {
+                    bail!("--prompt-init-text has no tokens");
+                }
+                let ids = Tensor::<1, Int>::from_data(
+                    TensorData::new(ids.clone(), [ids.len()]),
+                    &base.model.device(),
+                );
+                (
+                    PromptInit::Text {
+                        text_embeddings: token_table().select(0, ids),
+                    },
+                    config(PromptTuningInit::Text, Some(text.into()), Some(base.name)),
+                )
+            }
+        })
+    }
+
+    /// The prompt of the adapter in `dir` (transfer from another task), with its config's
+    /// record of how it started — what PEFT's `save_pretrained` writes after training a
+    /// loaded adapter further.
+    fn transferred_prompt(
+        &self,
+        dir: &std::path::Path,
+        base: BaseModel<'_>,
+    ) -> Result<(PromptInit, PromptTuningConfig)> {
+        let from = PeftAdapter::load(dir, base.shape, &base.model.device())
+            .with_context(|| format!("loading adapter {}", dir.display()))?;
+        let (AdapterModule::Prompt(prompt), PeftConfig::PromptTuning(source)) =
+            (&from.module, &from.config)
+        else {
+            bail!(
+                "--prompt-init-from {} is a prefix adapter, not a prompt",
+                dir.display()
+            );
+        };
+        let table = prompt.embedding.val().detach();
+        if table.dims()[0] != self.num_virtual_tokens {
+            bail!(
+                "--prompt-init-from {} has {} virtual tokens, --num-virtual-tokens is {}",
+                dir.display(),
+                table.dims()[0],
+                self.num_virtual_tokens
+            );
+        }
+        let config = PromptTuningConfig {
+            base: PromptLearningConfig::new(self.num_virtual_tokens, base.shape)
+                .for_base_model(base.name),
+            ..source.clone()
+        };
+        Ok((PromptInit::From { prompt: table }, config))
+    }
+}
