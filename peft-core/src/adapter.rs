@@ -1,6 +1,5 @@
-//! The traits an adapter kind implements ([`KindConfig`], [`Encoder`]), the [`Adapter`] trait
-//! that models and trainers see, and [`PeftAdapter`]: any registered kind with its config,
-//! saved and loaded in PEFT's format.
+//! The [`Adapter`] trait that models and trainers see, and [`PeftAdapter`]: any registered kind
+//! (see [`crate::registry`]) with its config, saved and loaded in PEFT's format.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +11,9 @@ use safetensors::tensor::TensorView;
 
 use crate::conditioning::Conditioning;
 use crate::config::{ModelShape, PromptLearningConfig};
-use crate::kinds::{AdapterModule, PeftConfig};
+use crate::prefix_tuning::{PrefixEncoder, PrefixTuningConfig};
+use crate::prompt_tuning::{PromptEncoder, PromptInit, PromptTuningConfig};
+use crate::registry::{AdapterModule, PeftConfig};
 
 /// PEFT's file names inside an adapter directory.
 pub const CONFIG_FILE: &str = "adapter_config.json";
@@ -22,50 +23,6 @@ pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 pub const NATIVE_FILE: &str = "peft_rs_adapter.safetensors";
 /// The one tensor PEFT saves for prompt learning methods.
 pub const PEFT_TENSOR: &str = "prompt_embeddings";
-
-/// The config half of an adapter kind: what its `adapter_config.json` holds and the modules it
-/// builds. Implemented by each kind's config, in the kind's own file.
-pub trait KindConfig {
-    /// PEFT's name for the method (`peft_type`).
-    fn peft_type(&self) -> &'static str;
-    /// The fields every prompt-learning method shares.
-    fn base(&self) -> &PromptLearningConfig;
-    fn base_mut(&mut self) -> &mut PromptLearningConfig;
-    /// Width of a row of PEFT's `prompt_embeddings` table (`None` if it overflows: the config
-    /// came from an edited file).
-    fn table_width(&self) -> Option<usize>;
-    /// What is wrong with the kind's own fields, if anything.
-    fn check(&self) -> Result<(), String> {
-        Ok(())
-    }
-    /// The adapter that PEFT's table `[p, table_width]` is: ready for inference, and trainable
-    /// as that table.
-    fn module_of_peft_table(&self, table: Tensor<2>) -> AdapterModule;
-    /// A freshly initialised module of this kind, to load saved parameters into.
-    fn untrained(&self, device: &Device) -> AdapterModule;
-    /// Whether the kind trains more than PEFT's table (a reparameterisation) and keeps it in
-    /// [`NATIVE_FILE`] so that training can resume.
-    fn uses_native_file(&self) -> bool {
-        false
-    }
-    /// How many values the native file of this config holds (`None` if that overflows).
-    fn native_values(&self) -> Option<usize> {
-        None
-    }
-}
-
-/// The trainable half of an adapter kind: what it hands a model and what PEFT saves of it.
-/// Implemented by each kind's encoder, in the kind's own file.
-pub trait Encoder {
-    /// The conditioning of one forward pass of a model of `shape`, shared by every row.
-    fn conditioning(&self, shape: ModelShape) -> Conditioning;
-    /// The table PEFT saves as `prompt_embeddings`.
-    fn peft_table(&self) -> Tensor<2>;
-    /// Whether the trainable parameters are more than the table PEFT saves.
-    fn has_reparameterisation(&self) -> bool {
-        false
-    }
-}
 
 /// What any adapter gives a frozen model: the one interface that models, the trainer and the
 /// server use.
@@ -142,6 +99,45 @@ impl Adapter for PeftAdapter {
 }
 
 impl PeftAdapter {
+    /// A new prompt-tuning adapter whose table starts as `init` says; `config` records that
+    /// init the way PEFT does.
+    pub fn prompt_tuning(
+        config: PromptTuningConfig,
+        init: PromptInit,
+        dropout: f64,
+        device: &Device,
+    ) -> Self {
+        let base = config.base.shape();
+        Self {
+            module: AdapterModule::Prompt(PromptEncoder::new(
+                config.base.num_virtual_tokens,
+                base.d_model,
+                init,
+                dropout,
+                device,
+            )),
+            config: PeftConfig::PromptTuning(config),
+        }
+    }
+
+    /// A new prefix-tuning adapter: a direct table, or PEFT's projection MLP of
+    /// `projection_hidden` width; config and encoder always agree.
+    pub fn prefix_tuning(
+        base: PromptLearningConfig,
+        projection_hidden: Option<usize>,
+        device: &Device,
+    ) -> Self {
+        let config = PrefixTuningConfig {
+            base,
+            encoder_hidden_size: projection_hidden,
+            prefix_projection: projection_hidden.is_some(),
+        };
+        Self {
+            module: AdapterModule::Prefix(PrefixEncoder::for_config(&config, device)),
+            config: PeftConfig::PrefixTuning(config),
+        }
+    }
+
     /// The table PEFT saves as `prompt_embeddings`: the prompt, or the (projected) prefix.
     pub fn peft_table(&self) -> Tensor<2> {
         self.module.encoder().peft_table()
@@ -270,7 +266,7 @@ impl PeftAdapter {
                 weights_path.display()
             );
         }
-        let module = config.kind().module_of_peft_table(table);
+        let module = config.module_of_peft_table(table);
         Ok(Self { module, config })
     }
 
@@ -299,7 +295,7 @@ impl PeftAdapter {
         }
         drop(file);
         let mut adapter = Self {
-            module: config.kind().untrained(device),
+            module: config.untrained(device),
             config: config.clone(),
         };
         let mut store = SafetensorsStore::from_bytes(Some(bytes));

@@ -32,17 +32,19 @@
 pub mod adapter;
 pub mod conditioning;
 pub mod config;
-pub mod kinds;
+pub mod kind;
 pub mod kv;
 pub mod params;
 pub mod prefix_tuning;
 pub mod prompt_tuning;
+pub mod registry;
 
-pub use adapter::{Adapter, AdapterError, Encoder, KindConfig, PeftAdapter};
+pub use adapter::{Adapter, AdapterError, PeftAdapter};
 pub use conditioning::Conditioning;
 pub use config::{ModelShape, PromptLearningConfig};
-pub use kinds::{AdapterModule, PeftConfig};
+pub use kind::{Encoder, KindConfig};
 pub use kv::{LayerKv, PrefixKv};
 pub use params::ParameterCount;
 pub use prefix_tuning::{PrefixEncoder, PrefixTuningConfig};
 pub use prompt_tuning::{PromptEncoder, PromptInit, PromptTuningConfig, PromptTuningInit};
+pub use registry::{AdapterModule, PeftConfig};

@@ -8,10 +8,9 @@ use burn::tensor::activation::tanh;
 
 use serde::{Deserialize, Serialize};
 
-use crate::adapter::{Encoder, KindConfig, PeftAdapter};
 use crate::conditioning::Conditioning;
 use crate::config::{ModelShape, PromptLearningConfig};
-use crate::kinds::{AdapterModule, PeftConfig};
+use crate::kind::{Encoder, KindConfig};
 use crate::kv::PrefixKv;
 
 /// PEFT's `PrefixTuningConfig`.
@@ -24,16 +23,6 @@ pub struct PrefixTuningConfig {
     pub encoder_hidden_size: Option<usize>,
     #[serde(default)]
     pub prefix_projection: bool,
-}
-
-impl PrefixTuningConfig {
-    /// Width of a row of the prefix table: keys and values of every layer.
-    fn table_width(&self) -> Option<usize> {
-        self.base
-            .num_layers
-            .checked_mul(2)?
-            .checked_mul(self.base.token_dim)
-    }
 }
 
 impl KindConfig for PrefixTuningConfig {
@@ -49,8 +38,12 @@ impl KindConfig for PrefixTuningConfig {
         &mut self.base
     }
 
+    /// Keys and values of every layer.
     fn table_width(&self) -> Option<usize> {
-        PrefixTuningConfig::table_width(self)
+        self.base
+            .num_layers
+            .checked_mul(2)?
+            .checked_mul(self.base.token_dim)
     }
 
     fn check(&self) -> Result<(), String> {
@@ -58,14 +51,6 @@ impl KindConfig for PrefixTuningConfig {
             return Err("prefix_projection needs a positive encoder_hidden_size".into());
         }
         Ok(())
-    }
-
-    fn module_of_peft_table(&self, table: Tensor<2>) -> AdapterModule {
-        AdapterModule::Prefix(PrefixEncoder::Direct(Param::from_tensor(table)))
-    }
-
-    fn untrained(&self, device: &Device) -> AdapterModule {
-        AdapterModule::Prefix(PrefixEncoder::for_config(self, device))
     }
 
     /// PEFT saves only the projected table; the embedding and MLP are ours to keep.
@@ -87,26 +72,6 @@ impl KindConfig for PrefixTuningConfig {
         ]
         .iter()
         .try_fold(0usize, |sum, &n| sum.checked_add(n))
-    }
-}
-
-impl PeftAdapter {
-    /// A new prefix-tuning adapter: a direct table, or PEFT's projection MLP of
-    /// `projection_hidden` width; config and encoder always agree.
-    pub fn prefix_tuning(
-        base: PromptLearningConfig,
-        projection_hidden: Option<usize>,
-        device: &Device,
-    ) -> Self {
-        let config = PrefixTuningConfig {
-            base,
-            encoder_hidden_size: projection_hidden,
-            prefix_projection: projection_hidden.is_some(),
-        };
-        Self {
-            module: AdapterModule::Prefix(PrefixEncoder::for_config(&config, device)),
-            config: PeftConfig::PrefixTuning(config),
-        }
     }
 }
 
@@ -164,6 +129,11 @@ impl PrefixEncoder {
             hidden: LinearConfig::new(d, hidden_size).init(device),
             output: LinearConfig::new(hidden_size, shape.n_layer * 2 * d).init(device),
         })
+    }
+
+    /// A saved table `[p, n_layer * 2 * d]` (PEFT's, projected or not) as a direct prefix.
+    pub fn from_table(table: Tensor<2>) -> Self {
+        PrefixEncoder::Direct(Param::from_tensor(table))
     }
 
     /// A freshly initialised encoder of the kind `config` describes.

@@ -6,10 +6,9 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use serde::{Deserialize, Serialize};
 
-use crate::adapter::{Encoder, KindConfig, PeftAdapter};
 use crate::conditioning::Conditioning;
 use crate::config::{ModelShape, PromptLearningConfig};
-use crate::kinds::{AdapterModule, PeftConfig};
+use crate::kind::{Encoder, KindConfig};
 
 /// How PEFT initialises a soft prompt (`prompt_tuning_init`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +31,19 @@ pub struct PromptTuningConfig {
     pub tokenizer_name_or_path: Option<String>,
 }
 
+impl PromptTuningConfig {
+    /// A freshly initialised prompt of this config's shape, to load a saved one into.
+    pub fn untrained(&self, device: &Device) -> PromptEncoder {
+        PromptEncoder::new(
+            self.base.num_virtual_tokens,
+            self.base.token_dim,
+            PromptInit::Random { std: 1.0 },
+            0.0,
+            device,
+        )
+    }
+}
+
 impl KindConfig for PromptTuningConfig {
     fn peft_type(&self) -> &'static str {
         "PROMPT_TUNING"
@@ -47,43 +59,6 @@ impl KindConfig for PromptTuningConfig {
 
     fn table_width(&self) -> Option<usize> {
         Some(self.base.token_dim)
-    }
-
-    fn module_of_peft_table(&self, table: Tensor<2>) -> AdapterModule {
-        AdapterModule::Prompt(PromptEncoder::from_table(table))
-    }
-
-    fn untrained(&self, device: &Device) -> AdapterModule {
-        AdapterModule::Prompt(PromptEncoder::new(
-            self.base.num_virtual_tokens,
-            self.base.token_dim,
-            PromptInit::Random { std: 1.0 },
-            0.0,
-            device,
-        ))
-    }
-}
-
-impl PeftAdapter {
-    /// A new prompt-tuning adapter whose table starts as `init` says; `config` records that
-    /// init the way PEFT does.
-    pub fn prompt_tuning(
-        config: PromptTuningConfig,
-        init: PromptInit,
-        dropout: f64,
-        device: &Device,
-    ) -> Self {
-        let base = config.base.shape();
-        Self {
-            module: AdapterModule::Prompt(PromptEncoder::new(
-                config.base.num_virtual_tokens,
-                base.d_model,
-                init,
-                dropout,
-                device,
-            )),
-            config: PeftConfig::PromptTuning(config),
-        }
     }
 }
 

@@ -1,16 +1,16 @@
 //! The adapter kinds this crate knows, registered in one place.
 //!
 //! A kind lives in its own file: its config implements [`KindConfig`] (what its
-//! `adapter_config.json` says and what it builds) and its encoder implements [`Encoder`] (what
-//! it hands a model and what PEFT saves of it). Registering a kind is one variant in each enum
-//! below and one arm in each dispatch function; [`PeftAdapter`](crate::PeftAdapter), the
-//! models and the trainer only ever call through the two traits.
+//! `adapter_config.json` says) and its encoder implements [`Encoder`] (what it hands a model
+//! and what PEFT saves of it). Registering a kind is one variant in each enum below and one arm
+//! in each function of this file; [`PeftAdapter`](crate::PeftAdapter), the models and the
+//! trainer only ever call through the two traits and these functions.
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::adapter::{Encoder, KindConfig};
 use crate::config::PromptLearningConfig;
+use crate::kind::{Encoder, KindConfig};
 use crate::prefix_tuning::{PrefixEncoder, PrefixTuningConfig};
 use crate::prompt_tuning::{PromptEncoder, PromptTuningConfig};
 
@@ -63,6 +63,28 @@ impl PeftConfig {
     /// PEFT's name for the method.
     pub fn peft_type(&self) -> &'static str {
         self.kind().peft_type()
+    }
+}
+
+impl PeftConfig {
+    /// A freshly initialised module of this config's kind and shape, to load saved
+    /// parameters into.
+    pub fn untrained(&self, device: &Device) -> AdapterModule {
+        match self {
+            PeftConfig::PromptTuning(config) => AdapterModule::Prompt(config.untrained(device)),
+            PeftConfig::PrefixTuning(config) => {
+                AdapterModule::Prefix(PrefixEncoder::for_config(config, device))
+            }
+        }
+    }
+
+    /// The adapter that PEFT's table `[p, table_width]` is: ready for inference, and
+    /// trainable as that table.
+    pub fn module_of_peft_table(&self, table: Tensor<2>) -> AdapterModule {
+        match self {
+            PeftConfig::PromptTuning(_) => AdapterModule::Prompt(PromptEncoder::from_table(table)),
+            PeftConfig::PrefixTuning(_) => AdapterModule::Prefix(PrefixEncoder::from_table(table)),
+        }
     }
 }
 
