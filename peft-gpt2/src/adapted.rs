@@ -12,8 +12,8 @@
 use burn::prelude::*;
 use peft_core::{Adapter, Conditioning, ParameterCount, PeftAdapter};
 
-use crate::batch::PadSide;
-use crate::layout::{AdaptedInput, MixedRow};
+use peft_decoder::{AdaptedInput, MixedRow, PadSide};
+
 use crate::loss::IGNORE_INDEX;
 use crate::model::Gpt2;
 

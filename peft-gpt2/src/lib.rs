@@ -24,27 +24,22 @@
 
 pub mod adapted;
 pub mod attention;
-pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
-pub mod generate;
 mod init;
-pub mod layout;
 pub mod loss;
-pub mod mixed;
 pub mod model;
 pub mod tokenizer;
 
 pub use adapted::{AdaptedGpt2, conditioned_labels};
-pub use batch::{PadSide, PaddedRows};
 pub use checkpoint::{ModelFiles, load_pretrained, load_weights, save_pretrained};
 pub use config::Gpt2Config;
 pub use error::{Error, Result};
-pub use generate::{
-    GenerationConfig, RowFlow, Sampling, generate, generate_mixed, generate_mixed_streaming,
+pub use model::Gpt2;
+// What every decoder family shares, re-exported so that GPT-2 users need one crate.
+pub use peft_decoder::{
+    AdaptedInput, Decoder, ForwardInput, GenerationConfig, KvCache, MixedRow, PadSide, PaddedRows,
+    RowFlow, Sampling, forward_mixed, generate, generate_mixed, generate_mixed_streaming,
 };
-pub use layout::{AdaptedInput, MixedRow};
-pub use mixed::forward_mixed;
-pub use model::{ForwardInput, Gpt2, KvCache};
 pub use tokenizer::Gpt2Tokenizer;

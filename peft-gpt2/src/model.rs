@@ -12,6 +12,7 @@ use burn::nn::{
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 use peft_core::{LayerKv, PrefixKv};
+use peft_decoder::{Decoder, ForwardInput, InputError, KvCache};
 
 use crate::attention::{CausalSelfAttention, score_bias};
 use crate::config::Gpt2Config;
@@ -107,57 +108,6 @@ pub struct Gpt2 {
     n_positions: usize,
 }
 
-/// Everything a forward pass reads besides the weights.
-#[derive(Clone, Debug)]
-pub struct ForwardInput<'a> {
-    /// Input embeddings `[B, T, d]`: [`Gpt2::embed_tokens`], possibly with an adapter's
-    /// virtual-token embeddings prepended. Position embeddings are added by the model.
-    pub embeddings: Tensor<3>,
-    /// Position index of every input, `[B, T]`.
-    pub positions: Tensor<2, Int>,
-    /// Which keys are real tokens, `[B, prefix + past + T]` (Hugging Face's
-    /// `attention_mask`, prefix entries included); `None` means all of them.
-    pub key_mask: Option<Tensor<2, Bool>>,
-    /// Keys/values every query sees before its own tokens, one entry per layer.
-    pub prefix: Option<&'a PrefixKv>,
-}
-
-/// Keys and values of tokens already processed, one entry per layer.
-#[derive(Clone, Debug)]
-pub struct KvCache {
-    layers: Vec<Option<LayerKv>>,
-}
-
-impl KvCache {
-    pub fn new(n_layer: usize) -> Self {
-        Self {
-            layers: vec![None; n_layer],
-        }
-    }
-
-    /// Number of cached token positions.
-    pub fn len(&self) -> usize {
-        self.layers
-            .first()
-            .and_then(|layer| layer.as_ref())
-            .map_or(0, LayerKv::len)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Keeps only the rows `keep` (for dropping finished sequences from a batch).
-    pub fn select_rows(&mut self, keep: Tensor<1, Int>) {
-        for kv in self.layers.iter_mut().flatten() {
-            *kv = LayerKv::new(
-                kv.key.clone().select(0, keep.clone()),
-                kv.value.clone().select(0, keep.clone()),
-            );
-        }
-    }
-}
-
 impl Gpt2 {
     /// A randomly initialised model (weights are lazy: loading a checkpoint afterwards never
     /// materialises the random ones).
@@ -239,7 +189,7 @@ impl Gpt2 {
             .forward(input.embeddings + self.wpe.forward(input.positions));
         for (layer, block) in self.h.iter().enumerate() {
             let prefix = input.prefix.map(|p| &p.layers[layer]);
-            let slot = cache.as_deref_mut().map(|c| &mut c.layers[layer]);
+            let slot = cache.as_deref_mut().map(|c| c.layer_mut(layer));
             x = block.forward(x, bias.clone(), prefix, slot);
         }
         self.ln_f.forward(x)
@@ -282,4 +232,37 @@ fn positions_from(start: usize, batch: usize, len: usize, device: &Device) -> Te
     Tensor::<1, Int>::arange(start as i64..(start + len) as i64, device)
         .reshape([1, len])
         .expand([batch, len])
+}
+
+impl Decoder for Gpt2 {
+    fn n_positions(&self) -> usize {
+        self.n_positions
+    }
+
+    fn n_layer(&self) -> usize {
+        self.h.len()
+    }
+
+    fn device(&self) -> Device {
+        Gpt2::device(self)
+    }
+
+    fn embed_tokens(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        Gpt2::embed_tokens(self, ids)
+    }
+
+    fn forward(&self, input: ForwardInput<'_>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        Gpt2::forward(self, input, cache)
+    }
+
+    fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        Gpt2::logits(self, hidden)
+    }
+
+    fn check_fits(&self, len: usize) -> std::result::Result<(), InputError> {
+        Gpt2::check_fits(self, len).map_err(|err| match err {
+            Error::Input(message) => InputError(message),
+            other => InputError(other.to_string()),
+        })
+    }
 }

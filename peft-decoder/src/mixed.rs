@@ -4,13 +4,16 @@
 use burn::prelude::*;
 
 use crate::batch::PadSide;
-use crate::error::Result;
+use crate::decoder::Decoder;
+use crate::error::InputError;
 use crate::layout::{AdaptedInput, MixedRow};
-use crate::model::Gpt2;
 
 /// Each row's logits over its own virtual and real tokens, `[p_r + n_r, vocab]` — what
-/// [`Gpt2::forward_conditioned`] gives for that row alone — from one forward pass.
-pub fn forward_mixed(model: &Gpt2, rows: &[MixedRow<'_>]) -> Result<Vec<Tensor<2>>> {
+/// `forward_conditioned` gives for that row alone — from one forward pass.
+pub fn forward_mixed(
+    model: &impl Decoder,
+    rows: &[MixedRow<'_>],
+) -> Result<Vec<Tensor<2>>, InputError> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }

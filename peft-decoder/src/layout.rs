@@ -23,8 +23,8 @@ use burn::prelude::*;
 use peft_core::{Conditioning, LayerKv, PrefixKv};
 
 use crate::batch::{PadSide, PaddedRows, bool_tensor, positions_from_mask};
-use crate::error::{Error, Result};
-use crate::model::{ForwardInput, Gpt2, KvCache};
+use crate::decoder::{Decoder, ForwardInput, KvCache};
+use crate::error::InputError;
 
 /// One row of a batch: its tokens and what conditions them.
 #[derive(Clone, Copy, Debug)]
@@ -53,7 +53,12 @@ pub struct AdaptedInput {
 impl AdaptedInput {
     /// Lays out `rows`, padded on `side`; `room` more positions must fit after every row (the
     /// new tokens of a generation).
-    pub fn new(model: &Gpt2, rows: &[MixedRow<'_>], room: usize, side: PadSide) -> Result<Self> {
+    pub fn new(
+        model: &impl Decoder,
+        rows: &[MixedRow<'_>],
+        room: usize,
+        side: PadSide,
+    ) -> Result<Self, InputError> {
         check_fits(model, rows, room)?;
         let prefix_width = rows
             .iter()
@@ -93,7 +98,7 @@ impl AdaptedInput {
 
     /// Final hidden states `[B, width, d]` of the whole token segment (filling `cache` with
     /// its keys and values, if given).
-    pub fn hidden(&self, model: &Gpt2, cache: Option<&mut KvCache>) -> Tensor<3> {
+    pub fn hidden(&self, model: &impl Decoder, cache: Option<&mut KvCache>) -> Tensor<3> {
         let device = model.device();
         let positions: Vec<i64> = self
             .masks
@@ -116,7 +121,12 @@ impl AdaptedInput {
 
     /// Hidden states `[B, 1, d]` of one more token per row (`newest`, already appended with
     /// [`Self::append`]), given the keys of everything before it in `cache`.
-    pub fn hidden_of_newest(&self, model: &Gpt2, newest: &[u32], cache: &mut KvCache) -> Tensor<3> {
+    pub fn hidden_of_newest(
+        &self,
+        model: &impl Decoder,
+        newest: &[u32],
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
         let device = model.device();
         let batch = newest.len();
         let ids: Vec<i64> = newest.iter().map(|&t| i64::from(t)).collect();
@@ -170,9 +180,9 @@ fn content(row: &MixedRow<'_>) -> usize {
 }
 
 /// Whether every row, and the rows side by side, fit the model's positions with `room` more.
-fn check_fits(model: &Gpt2, rows: &[MixedRow<'_>], room: usize) -> Result<()> {
+fn check_fits(model: &impl Decoder, rows: &[MixedRow<'_>], room: usize) -> Result<(), InputError> {
     if let Some(row) = rows.iter().position(|r| r.tokens.is_empty()) {
-        return Err(Error::Input(format!(
+        return Err(InputError(format!(
             "row {row} has no tokens; give at least one (GPT-2 models often start from the \
              end-of-text token)"
         )));
@@ -180,7 +190,7 @@ fn check_fits(model: &Gpt2, rows: &[MixedRow<'_>], room: usize) -> Result<()> {
     for (row, r) in rows.iter().enumerate() {
         let (virtual_len, len) = (r.conditioning.virtual_len(), r.tokens.len());
         if virtual_len + len + room > model.n_positions() {
-            return Err(Error::Input(format!(
+            return Err(InputError(format!(
                 "row {row}: {len} tokens + {virtual_len} virtual tokens + {room} new tokens \
                  exceed the model's {} positions; shorten the input or ask for fewer tokens",
                 model.n_positions()
@@ -193,7 +203,7 @@ fn check_fits(model: &Gpt2, rows: &[MixedRow<'_>], room: usize) -> Result<()> {
     // Keys the attention sees in the batch, not positions: rows that each fit may still not
     // fit side by side.
     model.check_fits(prefix_width + width + room).map_err(|_| {
-        Error::Input(format!(
+        InputError(format!(
             "these rows do not fit one batch: the longest prefix ({prefix_width}) plus the \
                  longest input ({width}) plus {room} new tokens exceed the model's {} \
                  positions; run them in smaller groups",
@@ -204,7 +214,12 @@ fn check_fits(model: &Gpt2, rows: &[MixedRow<'_>], room: usize) -> Result<()> {
 
 /// `[B, width, d]`: each row's virtual tokens and tokens, padded on `side` (padding entries are
 /// masked, so their values never matter).
-fn embeddings(model: &Gpt2, rows: &[MixedRow<'_>], width: usize, side: PadSide) -> Tensor<3> {
+fn embeddings(
+    model: &impl Decoder,
+    rows: &[MixedRow<'_>],
+    width: usize,
+    side: PadSide,
+) -> Tensor<3> {
     let device = model.device();
     let shared = shared_conditioning(rows);
     if let (Some(conditioning), PadSide::Right) = (shared, side) {

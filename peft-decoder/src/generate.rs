@@ -10,9 +10,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::batch::PadSide;
-use crate::error::{Error, Result};
+use crate::decoder::{Decoder, KvCache};
+use crate::error::InputError;
 use crate::layout::{AdaptedInput, MixedRow};
-use crate::model::{Gpt2, KvCache};
 
 /// How the next token is chosen from the logits.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -71,7 +71,7 @@ impl GenerationConfig {
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    fn validate(&self) -> Result<(), InputError> {
         if let Sampling::Random {
             temperature,
             top_k,
@@ -79,17 +79,17 @@ impl GenerationConfig {
         } = self.sampling
         {
             if !(temperature.is_finite() && temperature > 0.0) {
-                return Err(Error::Input(format!(
+                return Err(InputError(format!(
                     "temperature must be positive, got {temperature} (use greedy decoding for 0)"
                 )));
             }
             if top_k == Some(0) {
-                return Err(Error::Input("top_k must be at least 1".into()));
+                return Err(InputError("top_k must be at least 1".into()));
             }
             if let Some(p) = top_p
                 && !(p > 0.0 && p <= 1.0)
             {
-                return Err(Error::Input(format!("top_p must be in (0, 1], got {p}")));
+                return Err(InputError(format!("top_p must be in (0, 1], got {p}")));
             }
         }
         Ok(())
@@ -99,11 +99,11 @@ impl GenerationConfig {
 /// Continues every prompt under one conditioning; returns, per prompt, the new tokens (ending
 /// with the EOS token if one was produced).
 pub fn generate(
-    model: &Gpt2,
+    model: &impl Decoder,
     prompts: &[Vec<u32>],
     conditioning: &Conditioning,
     config: &GenerationConfig,
-) -> Result<Vec<Vec<u32>>> {
+) -> Result<Vec<Vec<u32>>, InputError> {
     let rows: Vec<MixedRow<'_>> = prompts
         .iter()
         .map(|tokens| MixedRow {
@@ -117,10 +117,10 @@ pub fn generate(
 /// Continues every row under its own conditioning (see [`crate::mixed`]), in one batch: each
 /// row's tokens are those it would get alone.
 pub fn generate_mixed(
-    model: &Gpt2,
+    model: &impl Decoder,
     rows: &[MixedRow<'_>],
     config: &GenerationConfig,
-) -> Result<Vec<Vec<u32>>> {
+) -> Result<Vec<Vec<u32>>, InputError> {
     generate_mixed_streaming(model, rows, config, |_, _| RowFlow::Continue)
 }
 
@@ -137,11 +137,11 @@ pub enum RowFlow {
 /// server can stream it; the callback may stop a row early. Stopping a row changes nothing for
 /// the others, and a row's tokens up to its stop are those it would get alone.
 pub fn generate_mixed_streaming(
-    model: &Gpt2,
+    model: &impl Decoder,
     rows: &[MixedRow<'_>],
     config: &GenerationConfig,
     mut on_token: impl FnMut(usize, u32) -> RowFlow,
-) -> Result<Vec<Vec<u32>>> {
+) -> Result<Vec<Vec<u32>>, InputError> {
     config.validate()?;
     if rows.is_empty() || config.max_new_tokens == 0 {
         return Ok(vec![Vec::new(); rows.len()]);
@@ -191,7 +191,7 @@ pub fn generate_mixed_streaming(
         let logits: Vec<f32> = logits
             .into_data()
             .try_into_vec_as::<f32>()
-            .map_err(|err| Error::Input(format!("cannot read logits: {err:?}")))?;
+            .map_err(|err| InputError(format!("cannot read logits: {err:?}")))?;
 
         for row in 0..batch {
             let next = if finished[row] {

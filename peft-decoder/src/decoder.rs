@@ -1,0 +1,95 @@
+//! What a decoder-only model family implements to take adapters: token embeddings, a forward
+//! pass over embeddings with explicit positions, a key mask, per-layer prefix keys/values and a
+//! KV cache, and the LM head. Everything else here (batch layout, mixed-adapter batches,
+//! generation) is written once against it.
+
+use burn::prelude::*;
+use peft_core::{LayerKv, PrefixKv};
+
+use crate::error::InputError;
+
+/// A decoder-only language model that adapters can condition.
+pub trait Decoder {
+    /// How many positions the model can attend over (prefix, cached and new tokens together).
+    fn n_positions(&self) -> usize;
+    fn n_layer(&self) -> usize;
+    fn device(&self) -> Device;
+    /// Token embeddings `[B, T, d]` for token ids `[B, T]`.
+    fn embed_tokens(&self, ids: Tensor<2, Int>) -> Tensor<3>;
+    /// Final hidden states `[B, T, d]` (after the last norm). Panics if the positions do not
+    /// fit; callers check with [`Decoder::check_fits`] first.
+    fn forward(&self, input: ForwardInput<'_>, cache: Option<&mut KvCache>) -> Tensor<3>;
+    /// Next-token logits `[B, T, vocab]` from hidden states.
+    fn logits(&self, hidden: Tensor<3>) -> Tensor<3>;
+
+    /// Fails when `len` positions (prefix, cached and new tokens together) exceed the model's.
+    fn check_fits(&self, len: usize) -> Result<(), InputError> {
+        if len > self.n_positions() {
+            return Err(InputError(format!(
+                "sequence of {len} positions (virtual tokens included) is longer than the \
+                 model's {} positions; shorten the input or use fewer virtual tokens",
+                self.n_positions()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Everything a forward pass reads besides the weights.
+#[derive(Clone, Debug)]
+pub struct ForwardInput<'a> {
+    /// Input embeddings `[B, T, d]`: [`Decoder::embed_tokens`], possibly with an adapter's
+    /// virtual-token embeddings prepended. The model adds its own position information
+    /// (learned position embeddings, rotary phases) from `positions`.
+    pub embeddings: Tensor<3>,
+    /// Position index of every input, `[B, T]`.
+    pub positions: Tensor<2, Int>,
+    /// Which keys are real tokens, `[B, prefix + past + T]` (Hugging Face's
+    /// `attention_mask`, prefix entries included); `None` means all of them.
+    pub key_mask: Option<Tensor<2, Bool>>,
+    /// Keys/values every query sees before its own tokens, one entry per layer.
+    pub prefix: Option<&'a PrefixKv>,
+}
+
+/// Keys and values of tokens already processed, one entry per layer.
+#[derive(Clone, Debug)]
+pub struct KvCache {
+    layers: Vec<Option<LayerKv>>,
+}
+
+impl KvCache {
+    pub fn new(n_layer: usize) -> Self {
+        Self {
+            layers: vec![None; n_layer],
+        }
+    }
+
+    /// Number of cached token positions.
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|layer| layer.as_ref())
+            .map_or(0, LayerKv::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps only the rows `keep` (for dropping finished sequences from a batch).
+    pub fn select_rows(&mut self, keep: Tensor<1, Int>) {
+        for kv in self.layers.iter_mut().flatten() {
+            *kv = LayerKv::new(
+                kv.key.clone().select(0, keep.clone()),
+                kv.value.clone().select(0, keep.clone()),
+            );
+        }
+    }
+}
+
+impl KvCache {
+    /// The cache slot of layer `layer`, for that layer's attention to read and extend.
+    pub fn layer_mut(&mut self, layer: usize) -> &mut Option<LayerKv> {
+        &mut self.layers[layer]
+    }
+}

@@ -1,0 +1,33 @@
+//! What every decoder-only model family shares once it implements [`Decoder`]: the layout of a
+//! batch under adapters ([`AdaptedInput`]: prefix slots, virtual tokens, padding, masks and
+//! positions as PEFT has them), mixed-adapter forward passes, and generation (greedy or
+//! sampled, batched, with a KV cache, one adapter per row if asked).
+//!
+//! ```no_run
+//! use peft_core::Conditioning;
+//! use peft_decoder::{Decoder, GenerationConfig, generate};
+//!
+//! // Any model family that implements `Decoder` (GPT-2 in `peft-gpt2`) generates the same way.
+//! fn continue_text(model: &impl Decoder, prompt: Vec<u32>, eos: u32) -> Vec<u32> {
+//!     let settings = GenerationConfig::greedy(20, eos);
+//!     let mut out = generate(model, &[prompt], &Conditioning::none(), &settings).unwrap();
+//!     out.remove(0)
+//! }
+//! # let _ = continue_text::<peft_gpt2::Gpt2>;
+//! ```
+
+pub mod batch;
+pub mod decoder;
+pub mod error;
+pub mod generate;
+pub mod layout;
+pub mod mixed;
+
+pub use batch::{PadSide, PaddedRows};
+pub use decoder::{Decoder, ForwardInput, KvCache};
+pub use error::InputError;
+pub use generate::{
+    GenerationConfig, RowFlow, Sampling, generate, generate_mixed, generate_mixed_streaming,
+};
+pub use layout::{AdaptedInput, MixedRow};
+pub use mixed::forward_mixed;
