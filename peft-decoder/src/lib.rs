@@ -5,17 +5,18 @@
 //!
 //! ```no_run
 //! use peft_core::Conditioning;
-//! use peft_decoder::{Decoder, GenerationConfig, generate};
+//! use peft_decoder::{Decoder, GenerationConfig, InputError, generate};
 //!
 //! // Any model family that implements `Decoder` (GPT-2 in `peft-gpt2`) generates the same way.
-//! fn continue_text(model: &impl Decoder, prompt: Vec<u32>, eos: u32) -> Vec<u32> {
+//! fn continue_text<D: Decoder>(model: &D, prompt: Vec<u32>, eos: u32) -> Result<Vec<u32>, InputError> {
 //!     let settings = GenerationConfig::greedy(20, eos);
-//!     let mut out = generate(model, &[prompt], &Conditioning::none(), &settings).unwrap();
-//!     out.remove(0)
+//!     let mut rows = generate(model, &[prompt], &Conditioning::none(), &settings)?;
+//!     Ok(rows.remove(0))
 //! }
 //! # let _ = continue_text::<peft_gpt2::Gpt2>;
 //! ```
 
+pub mod attention;
 pub mod batch;
 pub mod decoder;
 pub mod error;

@@ -14,10 +14,11 @@ use burn::tensor::activation::sigmoid;
 use peft_core::{LayerKv, PrefixKv};
 use peft_decoder::{Decoder, ForwardInput, InputError, KvCache};
 
-use crate::attention::{CausalSelfAttention, score_bias};
+use crate::attention::CausalSelfAttention;
 use crate::config::Gpt2Config;
 use crate::error::{Error, Result};
 use crate::init::{INIT_STD, hf_linear, normal, residual_projection_std};
+use peft_decoder::attention::score_bias;
 
 #[derive(Module, Debug)]
 pub struct Mlp {

@@ -1,0 +1,124 @@
+//! The part of causal self-attention every family shares: where prefix keys/values, the KV
+//! cache and the masks meet.
+//!
+//! The keys a query sees are, in order: the prefix (from a prefix-tuning adapter, shared by the
+//! batch or one per row), the cached keys of earlier tokens, and the keys of the current tokens.
+//! The prefix is attended as its own segment — its scores and its weighted values are separate
+//! matrix products that broadcast over the batch — so a `[1, heads, p, head_dim]` prefix is never
+//! copied per example.
+
+use burn::nn::Dropout;
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use peft_core::LayerKv;
+
+/// Added to the score of a key a query must not see. Finite so that a query that sees nothing
+/// (a padding position) gets a finite, ignored output instead of NaNs, and small enough in
+/// magnitude to be representable in f16; `exp(-1e4)` is exactly 0 in every float type.
+pub const MASKED_SCORE: f64 = -1e4;
+
+/// This call's keys and values appended to those `cache` holds (if any), which then holds
+/// them all; without a cache, this call's alone.
+pub fn with_cached(new: LayerKv, cache: Option<&mut Option<LayerKv>>) -> LayerKv {
+    let Some(slot) = cache else {
+        return new;
+    };
+    let joined = match slot.take() {
+        Some(past) => LayerKv::new(
+            Tensor::cat(vec![past.key, new.key], 2),
+            Tensor::cat(vec![past.value, new.value], 2),
+        ),
+        None => new,
+    };
+    *slot = Some(joined.clone());
+    joined
+}
+
+/// `softmax(q·kᵀ·scale + bias)·v` over the prefix segment followed by `keys`, with dropout on
+/// the attention probabilities. `query` is `[B, heads, T, head_dim]`; keys and values have as
+/// many heads (grouped-query models repeat theirs first, see [`repeat_heads`]).
+pub fn attend(
+    query: Tensor<4>,
+    prefix: Option<&LayerKv>,
+    keys: &LayerKv,
+    score_bias: Tensor<4>,
+    scale: f64,
+    dropout: &Dropout,
+) -> Tensor<4> {
+    let scores_of = |key: &Tensor<4>| {
+        query
+            .clone()
+            .matmul(key.clone().swap_dims(2, 3))
+            .mul_scalar(scale)
+    };
+    let prefix_len = prefix.map_or(0, LayerKv::len);
+    let scores = match prefix {
+        Some(prefix) => Tensor::cat(vec![scores_of(&prefix.key), scores_of(&keys.key)], 3),
+        None => scores_of(&keys.key),
+    };
+    let probs = dropout.forward(softmax(scores + score_bias, 3));
+    let own = probs
+        .clone()
+        .narrow(3, prefix_len, keys.len())
+        .matmul(keys.value.clone());
+    match prefix {
+        Some(prefix) => own + probs.narrow(3, 0, prefix_len).matmul(prefix.value.clone()),
+        None => own,
+    }
+}
+
+/// Keys or values of `kv_heads` heads repeated for `groups` query heads each:
+/// `[B, kv_heads, T, d]` → `[B, kv_heads * groups, T, d]`, query head `i` reading key/value
+/// head `i / groups` (Hugging Face's `repeat_kv`).
+pub fn repeat_heads(x: Tensor<4>, groups: usize) -> Tensor<4> {
+    if groups == 1 {
+        return x;
+    }
+    let [batch, heads, len, dim] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([batch, heads, groups, len, dim])
+        .reshape([batch, heads * groups, len, dim])
+}
+
+/// The additive score bias for `query_len` new tokens: causal over the cached and new tokens,
+/// the whole prefix visible, and every key whose `key_mask` entry is false hidden.
+///
+/// `key_mask` is `[B, prefix + past + query_len]`, true for real tokens (Hugging Face's
+/// `attention_mask`). Returns `[B or 1, 1, query_len, prefix + past + query_len]`.
+pub fn score_bias(
+    prefix_len: usize,
+    past_len: usize,
+    query_len: usize,
+    key_mask: Option<Tensor<2, Bool>>,
+    device: &Device,
+) -> Tensor<4> {
+    let own_len = past_len + query_len;
+    // Query i (at absolute index past_len + i) sees own keys j <= past_len + i.
+    let future = Tensor::<2, Bool>::tril_mask([query_len, own_len], past_len as i64, device);
+    let causal = Tensor::cat(
+        vec![
+            Tensor::<2>::zeros([query_len, prefix_len], device),
+            future.float().mul_scalar(MASKED_SCORE),
+        ],
+        1,
+    )
+    .reshape([1, 1, query_len, prefix_len + own_len]);
+    match key_mask {
+        Some(mask) => {
+            let [batch, key_len] = mask.dims();
+            assert_eq!(
+                key_len,
+                prefix_len + own_len,
+                "attention mask covers {key_len} keys, expected prefix {prefix_len} + past \
+                 {past_len} + new {query_len}"
+            );
+            let padding = mask
+                .bool_not()
+                .float()
+                .mul_scalar(MASKED_SCORE)
+                .reshape([batch, 1, 1, key_len]);
+            causal + padding
+        }
+        None => causal,
+    }
+}
