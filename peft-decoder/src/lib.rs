@@ -16,12 +16,14 @@
 //! # let _ = continue_text::<peft_gpt2::Gpt2>;
 //! ```
 
+pub mod adapted;
 pub mod attention;
 pub mod batch;
 pub mod decoder;
 pub mod error;
 pub mod generate;
 pub mod layout;
+pub mod loss;
 pub mod mixed;
 
 pub use batch::{PadSide, PaddedRows};

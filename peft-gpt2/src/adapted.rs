@@ -1,18 +1,11 @@
-//! GPT-2 under an adapter's [`Conditioning`], with Hugging Face PEFT's semantics:
-//!
-//! - prompt tuning: the virtual tokens are prepended to the input embeddings and take positions
-//!   `0..p`, the real tokens `p, p+1, ...`; the logits cover the virtual positions too, and the
-//!   labels get `p` ignored entries in front (so the last virtual token predicts the first real
-//!   one, as in PEFT);
-//! - prefix tuning: the prefix is `p` past keys/values at every layer; real tokens take
-//!   positions `p, p+1, ...` and the logits cover only them.
-//!
-//! In both cases the attention mask gets `p` ones in front; [`crate::layout`] lays the batch out.
+//! GPT-2 under an adapter's [`Conditioning`] — PEFT's semantics are in
+//! [`peft_decoder::adapted`] — and [`AdaptedGpt2`], the module that is trained. For prompt
+//! tuning the logits cover the virtual positions too, and [`conditioned_labels`] puts `p` ignored
+//! labels in front (so the last virtual token predicts the first real one, as in PEFT).
 
 use burn::prelude::*;
 use peft_core::{Adapter, Conditioning, ParameterCount, PeftAdapter};
-
-use peft_decoder::{AdaptedInput, MixedRow, PadSide};
+use peft_decoder::adapted;
 
 use crate::loss::IGNORE_INDEX;
 use crate::model::Gpt2;
@@ -29,68 +22,22 @@ impl Gpt2 {
         self.logits(self.hidden_conditioned(ids, mask, conditioning))
     }
 
-    /// The final hidden states `[B, prompt + T, d]` (after the last layer norm) that
-    /// [`Self::forward_conditioned`] turns into logits.
-    ///
-    /// Reads the ids back to the host to lay the batch out; a training loop that has them
-    /// there already calls [`Self::hidden_of_rows`].
+    /// The final hidden states `[B, prompt + T, d]` that [`Self::forward_conditioned`] turns
+    /// into logits (see [`peft_decoder::adapted::hidden_conditioned`]).
     pub fn hidden_conditioned(
         &self,
         ids: Tensor<2, Int>,
         mask: Option<Tensor<2, Bool>>,
         conditioning: &Conditioning,
     ) -> Tensor<3> {
-        let [batch, width] = ids.dims();
-        let ids = host_ints(ids);
-        let mask = mask.map_or_else(|| vec![1; batch * width], |mask| host_ints(mask.int()));
-        let rows: Vec<Vec<u32>> = (0..batch)
-            .map(|row| {
-                let span = row * width..(row + 1) * width;
-                let real = mask[span.clone()].iter().take_while(|&&m| m != 0).count();
-                assert!(
-                    mask[span.start + real..span.end].iter().all(|&m| m == 0),
-                    "row {row} is not right-padded: its mask has a real token after padding"
-                );
-                ids[span.start..span.start + real]
-                    .iter()
-                    .map(|&id| id as u32)
-                    .collect()
-            })
-            .collect();
-        let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
-        assert_eq!(
-            longest, width,
-            "the ids have {width} columns but their longest row {longest} tokens: pad to the \
-             longest row"
-        );
-        self.hidden_of_rows(&rows, conditioning)
+        adapted::hidden_conditioned(self, ids, mask, conditioning)
     }
 
     /// The final hidden states `[B, prompt + T, d]` of token rows under one conditioning,
-    /// right-padded to the longest (`T` tokens), as [`crate::layout`] lays them out.
-    ///
-    /// Panics if a row is empty or does not fit the model's positions; user input is checked
-    /// against both before it gets here.
+    /// right-padded to the longest (see [`peft_decoder::adapted::hidden_of_rows`]).
     pub fn hidden_of_rows(&self, rows: &[Vec<u32>], conditioning: &Conditioning) -> Tensor<3> {
-        let rows: Vec<MixedRow<'_>> = rows
-            .iter()
-            .map(|tokens| MixedRow {
-                tokens,
-                conditioning,
-            })
-            .collect();
-        AdaptedInput::new(self, &rows, 0, PadSide::Right)
-            .unwrap_or_else(|err| panic!("{err}"))
-            .hidden(self, None)
+        adapted::hidden_of_rows(self, rows, conditioning)
     }
-}
-
-/// An integer tensor's values, row-major, on the host.
-fn host_ints(tensor: Tensor<2, Int>) -> Vec<i64> {
-    tensor
-        .into_data()
-        .try_into_vec_as::<i64>()
-        .expect("integer data reads as i64")
 }
 
 /// Labels aligned with [`Gpt2::forward_conditioned`]'s logits: `prompt_len` ignored entries

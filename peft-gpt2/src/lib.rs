@@ -28,7 +28,6 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 mod init;
-pub mod loss;
 pub mod model;
 pub mod tokenizer;
 
@@ -37,6 +36,7 @@ pub use checkpoint::{ModelFiles, load_pretrained, load_weights, save_pretrained}
 pub use config::Gpt2Config;
 pub use error::{Error, Result};
 pub use model::Gpt2;
+pub use peft_decoder::loss;
 // What every decoder family shares, re-exported so that GPT-2 users need one crate.
 pub use peft_decoder::{
     AdaptedInput, Decoder, ForwardInput, GenerationConfig, KvCache, MixedRow, PadSide, PaddedRows,

@@ -1,0 +1,92 @@
+//! One forward pass of any [`Decoder`] under one adapter's [`Conditioning`], with Hugging Face
+//! PEFT's semantics (see [`crate::layout`] for where each entry sits):
+//!
+//! - prompt tuning: the virtual tokens come before the input embeddings and take positions
+//!   `0..p`, the real tokens `p, p+1, ...`; the hidden states cover the virtual positions too;
+//! - prefix tuning: the prefix is `p` keys/values at every layer; real tokens take positions
+//!   `p, p+1, ...` and the hidden states cover only them.
+
+use burn::prelude::*;
+use peft_core::Conditioning;
+
+use crate::batch::PadSide;
+use crate::decoder::Decoder;
+use crate::layout::{AdaptedInput, MixedRow};
+
+/// Logits `[B, prompt + T, vocab]` for token ids `[B, T]` (right-padded, `mask` true for real
+/// tokens, `None` if every token is real) under `conditioning`.
+pub fn forward_conditioned(
+    model: &impl Decoder,
+    ids: Tensor<2, Int>,
+    mask: Option<Tensor<2, Bool>>,
+    conditioning: &Conditioning,
+) -> Tensor<3> {
+    model.logits(hidden_conditioned(model, ids, mask, conditioning))
+}
+
+/// The final hidden states `[B, prompt + T, d]` (after the last norm) that
+/// [`forward_conditioned`] turns into logits.
+///
+/// Reads the ids back to the host to lay the batch out; a training loop that has them there
+/// already calls [`hidden_of_rows`].
+pub fn hidden_conditioned(
+    model: &impl Decoder,
+    ids: Tensor<2, Int>,
+    mask: Option<Tensor<2, Bool>>,
+    conditioning: &Conditioning,
+) -> Tensor<3> {
+    let [batch, width] = ids.dims();
+    let ids = host_ints(ids);
+    let mask = mask.map_or_else(|| vec![1; batch * width], |mask| host_ints(mask.int()));
+    let rows: Vec<Vec<u32>> = (0..batch)
+        .map(|row| {
+            let span = row * width..(row + 1) * width;
+            let real = mask[span.clone()].iter().take_while(|&&m| m != 0).count();
+            assert!(
+                mask[span.start + real..span.end].iter().all(|&m| m == 0),
+                "row {row} is not right-padded: its mask has a real token after padding"
+            );
+            ids[span.start..span.start + real]
+                .iter()
+                .map(|&id| id as u32)
+                .collect()
+        })
+        .collect();
+    let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
+    assert_eq!(
+        longest, width,
+        "the ids have {width} columns but their longest row {longest} tokens: pad to the \
+         longest row"
+    );
+    hidden_of_rows(model, &rows, conditioning)
+}
+
+/// The final hidden states `[B, prompt + T, d]` of token rows under one conditioning,
+/// right-padded to the longest (`T` tokens), as [`crate::layout`] lays them out.
+///
+/// Panics if a row is empty or does not fit the model's positions; user input is checked
+/// against both before it gets here.
+pub fn hidden_of_rows(
+    model: &impl Decoder,
+    rows: &[Vec<u32>],
+    conditioning: &Conditioning,
+) -> Tensor<3> {
+    let rows: Vec<MixedRow<'_>> = rows
+        .iter()
+        .map(|tokens| MixedRow {
+            tokens,
+            conditioning,
+        })
+        .collect();
+    AdaptedInput::new(model, &rows, 0, PadSide::Right)
+        .unwrap_or_else(|err| panic!("{err}"))
+        .hidden(model, None)
+}
+
+/// An integer tensor's values, row-major, on the host.
+fn host_ints(tensor: Tensor<2, Int>) -> Vec<i64> {
+    tensor
+        .into_data()
+        .try_into_vec_as::<i64>()
+        .expect("integer data reads as i64")
+}
