@@ -10,7 +10,7 @@ use safetensors::SafeTensors;
 use safetensors::tensor::TensorView;
 
 use crate::conditioning::Conditioning;
-use crate::config::{ModelShape, PromptLearningConfig};
+use crate::config::{AdapterShapes, ModelShape, PromptLearningConfig};
 use crate::prefix_tuning::{PrefixEncoder, PrefixTuningConfig};
 use crate::prompt_tuning::{PromptEncoder, PromptInit, PromptTuningConfig};
 use crate::registry::{AdapterModule, PeftConfig};
@@ -197,12 +197,17 @@ impl PeftAdapter {
     }
 
     /// Loads an adapter directory written here or by PEFT's `save_pretrained`, for a model of
-    /// `shape`.
+    /// `shapes` (a [`ModelShape`] where prompt and prefix agree with the same one).
     ///
     /// A projected prefix with its native checkpoint comes back trainable, MLP included;
     /// otherwise the PEFT table is loaded, which for a projected prefix is the projected
     /// result, ready for inference.
-    pub fn load(dir: &Path, shape: ModelShape, device: &Device) -> AdapterResult<Self> {
+    pub fn load(
+        dir: &Path,
+        shapes: impl Into<AdapterShapes>,
+        device: &Device,
+    ) -> AdapterResult<Self> {
+        let shapes = shapes.into();
         let config_path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&config_path).map_err(|source| AdapterError::Io {
             path: config_path.clone(),
@@ -214,7 +219,7 @@ impl PeftAdapter {
                 format!("not a PEFT prompt/prefix tuning config: {err}"),
             )
         })?;
-        check_config(&config, shape, &config_path)?;
+        check_config(&config, &shapes, &config_path)?;
 
         // The PEFT table first: it is always there, and its shape bounds every size the
         // config claims before anything of that size is allocated.
@@ -323,7 +328,8 @@ fn table_tolerance(saved: DType, table: &Tensor<2>) -> f32 {
 }
 
 /// Checks what `adapter_config.json` says against the model it is loaded into.
-fn check_config(config: &PeftConfig, shape: ModelShape, path: &Path) -> AdapterResult<()> {
+fn check_config(config: &PeftConfig, shapes: &AdapterShapes, path: &Path) -> AdapterResult<()> {
+    let shape = config.kind().model_shape(shapes);
     let base = config.base();
     if base.num_virtual_tokens == 0 {
         return Err(format_error(

@@ -92,3 +92,22 @@ impl std::fmt::Display for ModelShape {
         )
     }
 }
+
+/// The shapes a model offers adapters: a prompt agrees with its embedding width and attention
+/// heads, a prefix with its keys and values — narrower under grouped-query attention, where
+/// PEFT records `token_dim = head_dim × num_key_value_heads` and `num_attention_heads =
+/// num_key_value_heads`. For GPT-2 both are the one [`ModelShape`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdapterShapes {
+    pub prompt: ModelShape,
+    pub prefix: ModelShape,
+}
+
+impl From<ModelShape> for AdapterShapes {
+    fn from(shape: ModelShape) -> Self {
+        Self {
+            prompt: shape,
+            prefix: shape,
+        }
+    }
+}

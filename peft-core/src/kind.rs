@@ -5,7 +5,7 @@
 use burn::prelude::*;
 
 use crate::conditioning::Conditioning;
-use crate::config::{ModelShape, PromptLearningConfig};
+use crate::config::{AdapterShapes, ModelShape, PromptLearningConfig};
 
 /// The config half of an adapter kind: what its `adapter_config.json` holds. Implemented by
 /// each kind's config, in the kind's own file.
@@ -15,6 +15,8 @@ pub trait KindConfig {
     /// The fields every prompt-learning method shares.
     fn base(&self) -> &PromptLearningConfig;
     fn base_mut(&mut self) -> &mut PromptLearningConfig;
+    /// Which of a model's shapes this kind must agree with.
+    fn model_shape(&self, shapes: &AdapterShapes) -> ModelShape;
     /// Width of a row of PEFT's `prompt_embeddings` table (`None` if it overflows: the config
     /// came from an edited file).
     fn table_width(&self) -> Option<usize>;

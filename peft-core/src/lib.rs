@@ -41,7 +41,7 @@ pub mod registry;
 
 pub use adapter::{Adapter, AdapterError, PeftAdapter};
 pub use conditioning::Conditioning;
-pub use config::{ModelShape, PromptLearningConfig};
+pub use config::{AdapterShapes, ModelShape, PromptLearningConfig};
 pub use kind::{Encoder, KindConfig};
 pub use kv::{LayerKv, PrefixKv};
 pub use params::ParameterCount;

@@ -9,7 +9,7 @@ use burn::tensor::activation::tanh;
 use serde::{Deserialize, Serialize};
 
 use crate::conditioning::Conditioning;
-use crate::config::{ModelShape, PromptLearningConfig};
+use crate::config::{AdapterShapes, ModelShape, PromptLearningConfig};
 use crate::kind::{Encoder, KindConfig};
 use crate::kv::PrefixKv;
 
@@ -36,6 +36,10 @@ impl KindConfig for PrefixTuningConfig {
 
     fn base_mut(&mut self) -> &mut PromptLearningConfig {
         &mut self.base
+    }
+
+    fn model_shape(&self, shapes: &AdapterShapes) -> ModelShape {
+        shapes.prefix
     }
 
     /// Keys and values of every layer.

@@ -7,7 +7,7 @@ use burn::tensor::Distribution;
 use serde::{Deserialize, Serialize};
 
 use crate::conditioning::Conditioning;
-use crate::config::{ModelShape, PromptLearningConfig};
+use crate::config::{AdapterShapes, ModelShape, PromptLearningConfig};
 use crate::kind::{Encoder, KindConfig};
 
 /// How PEFT initialises a soft prompt (`prompt_tuning_init`).
@@ -55,6 +55,10 @@ impl KindConfig for PromptTuningConfig {
 
     fn base_mut(&mut self) -> &mut PromptLearningConfig {
         &mut self.base
+    }
+
+    fn model_shape(&self, shapes: &AdapterShapes) -> ModelShape {
+        shapes.prompt
     }
 
     fn table_width(&self) -> Option<usize> {

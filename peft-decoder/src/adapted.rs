@@ -12,6 +12,7 @@ use peft_core::Conditioning;
 use crate::batch::PadSide;
 use crate::decoder::Decoder;
 use crate::layout::{AdaptedInput, MixedRow};
+use crate::loss::IGNORE_INDEX;
 
 /// Logits `[B, prompt + T, vocab]` for token ids `[B, T]` (right-padded, `mask` true for real
 /// tokens, `None` if every token is real) under `conditioning`.
@@ -81,6 +82,19 @@ pub fn hidden_of_rows(
     AdaptedInput::new(model, &rows, 0, PadSide::Right)
         .unwrap_or_else(|err| panic!("{err}"))
         .hidden(model, None)
+}
+
+/// Labels aligned with [`forward_conditioned`]'s logits: `prompt_len` ignored entries in
+/// front of `labels` `[B, T]` (so the last virtual token predicts the first real one, as in
+/// PEFT).
+pub fn conditioned_labels(labels: Tensor<2, Int>, conditioning: &Conditioning) -> Tensor<2, Int> {
+    let prompt_len = conditioning.prompt_len();
+    if prompt_len == 0 {
+        return labels;
+    }
+    let [batch, _] = labels.dims();
+    let ignored = Tensor::<2, Int>::full([batch, prompt_len], IGNORE_INDEX, &labels.device());
+    Tensor::cat(vec![ignored, labels], 1)
 }
 
 /// An integer tensor's values, row-major, on the host.

@@ -1,13 +1,12 @@
 //! GPT-2 under an adapter's [`Conditioning`] — PEFT's semantics are in
 //! [`peft_decoder::adapted`] — and [`AdaptedGpt2`], the module that is trained. For prompt
-//! tuning the logits cover the virtual positions too, and [`conditioned_labels`] puts `p` ignored
+//! tuning the logits cover the virtual positions too, and [`conditioned_labels`](peft_decoder::adapted::conditioned_labels) puts `p` ignored
 //! labels in front (so the last virtual token predicts the first real one, as in PEFT).
 
 use burn::prelude::*;
 use peft_core::{Adapter, Conditioning, ParameterCount, PeftAdapter};
-use peft_decoder::adapted;
+use peft_decoder::adapted::{self, conditioned_labels};
 
-use crate::loss::IGNORE_INDEX;
 use crate::model::Gpt2;
 
 impl Gpt2 {
@@ -38,18 +37,6 @@ impl Gpt2 {
     pub fn hidden_of_rows(&self, rows: &[Vec<u32>], conditioning: &Conditioning) -> Tensor<3> {
         adapted::hidden_of_rows(self, rows, conditioning)
     }
-}
-
-/// Labels aligned with [`Gpt2::forward_conditioned`]'s logits: `prompt_len` ignored entries
-/// in front of `labels` `[B, T]`.
-pub fn conditioned_labels(labels: Tensor<2, Int>, conditioning: &Conditioning) -> Tensor<2, Int> {
-    let prompt_len = conditioning.prompt_len();
-    if prompt_len == 0 {
-        return labels;
-    }
-    let [batch, _] = labels.dims();
-    let ignored = Tensor::<2, Int>::full([batch, prompt_len], IGNORE_INDEX, &labels.device());
-    Tensor::cat(vec![ignored, labels], 1)
 }
 
 /// A frozen GPT-2 with an optional adapter: the module that is trained (only the adapter's

@@ -31,11 +31,12 @@ mod init;
 pub mod model;
 pub mod tokenizer;
 
-pub use adapted::{AdaptedGpt2, conditioned_labels};
+pub use adapted::AdaptedGpt2;
 pub use checkpoint::{ModelFiles, load_pretrained, load_weights, save_pretrained};
 pub use config::Gpt2Config;
 pub use error::{Error, Result};
 pub use model::Gpt2;
+pub use peft_decoder::adapted::conditioned_labels;
 pub use peft_decoder::loss;
 // What every decoder family shares, re-exported so that GPT-2 users need one crate.
 pub use peft_decoder::{

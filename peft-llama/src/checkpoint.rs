@@ -1,0 +1,135 @@
+//! Loading a Llama-family checkpoint from a local directory: `config.json` and either
+//! `model.safetensors` or shards listed in `model.safetensors.index.json`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::store::{
+    ApplyError, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, SafetensorsStore,
+};
+
+use crate::config::{ConfigError, LlamaConfig};
+use crate::model::Llama;
+
+const CONFIG_FILE: &str = "config.json";
+const SAFETENSORS_FILE: &str = "model.safetensors";
+const INDEX_FILE: &str = "model.safetensors.index.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{path}: {message}")]
+    Files { path: PathBuf, message: String },
+    #[error("checkpoint {path} does not fit the model config: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+}
+
+/// The weight files of a model directory: one file, or the shards its index names.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let single = dir.join(SAFETENSORS_FILE);
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join(INDEX_FILE);
+    let files_error = |path: &Path, message: String| LoadError::Files {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(&index).map_err(|_| {
+        files_error(
+            dir,
+            format!("no {SAFETENSORS_FILE} or {INDEX_FILE}: not a safetensors checkpoint"),
+        )
+    })?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|err| files_error(&index, err.to_string()))?;
+    let shards: BTreeSet<&str> = json
+        .get("weight_map")
+        .and_then(serde_json::Value::as_object)
+        .ok_or_else(|| files_error(&index, "no `weight_map` object".into()))?
+        .values()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    shards
+        .into_iter()
+        .map(|name| {
+            // A shard is a file beside the index, never a path elsewhere.
+            let path = dir.join(name);
+            if name.contains('/') || name.contains('\\') || !path.is_file() {
+                return Err(files_error(
+                    &index,
+                    format!("shard `{name}` is not a file in {}", dir.display()),
+                ));
+            }
+            Ok(path)
+        })
+        .collect()
+}
+
+/// Loads the model in `dir` onto `device`.
+pub fn load_pretrained(dir: &Path, device: &Device) -> Result<(Llama, LlamaConfig), LoadError> {
+    let config = LlamaConfig::from_file(&dir.join(CONFIG_FILE))?;
+    let files = weight_files(dir)?;
+    let mut model = Llama::new(&config, device);
+    let mut snapshots = Vec::new();
+    for path in &files {
+        let mut store = SafetensorsStore::from_file(path);
+        let tensors = store
+            .get_all_tensors()
+            .map_err(|err| LoadError::Checkpoint {
+                path: path.clone(),
+                message: err.to_string(),
+            })?;
+        snapshots.extend(tensors.values().cloned());
+    }
+    // Hugging Face stores `nn.Linear` weights `[out, in]`; the adapter transposes them to
+    // Burn's `[in, out]` and reads RMSNorm's `weight` as Burn's `gamma`.
+    let result = model.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), false);
+    let mut problems: Vec<String> = result
+        .errors
+        .iter()
+        .map(|error| match error {
+            ApplyError::ShapeMismatch {
+                path,
+                expected,
+                found,
+            } => format!(
+                "`{path}` has shape {:?}, the config needs {:?}",
+                found.as_slice(),
+                expected.as_slice()
+            ),
+            other => other.to_string(),
+        })
+        .collect();
+    let missing: Vec<&str> = result
+        .missing
+        .iter()
+        .map(|(path, _)| path.as_str())
+        .collect();
+    if !missing.is_empty() {
+        problems.push(format!("missing tensors: {}", missing.join(", ")));
+    }
+    // Older checkpoints carry the rotary frequencies as a buffer; they are recomputed here.
+    let unexpected: Vec<&str> = result
+        .unused
+        .iter()
+        .map(String::as_str)
+        .filter(|name| !name.ends_with("rotary_emb.inv_freq"))
+        .collect();
+    if !unexpected.is_empty() {
+        problems.push(format!(
+            "unexpected tensors (is this a {:?} checkpoint?): {}",
+            config.family,
+            unexpected.join(", ")
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(LoadError::Checkpoint {
+            path: dir.to_path_buf(),
+            message: problems.join("; "),
+        });
+    }
+    Ok((model, config))
+}
