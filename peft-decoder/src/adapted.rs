@@ -7,7 +7,7 @@
 //!   `p, p+1, ...` and the hidden states cover only them.
 
 use burn::prelude::*;
-use peft_core::Conditioning;
+use peft_core::{Adapter, Conditioning, ParameterCount, PeftAdapter};
 
 use crate::batch::PadSide;
 use crate::decoder::Decoder;
@@ -103,4 +103,69 @@ fn host_ints(tensor: Tensor<2, Int>) -> Vec<i64> {
         .into_data()
         .try_into_vec_as::<i64>()
         .expect("integer data reads as i64")
+}
+
+/// A frozen model with an optional adapter: the module that is trained (only the adapter's
+/// parameters require gradients) and evaluated.
+#[derive(Module, Debug)]
+pub struct Adapted<M: Module> {
+    pub base: M,
+    pub adapter: Option<PeftAdapter>,
+    /// Every base weight is trained (the baseline adapters are compared with).
+    #[module(skip)]
+    pub full_finetune: bool,
+}
+
+impl<M: Module + Decoder> Adapted<M> {
+    /// Freezes `base` (no gradients, no weight updates) and attaches `adapter`.
+    pub fn new(base: M, adapter: Option<PeftAdapter>) -> Self {
+        Self {
+            base: base.freeze(),
+            adapter,
+            full_finetune: false,
+        }
+    }
+
+    /// The whole model trainable, no adapter.
+    pub fn full_finetune(base: M) -> Self {
+        Self {
+            base,
+            adapter: None,
+            full_finetune: true,
+        }
+    }
+
+    /// The adapter's conditioning for one forward pass (nothing without an adapter).
+    pub fn conditioning(&self) -> Conditioning {
+        Conditioning::of(self.adapter.as_ref())
+    }
+
+    /// Logits `[B, virtual + T, vocab]` and the labels aligned with them, for right-padded ids
+    /// `[B, T]` whose loss targets are `labels` (`IGNORE_INDEX` where nothing is predicted).
+    pub fn forward(
+        &self,
+        ids: Tensor<2, Int>,
+        mask: Option<Tensor<2, Bool>>,
+        labels: Tensor<2, Int>,
+    ) -> (Tensor<3>, Tensor<2, Int>) {
+        let conditioning = self.conditioning();
+        let logits = forward_conditioned(&self.base, ids, mask, &conditioning);
+        (logits, conditioned_labels(labels, &conditioning))
+    }
+
+    /// Trainable and total parameters, as PEFT's `print_trainable_parameters` counts them.
+    pub fn parameter_count(&self) -> ParameterCount {
+        if self.full_finetune {
+            let all = self.base.num_params();
+            return ParameterCount {
+                trainable: all,
+                total: all,
+            };
+        }
+        let adapter = self
+            .adapter
+            .as_ref()
+            .map_or(0, Adapter::num_trainable_params);
+        ParameterCount::adapter_on(self.base.num_params(), adapter)
+    }
 }

@@ -21,6 +21,11 @@ pub trait Decoder {
     fn forward(&self, input: ForwardInput<'_>, cache: Option<&mut KvCache>) -> Tensor<3>;
     /// Next-token logits `[B, T, vocab]` from hidden states.
     fn logits(&self, hidden: Tensor<3>) -> Tensor<3>;
+    /// The token-embedding table `[vocab, d]` (a prompt may start from its rows).
+    fn token_embeddings(&self) -> Tensor<2>;
+    /// The LM head as a `[vocab, d]` table (the token embeddings when they are tied), for a
+    /// loss that runs the head only where a label is predicted.
+    fn output_embeddings(&self) -> Tensor<2>;
 
     /// Fails when `len` positions (prefix, cached and new tokens together) exceed the model's.
     fn check_fits(&self, len: usize) -> Result<(), InputError> {

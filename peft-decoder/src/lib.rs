@@ -26,6 +26,7 @@ pub mod layout;
 pub mod loss;
 pub mod mixed;
 
+pub use adapted::Adapted;
 pub use batch::{PadSide, PaddedRows};
 pub use decoder::{Decoder, ForwardInput, KvCache};
 pub use error::InputError;

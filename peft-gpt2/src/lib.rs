@@ -36,6 +36,7 @@ pub use checkpoint::{ModelFiles, load_pretrained, load_weights, save_pretrained}
 pub use config::Gpt2Config;
 pub use error::{Error, Result};
 pub use model::Gpt2;
+pub use peft_decoder::Adapted;
 pub use peft_decoder::adapted::conditioned_labels;
 pub use peft_decoder::loss;
 // What every decoder family shares, re-exported so that GPT-2 users need one crate.

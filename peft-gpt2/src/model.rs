@@ -260,6 +260,15 @@ impl Decoder for Gpt2 {
         Gpt2::logits(self, hidden)
     }
 
+    fn token_embeddings(&self) -> Tensor<2> {
+        self.wte.weight.val()
+    }
+
+    /// GPT-2 ties its head to `wte`.
+    fn output_embeddings(&self) -> Tensor<2> {
+        self.wte.weight.val()
+    }
+
     fn check_fits(&self, len: usize) -> std::result::Result<(), InputError> {
         Gpt2::check_fits(self, len).map_err(|err| match err {
             Error::Input(message) => InputError(message),

@@ -284,6 +284,18 @@ impl Decoder for Llama {
         self.model.norm.forward(x)
     }
 
+    fn token_embeddings(&self) -> Tensor<2> {
+        self.model.embed_tokens.weight.val()
+    }
+
+    fn output_embeddings(&self) -> Tensor<2> {
+        match &self.lm_head {
+            // Burn's `Linear` keeps `[d, vocab]`.
+            Some(head) => head.weight.val().transpose(),
+            None => self.token_embeddings(),
+        }
+    }
+
     fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),

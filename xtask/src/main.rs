@@ -21,7 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Regenerate the tiny GPT-2 checkpoints and Hugging Face reference outputs in `fixtures/`.
+    /// Regenerate the tiny GPT-2 and Llama-family checkpoints, their PEFT adapters and the
+    /// Hugging Face reference outputs in `fixtures/`.
     Fixtures,
     /// Save an adapter of each kind from Rust (`fixtures/rust-adapters/`), then load each in
     /// Python's `peft` and compare losses; writes `fixtures/rust-adapters/peft_check.txt`.
@@ -38,7 +39,9 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Task::Fixtures => {
             let python = reference_python(&root)?;
-            run(Command::new(python).arg(root.join("scripts/reference/make_fixtures.py")))
+            // The Llama families reuse the tokenizer the GPT-2 script trains: it runs first.
+            run(Command::new(&python).arg(root.join("scripts/reference/make_fixtures.py")))?;
+            run(Command::new(&python).arg(root.join("scripts/reference/make_llama_fixtures.py")))
         }
         Task::PeftCheck => {
             run(Command::new(env!("CARGO")).current_dir(&root).args([
