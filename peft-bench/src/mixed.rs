@@ -12,6 +12,7 @@ use anyhow::Result;
 use clap::Args;
 use peft_core::Conditioning;
 use peft_gpt2::{GenerationConfig, Gpt2, MixedRow, generate, generate_mixed};
+use peft_runtime::Model;
 use peft_runtime::args::at_least_one;
 
 use crate::report::{Record, median};
@@ -37,7 +38,7 @@ pub fn run(args: &MixedBench) -> Result<Record> {
     device.seed(setup.seed);
     // One adapter per row, alternating prompt and prefix tuning (projected, as trained), with
     // virtual-token counts spread around --virtual-tokens so rows need real alignment.
-    let base = Gpt2::new(&config, &device);
+    let base = Model::Gpt2(Gpt2::new(&config, &device));
     let conditionings = (0..setup.batch)
         .map(|row| {
             let mut one = setup.clone();

@@ -6,9 +6,10 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 use clap::{Args, ValueEnum};
 use peft_core::PeftAdapter;
-use peft_gpt2::{AdaptedGpt2, Gpt2, Gpt2Config};
+use peft_decoder::Adapted;
+use peft_gpt2::{Gpt2, Gpt2Config};
 use peft_runtime::args::at_least_one;
-use peft_runtime::{ComputeBackend, DeviceArg};
+use peft_runtime::{ComputeBackend, DeviceArg, Model};
 use peft_train::train::{AdapterSpec, BaseModel, Method as TrainedMethod, PromptInitArg};
 use serde::Serialize;
 
@@ -102,7 +103,7 @@ impl Setup {
     }
 
     /// GPT-2 with random weights and the adapter `--method` asks for, as `peft-train` builds it.
-    pub fn model(&self, config: &Gpt2Config, device: &Device) -> Result<AdaptedGpt2> {
+    pub fn model(&self, config: &Gpt2Config, device: &Device) -> Result<Adapted<Model>> {
         let total = self.virtual_tokens_used() + self.seq;
         if total > config.n_positions {
             bail!(
@@ -112,26 +113,26 @@ impl Setup {
                 config.n_positions
             );
         }
-        let base = Gpt2::new(config, device);
+        let base = Model::Gpt2(Gpt2::new(config, device));
         match self.adapter_spec(config) {
             Some(spec) => spec.model(self.base_model(&base, config)),
-            None => Ok(AdaptedGpt2::new(base, None)),
+            None => Ok(Adapted::new(base, None)),
         }
     }
 
     /// The adapter `--method` asks for on `base`, as `peft-train` builds it (none for `full`
     /// and `none`).
-    pub fn adapter(&self, base: &Gpt2, config: &Gpt2Config) -> Result<Option<PeftAdapter>> {
+    pub fn adapter(&self, base: &Model, config: &Gpt2Config) -> Result<Option<PeftAdapter>> {
         match self.adapter_spec(config) {
             Some(spec) => spec.adapter(self.base_model(base, config)),
             None => Ok(None),
         }
     }
 
-    fn base_model<'a>(&'a self, base: &'a Gpt2, config: &Gpt2Config) -> BaseModel<'a> {
+    fn base_model<'a>(&'a self, base: &'a Model, config: &Gpt2Config) -> BaseModel<'a> {
         BaseModel {
             model: base,
-            shape: config.shape(),
+            shapes: config.shape().into(),
             tokenizer: None,
             name: &self.model,
         }

@@ -32,9 +32,16 @@ impl Gpt2Tokenizer {
     /// Loads `tokenizer.json` from `dir`, or else builds the tokenizer from `vocab.json` and
     /// `merges.txt` as GPT-2 defines it.
     pub fn from_dir(dir: &Path) -> Result<Self> {
+        Self::from_dir_for(dir, None)
+    }
+
+    /// [`Self::from_dir`] for a model whose `config.json` names its end-of-text token: that id
+    /// is the end of text when the vocabulary has no `<|endoftext|>` (Llama 3, Mistral).
+    pub fn from_dir_for(dir: &Path, eos_token_id: Option<u32>) -> Result<Self> {
         let json = dir.join("tokenizer.json");
         if json.is_file() {
-            return Self::from_file(&json);
+            let inner = Tokenizer::from_file(&json).map_err(|err| tokenizer_error(&json, err))?;
+            return Self::with_eos_or(inner, &json, eos_token_id);
         }
         let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
         if vocab.is_file() && merges.is_file() {
@@ -68,12 +75,18 @@ impl Gpt2Tokenizer {
     }
 
     fn with_eos(inner: Tokenizer, path: &Path) -> Result<Self> {
-        let eos_id = inner
-            .token_to_id(END_OF_TEXT)
-            .ok_or_else(|| Error::Tokenizer {
-                path: path.to_path_buf(),
-                message: format!("the vocabulary has no `{END_OF_TEXT}` token"),
-            })?;
+        Self::with_eos_or(inner, path, None)
+    }
+
+    fn with_eos_or(inner: Tokenizer, path: &Path, fallback: Option<u32>) -> Result<Self> {
+        let eos_id =
+            inner
+                .token_to_id(END_OF_TEXT)
+                .or(fallback)
+                .ok_or_else(|| Error::Tokenizer {
+                    path: path.to_path_buf(),
+                    message: format!("the vocabulary has no `{END_OF_TEXT}` token"),
+                })?;
         Ok(Self {
             inner,
             eos_id,

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn::store::{
-    ApplyError, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, SafetensorsStore,
+    ApplyError, BurnToPyTorchAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
+    SafetensorsStore,
 };
 
 use crate::config::{ConfigError, LlamaConfig};
@@ -132,4 +133,27 @@ pub fn load_pretrained(dir: &Path, device: &Device) -> Result<(Llama, LlamaConfi
         });
     }
     Ok((model, config))
+}
+
+/// Writes `model` (a fully fine-tuned one) as a Hugging Face checkpoint in `dir`: the
+/// `config.json` of the model it was loaded from, and `model.safetensors` with Hugging Face's
+/// names and layouts, loadable by `from_pretrained` and by [`load_pretrained`].
+pub fn save_pretrained(model: &Llama, source_config: &Path, dir: &Path) -> Result<(), LoadError> {
+    let files_error = |path: &Path, message: String| LoadError::Files {
+        path: path.to_path_buf(),
+        message,
+    };
+    std::fs::create_dir_all(dir).map_err(|err| files_error(dir, err.to_string()))?;
+    let config = dir.join(CONFIG_FILE);
+    std::fs::copy(source_config, &config).map_err(|err| files_error(&config, err.to_string()))?;
+    let weights = dir.join(SAFETENSORS_FILE);
+    let mut store = SafetensorsStore::from_file(&weights)
+        .overwrite(true)
+        // Parameters only, transposed back to `nn.Linear`'s `[out, in]`, RMSNorm's `gamma`
+        // named `weight`.
+        .with_regex(r"(weight|bias|gamma)$")
+        .with_to_adapter(BurnToPyTorchAdapter);
+    model
+        .save_into(&mut store)
+        .map_err(|err| files_error(&weights, err.to_string()))
 }

@@ -24,11 +24,13 @@
 
 pub mod args;
 pub mod backend;
+pub mod family;
 pub mod files;
 pub mod loaded;
 
 pub use args::DeviceArg;
 pub use backend::{ComputeBackend, DeviceError};
+pub use family::{Model, ModelConfig, load_model_dir};
 pub use files::write_atomically;
 pub use loaded::{LoadedModel, Vocabulary};
 

@@ -1,51 +1,63 @@
-//! Loading what every subcommand needs: the device, the base model, its tokenizer and
-//! optionally an adapter.
+//! Loading what every subcommand needs: the device, the base model of any family, its
+//! tokenizer and optionally an adapter.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use burn::prelude::*;
-use peft_core::{ModelShape, PeftAdapter};
-use peft_gpt2::{Gpt2, Gpt2Config, Gpt2Tokenizer, ModelFiles, load_pretrained};
+use peft_core::{AdapterShapes, PeftAdapter};
+use peft_gpt2::{Gpt2Tokenizer, ModelFiles};
 
 use crate::backend::ComputeBackend;
+use crate::family::{Model, ModelConfig, load_model_dir};
+
+/// Files beside the weights that make a tokenizer.
+const TOKENIZER_FILES: [&str; 2] = ["tokenizer.json", "vocab.json"];
 
 /// A base model ready to run, with its tokenizer when it has one.
 pub struct LoadedModel {
-    pub model: Gpt2,
-    pub config: Gpt2Config,
+    pub model: Model,
+    pub config: ModelConfig,
     /// `None` for a model directory without tokenizer files: enough for data given as
     /// `input_ids`, which needs none.
     pub tokenizer: Option<Gpt2Tokenizer>,
-    pub files: ModelFiles,
+    /// The directory the model was read from (a hub snapshot for a hub id).
+    pub dir: PathBuf,
     pub device: Device,
     /// The `--model` argument, for messages.
     pub name: String,
 }
 
 impl LoadedModel {
-    /// Loads `model` (a directory or hub id) onto `backend` (the best compiled one if `None`).
+    /// Loads `model` (a directory or hub id; `config.json` picks the family) onto `backend`
+    /// (the best compiled one if `None`).
     pub fn load(model: &str, backend: Option<ComputeBackend>, autodiff: bool) -> Result<Self> {
         let backend = backend.unwrap_or_else(ComputeBackend::best_available);
         let mut device = backend.device()?;
         if autodiff {
             device = device.autodiff();
         }
-        let (gpt2, config, files) =
-            load_pretrained(model, &device).with_context(|| format!("loading model `{model}`"))?;
-        let tokenizer = if files.has_tokenizer() {
-            let tokenizer = Gpt2Tokenizer::from_dir(&files.dir)
-                .and_then(|t| t.for_model(config.vocab_size, &files.dir))
-                .with_context(|| format!("loading the tokenizer of model `{model}`"))?;
-            Some(tokenizer)
+        let loading = || format!("loading model `{model}`");
+        let dir = if Path::new(model).is_dir() {
+            PathBuf::from(model)
         } else {
-            None
+            // A hub id: the Hugging Face cache first, a download only where allowed.
+            ModelFiles::resolve(model).with_context(loading)?.dir
         };
+        let (weights, config) = load_model_dir(&dir, &device).with_context(loading)?;
+        let has_tokenizer = TOKENIZER_FILES.iter().any(|f| dir.join(f).is_file());
+        let tokenizer = has_tokenizer
+            .then(|| {
+                Gpt2Tokenizer::from_dir_for(&dir, config.eos_token_id())
+                    .and_then(|t| t.for_model(config.vocab_size(), &dir))
+                    .with_context(|| format!("loading the tokenizer of model `{model}`"))
+            })
+            .transpose()?;
         Ok(Self {
-            model: gpt2,
+            model: weights,
             config,
             tokenizer,
-            files,
+            dir,
             device,
             name: model.to_string(),
         })
@@ -58,21 +70,19 @@ impl LoadedModel {
                 "model `{}` has no tokenizer beside its weights; put tokenizer.json (or \
                  vocab.json and merges.txt) in {}, or give the data as `input_ids`",
                 self.name,
-                self.files.dir.display()
+                self.dir.display()
             )
         })
     }
 
-    /// The id that pads batches: the tokenizer's end-of-text token, as GPT-2 pads, or the
-    /// config's `eos_token_id` without a tokenizer (padding is masked: any id in the
-    /// vocabulary serves).
+    /// The id that pads batches: the tokenizer's end-of-text token, or the config's
+    /// `eos_token_id` without a tokenizer (padding is masked: any id in the vocabulary
+    /// serves).
     pub fn pad_id(&self) -> u32 {
-        match &self.tokenizer {
-            Some(tokenizer) => tokenizer.eos_id(),
-            None if (self.config.eos_token_id as usize) < self.config.vocab_size => {
-                self.config.eos_token_id
-            }
-            None => 0,
+        match (&self.tokenizer, self.config.eos_token_id()) {
+            (Some(tokenizer), _) => tokenizer.eos_id(),
+            (None, Some(eos)) if (eos as usize) < self.config.vocab_size() => eos,
+            (None, _) => 0,
         }
     }
 
@@ -80,12 +90,13 @@ impl LoadedModel {
     pub fn vocabulary(&self) -> Vocabulary<'_> {
         Vocabulary {
             tokenizer: self.tokenizer.as_ref(),
-            size: self.config.vocab_size,
+            size: self.config.vocab_size(),
         }
     }
 
-    pub fn shape(&self) -> ModelShape {
-        self.config.shape()
+    /// The shapes adapters of this model agree with.
+    pub fn shapes(&self) -> AdapterShapes {
+        self.config.adapter_shapes()
     }
 
     /// Loads the adapter directory if one is named (`--adapter`), else nothing.
@@ -95,7 +106,7 @@ impl LoadedModel {
 
     /// Loads a PEFT-format adapter directory made for this model.
     pub fn load_adapter(&self, dir: &Path) -> Result<PeftAdapter> {
-        PeftAdapter::load(dir, self.shape(), &self.device)
+        PeftAdapter::load(dir, self.shapes(), &self.device)
             .with_context(|| format!("loading adapter {}", dir.display()))
     }
 }

@@ -10,7 +10,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use peft_core::Conditioning;
-use peft_gpt2::{GenerationConfig, Gpt2, MixedRow, RowFlow, Sampling, generate_mixed_streaming};
+use peft_decoder::Decoder;
+use peft_gpt2::{GenerationConfig, MixedRow, RowFlow, Sampling, generate_mixed_streaming};
 use tokio::sync::oneshot;
 
 use crate::registry::{AdapterInfo, Registry, RegistryError};
@@ -83,7 +84,12 @@ pub struct Engine {
 
 impl Engine {
     /// Starts the worker thread that owns `model` and `registry`.
-    pub fn start(model: Gpt2, registry: Registry, eos_id: u32, limits: BatchLimits) -> Self {
+    pub fn start(
+        model: impl Decoder + Send + 'static,
+        registry: Registry,
+        eos_id: u32,
+        limits: BatchLimits,
+    ) -> Self {
         let (queue, jobs) = channel();
         let loaded = Arc::new(RwLock::new(registry.infos()));
         let engine = Self {
@@ -167,15 +173,16 @@ struct Admitted {
     events: EventSender,
 }
 
-struct Worker {
-    model: Gpt2,
+/// The model thread: `D` is the base model, of any family.
+struct Worker<D> {
+    model: D,
     registry: Registry,
     eos_id: u32,
     limits: BatchLimits,
     loaded: Arc<RwLock<Vec<AdapterInfo>>>,
 }
 
-impl Worker {
+impl<D: Decoder> Worker<D> {
     fn run(mut self, jobs: Receiver<Job>) {
         while let Ok(first) = jobs.recv() {
             let mut batch = Vec::new();

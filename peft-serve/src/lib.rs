@@ -18,7 +18,7 @@
 //! # fn main() -> anyhow::Result<()> {
 //! let loaded = LoadedModel::load("gpt2", None, false)?;
 //! let tokenizer = loaded.tokenizer()?.clone();
-//! let mut registry = Registry::new("gpt2", loaded.shape(), loaded.device.clone());
+//! let mut registry = Registry::new("gpt2", loaded.shapes(), loaded.device.clone());
 //! registry.load("support", Path::new("runs/support/adapter"))?;
 //! let limits = BatchLimits { max_batch: 8, max_wait: Duration::from_millis(10) };
 //! let engine = Engine::start(loaded.model, registry, tokenizer.eos_id(), limits);

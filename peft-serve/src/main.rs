@@ -64,7 +64,7 @@ fn run(args: Args) -> Result<()> {
     // Requests are text: the server cannot run without the model's tokenizer.
     let tokenizer = loaded.tokenizer()?.clone();
     let base_name = args.base_name.clone().unwrap_or_else(|| args.model.clone());
-    let mut registry = Registry::new(&base_name, loaded.shape(), loaded.device.clone());
+    let mut registry = Registry::new(&base_name, loaded.shapes(), loaded.device.clone());
     for (name, dir) in &args.adapters {
         let info = registry.load(name, dir)?;
         eprintln!(

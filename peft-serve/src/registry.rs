@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use peft_core::{Adapter, Conditioning, ModelShape, PeftAdapter};
+use peft_core::{Adapter, AdapterShapes, Conditioning, PeftAdapter};
 use serde::Serialize;
 
 /// What `/v1/models` reports about an adapter.
@@ -45,18 +45,23 @@ struct Served {
 
 pub struct Registry {
     base_name: String,
-    shape: ModelShape,
+    shapes: AdapterShapes,
     device: Device,
     adapters: BTreeMap<String, Served>,
 }
 
 impl Registry {
-    /// An empty registry for a base model of `shape` on `device`, which requests call
+    /// An empty registry for a base model whose adapters agree with `shapes` on `device`, which requests call
     /// `base_name`.
-    pub fn new(base_name: impl Into<String>, shape: ModelShape, device: Device) -> Self {
+    pub fn new(
+        base_name: impl Into<String>,
+        shapes: impl Into<AdapterShapes>,
+        device: Device,
+    ) -> Self {
+        let shapes = shapes.into();
         Self {
             base_name: base_name.into(),
-            shape,
+            shapes,
             device,
             adapters: BTreeMap::new(),
         }
@@ -80,7 +85,7 @@ impl Registry {
         if self.adapters.contains_key(name) {
             return Err(RegistryError::AlreadyLoaded(name.to_string()));
         }
-        let adapter = PeftAdapter::load(dir, self.shape, &self.device).map_err(|err| {
+        let adapter = PeftAdapter::load(dir, self.shapes, &self.device).map_err(|err| {
             RegistryError::Load {
                 name: name.to_string(),
                 path: dir.to_path_buf(),

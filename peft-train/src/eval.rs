@@ -10,8 +10,10 @@ use std::path::Path;
 
 use anyhow::Result;
 use burn::prelude::*;
+use peft_decoder::{Adapted, Decoder};
 use peft_gpt2::loss::per_example_loss;
-use peft_gpt2::{AdaptedGpt2, PadSide, PaddedRows};
+use peft_gpt2::{PadSide, PaddedRows};
+use peft_runtime::Model;
 use serde::Serialize;
 
 use crate::data::TokenizedExample;
@@ -31,7 +33,7 @@ pub struct EvalReport {
 
 /// Scores every example, `batch_size` at a time (padding does not change any example's loss).
 pub fn evaluate(
-    model: &AdaptedGpt2,
+    model: &Adapted<Model>,
     examples: &[TokenizedExample],
     pad_id: u32,
     batch_size: usize,

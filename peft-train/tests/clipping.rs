@@ -9,8 +9,10 @@ use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::prelude::*;
 use burn::train::Learner;
 use peft_core::{PeftAdapter, PromptLearningConfig};
-use peft_gpt2::{AdaptedGpt2, load_pretrained};
+use peft_decoder::Adapted;
+use peft_gpt2::load_pretrained;
 use peft_runtime::ComputeBackend;
+use peft_runtime::Model;
 use peft_train::data::TokenizedExample;
 use peft_train::train::trainee::{ExampleBatcher, Trainee};
 
@@ -44,7 +46,11 @@ fn step_norm(max_grad_norm: Option<f32>) -> f32 {
         Some(16),
         &device,
     );
-    let trainee = Trainee::new(AdaptedGpt2::new(gpt2, Some(adapter)), None, max_grad_norm);
+    let trainee = Trainee::new(
+        Adapted::new(Model::Gpt2(gpt2), Some(adapter)),
+        None,
+        max_grad_norm,
+    );
     let before = flatten(&trainee);
     let examples: Vec<TokenizedExample> = [[5u32, 9, 200, 31, 7, 64], [11, 3, 90, 18, 250, 2]]
         .iter()

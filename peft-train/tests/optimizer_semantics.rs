@@ -9,8 +9,10 @@ use burn::optim::{GradientsAccumulator, SgdConfig};
 use burn::prelude::*;
 use burn::train::Learner;
 use peft_core::{PeftAdapter, PromptLearningConfig};
-use peft_gpt2::{AdaptedGpt2, load_pretrained};
+use peft_decoder::Adapted;
+use peft_gpt2::load_pretrained;
 use peft_runtime::ComputeBackend;
+use peft_runtime::Model;
 use peft_train::data::TokenizedExample;
 use peft_train::train::adamw;
 use peft_train::train::trainee::{ExampleBatcher, TrainBatch, Trainee};
@@ -35,7 +37,7 @@ fn trainee(device: &Device) -> Trainee {
     device.seed(11);
     let adapter =
         PeftAdapter::prefix_tuning(PromptLearningConfig::new(3, config.shape()), None, device);
-    Trainee::new(AdaptedGpt2::new(gpt2, Some(adapter)), None, None)
+    Trainee::new(Adapted::new(Model::Gpt2(gpt2), Some(adapter)), None, None)
 }
 
 fn batch(rows: &[&[u32]], device: &Device) -> TrainBatch {

@@ -3,8 +3,10 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use burn::module::Module;
 use peft_core::{Adapter, Conditioning, ParameterCount};
-use peft_gpt2::{AdaptedGpt2, GenerationConfig, Sampling, generate};
+use peft_decoder::Adapted;
+use peft_gpt2::{GenerationConfig, Sampling, generate};
 
 use crate::cli::{Cli, Command, DemoArgs, DeviceArg, EvalArgs, GenerateArgs, InfoArgs};
 use crate::data::token_cache;
@@ -51,7 +53,7 @@ fn eval_command(args: &EvalArgs) -> Result<()> {
         None,
         TokenCache::default_location().as_ref(),
     )?;
-    let model = AdaptedGpt2::new(loaded.model.clone(), adapter);
+    let model = Adapted::new(loaded.model.clone(), adapter);
     let report = eval::evaluate(&model, &dataset.examples, loaded.pad_id(), args.batch_size)?;
     // A NaN score is no score: say which line, rather than report a NaN mean as a result.
     if let Some((example, score)) = dataset
@@ -129,19 +131,10 @@ fn generate_command(args: &GenerateArgs) -> Result<()> {
 
 fn info_command(args: &InfoArgs) -> Result<()> {
     let loaded = LoadedModel::load(&args.model, Some(peft_runtime::ComputeBackend::Flex), false)?;
-    let c = &loaded.config;
-    println!("model {} ({})", args.model, loaded.files.dir.display());
-    println!(
-        "  {} layers, width {}, {} heads of {}, MLP {}, {} positions, vocabulary {}",
-        c.n_layer,
-        c.n_embd,
-        c.n_head,
-        c.head_dim(),
-        c.mlp_width(),
-        c.n_positions,
-        c.vocab_size
-    );
-    println!("  {} parameters", c.num_params());
+    let params = loaded.model.num_params();
+    println!("model {} ({})", args.model, loaded.dir.display());
+    println!("  {}", loaded.config.describe());
+    println!("  {params} parameters");
     match &loaded.tokenizer {
         Some(tokenizer) => println!("  tokenizer of {} tokens", tokenizer.vocab_size()),
         None => println!("  no tokenizer (data must be given as `input_ids`)"),
@@ -157,7 +150,7 @@ fn info_command(args: &InfoArgs) -> Result<()> {
         );
         println!(
             "  {}",
-            ParameterCount::adapter_on(c.num_params(), adapter.num_trainable_params())
+            ParameterCount::adapter_on(params, adapter.num_trainable_params())
         );
     }
     Ok(())

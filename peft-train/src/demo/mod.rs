@@ -21,7 +21,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use peft_core::Adapter;
-use peft_gpt2::{AdaptedGpt2, Gpt2, Gpt2Config, save_pretrained};
+use peft_decoder::Adapted;
+use peft_gpt2::{Gpt2, Gpt2Config, save_pretrained};
 use peft_runtime::ComputeBackend;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -447,7 +448,7 @@ fn score(model: &str, adapter: Option<&Path>, valid: &Path, device: &DeviceArg) 
         Overlong::Reject,
         None,
     )?;
-    let model = AdaptedGpt2::new(loaded.model.clone(), adapter);
+    let model = Adapted::new(loaded.model.clone(), adapter);
     let params = model.parameter_count();
     let report = evaluate(&model, &dataset.examples, loaded.pad_id(), 16)?;
     let accuracy = match &dataset.verbalizer {

@@ -7,12 +7,13 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use clap::{Args, Parser, ValueEnum};
 use peft_core::{
-    AdapterModule, ModelShape, PeftAdapter, PeftConfig, PromptInit, PromptLearningConfig,
+    AdapterModule, AdapterShapes, PeftAdapter, PeftConfig, PromptInit, PromptLearningConfig,
     PromptTuningConfig, PromptTuningInit,
 };
-use peft_gpt2::{AdaptedGpt2, Gpt2, Gpt2Tokenizer};
-use peft_runtime::LoadedModel;
+use peft_decoder::{Adapted, Decoder};
+use peft_gpt2::Gpt2Tokenizer;
 use peft_runtime::args::{at_least_one, dropout_probability, positive};
+use peft_runtime::{LoadedModel, Model};
 use serde::Serialize;
 
 /// The adapter to train and how it starts.
@@ -77,8 +78,9 @@ pub enum PromptInitArg {
 /// embeddings), shape, tokenizer and name (recorded in `adapter_config.json`).
 #[derive(Clone, Copy)]
 pub struct BaseModel<'a> {
-    pub model: &'a Gpt2,
-    pub shape: ModelShape,
+    pub model: &'a Model,
+    /// What a prompt and what a prefix must agree with.
+    pub shapes: AdapterShapes,
     pub tokenizer: Option<&'a Gpt2Tokenizer>,
     pub name: &'a str,
 }
@@ -87,7 +89,7 @@ impl<'a> BaseModel<'a> {
     pub fn of(loaded: &'a LoadedModel) -> Self {
         Self {
             model: &loaded.model,
-            shape: loaded.shape(),
+            shapes: loaded.shapes(),
             tokenizer: loaded.tokenizer.as_ref(),
             name: &loaded.name,
         }
@@ -97,10 +99,10 @@ impl<'a> BaseModel<'a> {
 impl AdapterSpec {
     /// The model to train: the base frozen under a new adapter, or all of it for full
     /// fine-tuning.
-    pub fn model(&self, base: BaseModel<'_>) -> Result<AdaptedGpt2> {
+    pub fn model(&self, base: BaseModel<'_>) -> Result<Adapted<Model>> {
         Ok(match self.adapter(base)? {
-            Some(adapter) => AdaptedGpt2::new(base.model.clone(), Some(adapter)),
-            None => AdaptedGpt2::full_finetune(base.model.clone()),
+            Some(adapter) => Adapted::new(base.model.clone(), Some(adapter)),
+            None => Adapted::full_finetune(base.model.clone()),
         })
     }
 
@@ -110,17 +112,17 @@ impl AdapterSpec {
         if p == 0 {
             bail!("--num-virtual-tokens must be at least 1");
         }
-        let config = PromptLearningConfig::new(p, base.shape).for_base_model(base.name);
+        let config = |shape| PromptLearningConfig::new(p, shape).for_base_model(base.name);
         let device = base.model.device();
         Ok(match self.method {
             Method::Full => None,
             Method::Prefix => Some(PeftAdapter::prefix_tuning(
-                config,
+                config(base.shapes.prefix),
                 self.prefix_projection,
                 &device,
             )),
             Method::Prompt => {
-                let (init, config) = self.prompt_init(config, base)?;
+                let (init, config) = self.prompt_init(config(base.shapes.prompt), base)?;
                 Some(PeftAdapter::prompt_tuning(
                     config,
                     init,
@@ -146,7 +148,7 @@ impl AdapterSpec {
         if let Some(dir) = &self.prompt_init_from {
             return self.transferred_prompt(dir, base);
         }
-        let token_table = || base.model.wte.weight.val().detach();
+        let token_table = || base.model.token_embeddings().detach();
         Ok(match self.prompt_init {
             PromptInitArg::Random => (
                 PromptInit::Random {
@@ -198,7 +200,7 @@ impl AdapterSpec {
         dir: &std::path::Path,
         base: BaseModel<'_>,
     ) -> Result<(PromptInit, PromptTuningConfig)> {
-        let from = PeftAdapter::load(dir, base.shape, &base.model.device())
+        let from = PeftAdapter::load(dir, base.shapes, &base.model.device())
             .with_context(|| format!("loading adapter {}", dir.display()))?;
         let (AdapterModule::Prompt(prompt), PeftConfig::PromptTuning(source)) =
             (&from.module, &from.config)
@@ -218,7 +220,7 @@ impl AdapterSpec {
             );
         }
         let config = PromptTuningConfig {
-            base: PromptLearningConfig::new(self.num_virtual_tokens, base.shape)
+            base: PromptLearningConfig::new(self.num_virtual_tokens, base.shapes.prompt)
                 .for_base_model(base.name),
             ..source.clone()
         };

@@ -38,8 +38,9 @@ use burn::train::{
     ExecutionStrategy, Interrupter, Learner, LearningResult, MetricEarlyStoppingStrategy,
     StoppingCondition, SupervisedTraining,
 };
-use peft_gpt2::AdaptedGpt2;
+use peft_decoder::Adapted;
 use peft_runtime::LoadedModel;
+use peft_runtime::Model;
 
 use crate::data::Dataset;
 use crate::data::token_cache::{TokenCache, load_tokenized};
@@ -112,7 +113,7 @@ struct TrainingData {
 }
 
 impl TrainingData {
-    fn load(args: &TrainArgs, loaded: &LoadedModel, model: &AdaptedGpt2) -> Result<Self> {
+    fn load(args: &TrainArgs, loaded: &LoadedModel, model: &Adapted<Model>) -> Result<Self> {
         let virtual_tokens = model
             .adapter
             .as_ref()

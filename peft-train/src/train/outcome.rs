@@ -10,8 +10,8 @@ use burn::module::{ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::train::LearnerSummary;
 use burn::train::checkpoint::Checkpointer;
-use peft_gpt2::AdaptedGpt2;
-use peft_runtime::LoadedModel;
+use peft_decoder::Adapted;
+use peft_runtime::{LoadedModel, Model, ModelConfig};
 use serde::Serialize;
 
 use crate::train::checkpoint::ModelCheckpointer;
@@ -71,7 +71,7 @@ pub(crate) fn with_best_epoch(
 }
 
 /// Fails if any trained parameter is NaN or infinite: such weights are never saved.
-pub(crate) fn ensure_finite(model: &AdaptedGpt2) -> Result<()> {
+pub(crate) fn ensure_finite(model: &Adapted<Model>) -> Result<()> {
     struct Finite(bool);
     impl ModuleVisitor for Finite {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -95,14 +95,24 @@ pub(crate) fn ensure_finite(model: &AdaptedGpt2) -> Result<()> {
 }
 
 /// Saves what was trained: the adapter in PEFT format, or the whole model for full fine-tuning.
-pub(crate) fn save_trained(model: &AdaptedGpt2, loaded: &LoadedModel, dir: &Path) -> Result<()> {
+pub(crate) fn save_trained(model: &Adapted<Model>, loaded: &LoadedModel, dir: &Path) -> Result<()> {
     match &model.adapter {
         Some(adapter) => adapter
             .save(dir)
             .with_context(|| format!("saving the adapter to {}", dir.display()))?,
         None => {
-            peft_gpt2::checkpoint::save_pretrained(&model.base, &loaded.config, dir)?;
-            let tokenizer_json = loaded.files.dir.join("tokenizer.json");
+            match (&model.base, &loaded.config) {
+                (Model::Gpt2(gpt2), ModelConfig::Gpt2(config)) => {
+                    peft_gpt2::checkpoint::save_pretrained(gpt2, config, dir)?
+                }
+                (Model::Llama(llama), _) => {
+                    peft_llama::save_pretrained(llama, &loaded.dir.join("config.json"), dir)?
+                }
+                (Model::Gpt2(_), ModelConfig::Llama(_)) => {
+                    unreachable!("a model is loaded with its own family's config")
+                }
+            }
+            let tokenizer_json = loaded.dir.join("tokenizer.json");
             if tokenizer_json.is_file() {
                 std::fs::copy(&tokenizer_json, dir.join("tokenizer.json"))?;
             }

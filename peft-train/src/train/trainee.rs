@@ -8,8 +8,11 @@ use burn::prelude::*;
 use burn::tensor::ExecutionError;
 use burn::train::metric::{AccuracyInput, Adaptor, ItemLazy, LossInput};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
-use peft_gpt2::AdaptedGpt2;
+use peft_decoder::Adapted;
+use peft_decoder::Decoder;
+use peft_decoder::adapted::hidden_of_rows;
 use peft_gpt2::loss::{LossTargets, fused_lm_loss};
+use peft_runtime::Model;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -66,7 +69,7 @@ impl Batcher<TokenizedExample, TrainBatch> for ExampleBatcher {
 /// GPT-2 with what it is trained for.
 #[derive(Module, Debug)]
 pub struct Trainee {
-    pub model: AdaptedGpt2,
+    pub model: Adapted<Model>,
     /// The deciding token of each class label, when training a classifier through a verbalizer.
     #[module(skip)]
     pub class_tokens: Option<Vec<u32>>,
@@ -95,7 +98,7 @@ pub struct StepOutput {
 
 impl Trainee {
     pub fn new(
-        model: AdaptedGpt2,
+        model: Adapted<Model>,
         class_tokens: Option<Vec<u32>>,
         max_grad_norm: Option<f32>,
     ) -> Self {
@@ -120,8 +123,8 @@ impl Trainee {
         let conditioning = self.model.conditioning();
         let prompt_len = conditioning.prompt_len();
         let base = &self.model.base;
-        let hidden = base.hidden_of_rows(&batch.rows, &conditioning);
-        let head = base.wte.weight.val();
+        let hidden = hidden_of_rows(base, &batch.rows, &conditioning);
+        let head = base.output_embeddings();
         let classes = match (&self.class_tokens, batch.answers) {
             (Some(tokens), Some((positions, classes))) => Some((
                 class_scores(hidden.clone(), head.clone(), positions, prompt_len, tokens),
