@@ -28,17 +28,32 @@ impl Drop for Server {
 
 pub fn start_server() -> Server {
     let adapters = fixtures().join("adapters");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_peft-serve"))
-        .arg("--model")
-        .arg(fixtures().join("tiny-gpt2"))
-        .args(["--base-name", "tiny", "--port", "0", "--max-wait-ms", "30"])
-        .arg("--adapter")
-        .arg(format!("prompt={}", adapters.join("prompt").display()))
-        .arg("--adapter")
-        .arg(format!("prefix={}", adapters.join("prefix").display()))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    start_server_with(
+        "tiny-gpt2",
+        &[
+            ("prompt", adapters.join("prompt")),
+            ("prefix", adapters.join("prefix")),
+        ],
+    )
+}
+
+/// The server on the fixture model `model` (named `tiny` in requests) with `adapters`.
+pub fn start_server_with(model: &str, adapters: &[(&str, std::path::PathBuf)]) -> Server {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_peft-serve"));
+    command.arg("--model").arg(fixtures().join(model)).args([
+        "--base-name",
+        "tiny",
+        "--port",
+        "0",
+        "--max-wait-ms",
+        "30",
+    ]);
+    for (name, dir) in adapters {
+        command
+            .arg("--adapter")
+            .arg(format!("{name}={}", dir.display()));
+    }
+    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
