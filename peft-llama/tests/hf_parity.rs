@@ -17,8 +17,10 @@ use peft_llama::{Llama, LlamaConfig, load_pretrained};
 
 const FAMILIES: [&str; 3] = ["tiny-llama", "tiny-qwen2", "tiny-qwen3"];
 const ADAPTERS: [&str; 3] = ["prompt", "prefix", "prefix-projection"];
-/// f32 logits and losses of the same weights and inputs.
+/// f32 logits of the same weights and inputs.
 const TOLERANCE: f32 = 1e-4;
+/// f32 losses: means over many logits, so closer still.
+const LOSS_TOLERANCE: f32 = 1e-5;
 
 fn load(family: &str, device: &Device) -> (Llama, LlamaConfig) {
     load_pretrained(&fixtures().join(family), device).unwrap()
@@ -77,7 +79,7 @@ fn check_batch(
     let loss = to_vec1(mean_loss(logits.clone(), labels.clone()))[0];
     let expected_loss = reference.get("batch.loss").floats[0];
     assert!(
-        (loss - expected_loss).abs() <= TOLERANCE,
+        (loss - expected_loss).abs() <= LOSS_TOLERANCE,
         "{name}: batch loss {loss} vs {expected_loss}"
     );
     let (losses, _) = per_example_loss(logits, labels);
@@ -86,8 +88,9 @@ fn check_batch(
         &reference.get("batch.losses").floats,
         None,
     );
+    println!("{name}: per-example losses max |diff| {diff:.2e}");
     assert!(
-        diff <= TOLERANCE,
+        diff <= LOSS_TOLERANCE,
         "{name}: per-example losses differ by {diff}"
     );
 }
@@ -148,7 +151,7 @@ fn base_models_match_transformers() {
             let loss = to_vec1(mean_loss(logits, ids))[0];
             let expected = reference.get("single.loss").floats[0];
             assert!(
-                (loss - expected).abs() <= TOLERANCE,
+                (loss - expected).abs() <= LOSS_TOLERANCE,
                 "{name}: {loss} vs {expected}"
             );
 
