@@ -34,7 +34,7 @@ pub fn run(args: &InferBench) -> Result<Record> {
     let model = setup.model(&config, &device)?;
     let trainable = model.adapter.as_ref().map_or(0, |a| a.num_params());
     let conditioning = Conditioning::of(model.adapter.as_ref());
-    let prompts = setup.random_rows(config.vocab_size);
+    let prompts = setup.random_rows(config.vocab_size());
     let run_for = |new_tokens: usize| -> Result<f64> {
         let generation = GenerationConfig {
             max_new_tokens: new_tokens,

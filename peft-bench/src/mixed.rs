@@ -11,8 +11,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 use peft_core::Conditioning;
-use peft_gpt2::{GenerationConfig, Gpt2, MixedRow, generate, generate_mixed};
-use peft_runtime::Model;
+use peft_gpt2::{GenerationConfig, MixedRow, generate, generate_mixed};
 use peft_runtime::args::at_least_one;
 
 use crate::report::{Record, median};
@@ -38,7 +37,7 @@ pub fn run(args: &MixedBench) -> Result<Record> {
     device.seed(setup.seed);
     // One adapter per row, alternating prompt and prefix tuning (projected, as trained), with
     // virtual-token counts spread around --virtual-tokens so rows need real alignment.
-    let base = Model::Gpt2(Gpt2::new(&config, &device));
+    let base = config.random_model(&device);
     let conditionings = (0..setup.batch)
         .map(|row| {
             let mut one = setup.clone();
@@ -51,7 +50,7 @@ pub fn run(args: &MixedBench) -> Result<Record> {
             Ok(Conditioning::of(one.adapter(&base, &config)?.as_ref()))
         })
         .collect::<Result<Vec<Conditioning>>>()?;
-    let prompts = setup.random_rows(config.vocab_size);
+    let prompts = setup.random_rows(config.vocab_size());
     let generation = GenerationConfig {
         max_new_tokens: args.new_tokens,
         eos_id: None,

@@ -7,11 +7,15 @@ use burn::tensor::FloatDType;
 use clap::{Args, ValueEnum};
 use peft_core::PeftAdapter;
 use peft_decoder::Adapted;
-use peft_gpt2::{Gpt2, Gpt2Config};
+use peft_gpt2::Gpt2Config;
+use peft_llama::LlamaConfig;
 use peft_runtime::args::at_least_one;
-use peft_runtime::{ComputeBackend, DeviceArg, Model};
+use peft_runtime::{ComputeBackend, DeviceArg, Model, ModelConfig};
 use peft_train::train::{AdapterSpec, BaseModel, Method as TrainedMethod, PromptInitArg};
 use serde::Serialize;
+
+/// The Llama-family shapes the PEFT reference benchmarks too.
+const LLAMA_PRESETS: &str = include_str!("../../scripts/reference/llama_presets.json");
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -39,7 +43,8 @@ pub enum Dtype {
 /// The shape of one benchmark: model, method, sizes, device.
 #[derive(Args, Debug, Clone)]
 pub struct Setup {
-    /// A GPT-2 preset (`gpt2`, `gpt2-medium`, ...) or a directory holding a config.json.
+    /// A preset (`gpt2`, `gpt2-medium`, ..., `smollm2-135m`, `llama-3.2-1b`) or a directory
+    /// holding a config.json of either family.
     #[arg(long, default_value = "gpt2")]
     pub model: String,
     #[arg(long, value_enum, default_value = "prompt")]
@@ -70,17 +75,34 @@ impl Setup {
             .unwrap_or_else(ComputeBackend::best_available)
     }
 
-    pub fn config(&self) -> Result<Gpt2Config> {
+    /// The model's shape: a GPT-2 preset, a Llama-family preset of
+    /// `scripts/reference/llama_presets.json` (the PEFT reference reads the same file), or a
+    /// directory's `config.json` of either family.
+    pub fn config(&self) -> Result<ModelConfig> {
         if let Some(config) = Gpt2Config::preset(&self.model) {
-            return Ok(config);
+            return Ok(ModelConfig::Gpt2(config));
+        }
+        let presets: serde_json::Value = serde_json::from_str(LLAMA_PRESETS)?;
+        if let Some(preset) = presets.get(&self.model) {
+            let config = LlamaConfig::from_json(&preset.to_string())
+                .map_err(|message| anyhow::anyhow!("preset `{}`: {message}", self.model))?;
+            return Ok(ModelConfig::Llama(config));
         }
         let path = std::path::Path::new(&self.model).join("config.json");
-        Gpt2Config::from_file(&path).with_context(|| {
+        let text = std::fs::read_to_string(&path).with_context(|| {
             format!(
-                "`{}` is neither a GPT-2 preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, \
-                 distilgpt2) nor a directory with a config.json",
+                "`{}` is neither a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2, \
+                 smollm2-135m, llama-3.2-1b) nor a directory with a config.json",
                 self.model
             )
+        })?;
+        let model_type = serde_json::from_str::<serde_json::Value>(&text)?
+            .get("model_type")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string);
+        Ok(match model_type.as_deref() {
+            Some("gpt2") | None => ModelConfig::Gpt2(Gpt2Config::from_file(&path)?),
+            Some(_) => ModelConfig::Llama(LlamaConfig::from_file(&path)?),
         })
     }
 
@@ -103,17 +125,17 @@ impl Setup {
     }
 
     /// GPT-2 with random weights and the adapter `--method` asks for, as `peft-train` builds it.
-    pub fn model(&self, config: &Gpt2Config, device: &Device) -> Result<Adapted<Model>> {
+    pub fn model(&self, config: &ModelConfig, device: &Device) -> Result<Adapted<Model>> {
         let total = self.virtual_tokens_used() + self.seq;
-        if total > config.n_positions {
+        if total > config.n_positions() {
             bail!(
                 "{} tokens and {} virtual tokens exceed the model's {} positions",
                 self.seq,
                 self.virtual_tokens_used(),
-                config.n_positions
+                config.n_positions()
             );
         }
-        let base = Model::Gpt2(Gpt2::new(config, device));
+        let base = config.random_model(device);
         match self.adapter_spec(config) {
             Some(spec) => spec.model(self.base_model(&base, config)),
             None => Ok(Adapted::new(base, None)),
@@ -122,17 +144,17 @@ impl Setup {
 
     /// The adapter `--method` asks for on `base`, as `peft-train` builds it (none for `full`
     /// and `none`).
-    pub fn adapter(&self, base: &Model, config: &Gpt2Config) -> Result<Option<PeftAdapter>> {
+    pub fn adapter(&self, base: &Model, config: &ModelConfig) -> Result<Option<PeftAdapter>> {
         match self.adapter_spec(config) {
             Some(spec) => spec.adapter(self.base_model(base, config)),
             None => Ok(None),
         }
     }
 
-    fn base_model<'a>(&'a self, base: &'a Model, config: &Gpt2Config) -> BaseModel<'a> {
+    fn base_model<'a>(&'a self, base: &'a Model, config: &ModelConfig) -> BaseModel<'a> {
         BaseModel {
             model: base,
-            shapes: config.shape().into(),
+            shapes: config.adapter_shapes(),
             tokenizer: None,
             name: &self.model,
         }
@@ -140,14 +162,14 @@ impl Setup {
 
     /// What `peft-train train` would be asked for to build `--method`'s adapter (nothing for
     /// the frozen base).
-    fn adapter_spec(&self, config: &Gpt2Config) -> Option<AdapterSpec> {
+    fn adapter_spec(&self, config: &ModelConfig) -> Option<AdapterSpec> {
         let (method, prefix_projection) = match self.method {
             Method::None => return None,
             Method::Full => (TrainedMethod::Full, None),
             Method::Prompt => (TrainedMethod::Prompt, None),
             Method::Prefix => (
                 TrainedMethod::Prefix,
-                Some(self.prefix_hidden.unwrap_or(config.n_embd)),
+                Some(self.prefix_hidden.unwrap_or(config.hidden_size())),
             ),
             Method::PrefixDirect => (TrainedMethod::Prefix, None),
         };

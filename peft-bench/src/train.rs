@@ -40,7 +40,7 @@ pub fn run(args: &TrainBench) -> Result<Record> {
     let trainee = Trainee::new(model, None, None);
     // Language modelling on every token, as the Python reference does (`labels = input_ids`).
     let examples: Vec<TokenizedExample> = setup
-        .random_rows(config.vocab_size)
+        .random_rows(config.vocab_size())
         .into_iter()
         .map(|ids| TokenizedExample {
             labels: ids.iter().map(|&t| i64::from(t)).collect(),

@@ -63,6 +63,22 @@ impl ModelConfig {
         }
     }
 
+    /// Width of the token embeddings.
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            ModelConfig::Gpt2(c) => c.n_embd,
+            ModelConfig::Llama(c) => c.hidden_size,
+        }
+    }
+
+    /// A model of this config with random weights (benchmarks time shapes, not values).
+    pub fn random_model(&self, device: &Device) -> Model {
+        match self {
+            ModelConfig::Gpt2(c) => Model::Gpt2(Gpt2::new(c, device)),
+            ModelConfig::Llama(c) => Model::Llama(Llama::new(c, device)),
+        }
+    }
+
     /// Positions the model attends over.
     pub fn n_positions(&self) -> usize {
         match self {

@@ -20,7 +20,9 @@ import time
 
 import torch
 from peft import PrefixTuningConfig, PromptTuningConfig, TaskType, get_peft_model
-from transformers import GPT2Config, GPT2LMHeadModel
+import pathlib
+
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 PRESETS = {
     "gpt2": (12, 768, 12),
@@ -29,6 +31,8 @@ PRESETS = {
     "gpt2-xl": (48, 1600, 25),
     "distilgpt2": (6, 768, 12),
 }
+# Llama-family shapes, shared with `peft-bench` (which reads the same file).
+LLAMA_PRESETS = json.loads((pathlib.Path(__file__).parent / "llama_presets.json").read_text())
 
 
 def parse_args():
@@ -55,13 +59,19 @@ def parse_args():
 
 
 def build_model(args):
-    if args.model in PRESETS:
-        n_layer, n_embd, n_head = PRESETS[args.model]
-        config = GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head)
-    else:
-        config = GPT2Config.from_pretrained(args.model)
     torch.manual_seed(args.seed)
-    model = GPT2LMHeadModel(config)
+    if args.model in LLAMA_PRESETS:
+        preset = {k: v for k, v in LLAMA_PRESETS[args.model].items() if k != "model_type"}
+        config = LlamaConfig(**preset)
+        config.n_embd = config.hidden_size  # the prefix projection's default width below
+        model = LlamaForCausalLM(config)
+    else:
+        if args.model in PRESETS:
+            n_layer, n_embd, n_head = PRESETS[args.model]
+            config = GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head)
+        else:
+            config = GPT2Config.from_pretrained(args.model)
+        model = GPT2LMHeadModel(config)
     if args.method in ("full", "none"):
         return model, config
     common = dict(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=args.virtual_tokens)

@@ -176,10 +176,45 @@ def make_adapters(family, model_class, base_dir, rows, fast, eos_id):
         print(f"  adapter {out_dir.name}: losses {ref['batch.losses'].tolist()}, greedy margin {margin:.4f}")
 
 
+def check_rust_adapters(fast):
+    """Loads each Llama-family adapter `cargo xtask peft-check` trained with `peft-train` in
+    PEFT, and compares PEFT's per-example losses on `fixtures/data/text.jsonl` with the ones
+    `peft-train eval` reported."""
+    texts = [json.loads(line)["text"] for line in (REPO / "fixtures/data/text.jsonl").read_text().splitlines()]
+    root = REPO / "fixtures" / "rust-adapters"
+    report, worst = [], 0.0
+    families = tuple(f"{family}-" for family in FAMILIES)
+    for out_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(families)):
+        family = next(f for f in FAMILIES if out_dir.name.startswith(f"{f}-"))
+        model_class = FAMILIES[family][1]
+        model = PeftModel.from_pretrained(model_class.from_pretrained(REPO / "fixtures" / family), out_dir).eval()
+        with torch.no_grad():
+            peft_losses = [
+                model(input_ids=torch.tensor([fast(t)["input_ids"]]), labels=torch.tensor([fast(t)["input_ids"]])).loss.item()
+                for t in texts
+            ]
+        rust_losses = [e["loss"] for e in json.loads((out_dir / "rust_eval.json").read_text())["examples"]]
+        diff = max(abs(a - b) for a, b in zip(peft_losses, rust_losses))
+        worst = max(worst, diff)
+        report.append(f"{out_dir.name}: {len(texts)} examples, mean loss peft {sum(peft_losses) / len(texts):.6f} "
+                      f"rust {sum(rust_losses) / len(texts):.6f}, max |diff| {diff:.2e}")
+    report.append(f"worst max |diff| {worst:.2e} ({'PASS' if worst <= 1e-4 else 'FAIL'}: tolerance 1e-4)")
+    report.append(f"torch {torch.__version__}, transformers {__import__('transformers').__version__}, "
+                  f"peft {__import__('peft').__version__}")
+    text = "\n".join(report) + "\n"
+    (root / "peft_check_llama.txt").write_text(text)
+    print(text, end="")
+    if worst > 1e-4:
+        raise SystemExit(1)
+
+
 def main():
     torch.set_num_threads(2)
     fast = GPT2TokenizerFast(tokenizer_file=str(REPO / "fixtures" / "tokenizer" / "tokenizer.json"), eos_token=EOS)
     eos_id = fast.convert_tokens_to_ids(EOS)
+    if "--check-rust-adapters" in sys.argv[1:]:
+        check_rust_adapters(fast)
+        return
     for seed, (name, (config_class, model_class, extra)) in enumerate(FAMILIES.items()):
         make_family(name, config_class, model_class, extra, fast, eos_id, seed)
 

@@ -24,8 +24,9 @@ enum Task {
     /// Regenerate the tiny GPT-2 and Llama-family checkpoints, their PEFT adapters and the
     /// Hugging Face reference outputs in `fixtures/`.
     Fixtures,
-    /// Save an adapter of each kind from Rust (`fixtures/rust-adapters/`), then load each in
-    /// Python's `peft` and compare losses; writes `fixtures/rust-adapters/peft_check.txt`.
+    /// Save an adapter of each kind from Rust (`fixtures/rust-adapters/`: GPT-2 ones from the
+    /// library, Llama-family ones trained by `peft-train`), then load each in Python's `peft`
+    /// and compare losses; writes `peft_check.txt` and `peft_check_llama.txt` there.
     PeftCheck,
     /// Benchmark `peft-bench` against Hugging Face PEFT on the same shapes, alternating runs;
     /// prints the ratio table (for BENCHMARKS.md) and keeps the raw records.
@@ -53,8 +54,12 @@ fn main() -> Result<()> {
                 "export_adapters",
             ]))?;
             let python = reference_python(&root)?;
-            run(Command::new(python)
+            run(Command::new(&python)
                 .arg(root.join("scripts/reference/make_fixtures.py"))
+                .arg("--check-rust-adapters"))?;
+            train_llama_family_adapters(&root)?;
+            run(Command::new(&python)
+                .arg(root.join("scripts/reference/make_llama_fixtures.py"))
                 .arg("--check-rust-adapters"))
         }
         Task::Bench(args) => bench::run(&root, &reference_python(&root)?, &args),
@@ -63,6 +68,75 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Trains a prompt, a prefix and a projected-prefix adapter on each tiny Llama-family model
+/// with `peft-train` (two epochs of `fixtures/data/text.jsonl`), and records `peft-train
+/// eval`'s per-example losses beside each, in `fixtures/rust-adapters/FAMILY-KIND/`.
+fn train_llama_family_adapters(root: &Path) -> Result<()> {
+    let data = root.join("fixtures/data/text.jsonl");
+    let scratch = std::env::temp_dir().join(format!("peft-check-{}", std::process::id()));
+    for family in ["tiny-llama", "tiny-qwen2", "tiny-qwen3"] {
+        let model = root.join("fixtures").join(family);
+        for (kind, extra) in [
+            ("prompt", &["--method", "prompt"][..]),
+            ("prefix", &["--method", "prefix"][..]),
+            (
+                "prefix-projection",
+                &["--method", "prefix", "--prefix-projection", "16"][..],
+            ),
+        ] {
+            let run_dir = scratch.join(format!("{family}-{kind}"));
+            let out = root
+                .join("fixtures/rust-adapters")
+                .join(format!("{family}-{kind}"));
+            let peft_train = |args: &[&std::ffi::OsStr]| {
+                run(Command::new(env!("CARGO"))
+                    .current_dir(root)
+                    .args(["run", "--quiet", "-p", "peft-train", "--"])
+                    .args(args))
+            };
+            let mut train: Vec<&std::ffi::OsStr> = vec![
+                "train".as_ref(),
+                "--model".as_ref(),
+                model.as_os_str(),
+                "--data".as_ref(),
+                data.as_os_str(),
+                "--output-dir".as_ref(),
+                run_dir.as_os_str(),
+                "--num-virtual-tokens".as_ref(),
+                "4".as_ref(),
+                "--epochs".as_ref(),
+                "2".as_ref(),
+                "--batch-size".as_ref(),
+                "4".as_ref(),
+            ];
+            train.extend(extra.iter().map(std::ffi::OsStr::new));
+            peft_train(&train)?;
+            if out.exists() {
+                std::fs::remove_dir_all(&out)?;
+            }
+            std::fs::create_dir_all(&out)?;
+            for file in std::fs::read_dir(run_dir.join("adapter"))? {
+                let file = file?;
+                std::fs::copy(file.path(), out.join(file.file_name()))?;
+            }
+            let report = out.join("rust_eval.json");
+            peft_train(&[
+                "eval".as_ref(),
+                "--model".as_ref(),
+                model.as_os_str(),
+                "--adapter".as_ref(),
+                out.as_os_str(),
+                "--data".as_ref(),
+                data.as_os_str(),
+                "--output".as_ref(),
+                report.as_os_str(),
+            ])?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
 }
 
 fn repo_root() -> PathBuf {
