@@ -13,7 +13,9 @@
 # then, with the device tool, carry `gpu` and run `scripts/gpu/bench.sh`. The binary links the
 # machine's own torch 2.11 (its `lib` is put on LD_LIBRARY_PATH here).
 #
-# Knobs (environment): BENCH_SHAPES ("8x256 32x512"), BENCH_DTYPES ("f32 bf16"),
+# Knobs (environment): BENCH_MODELS ("gpt2 llama-3.2-1b": GPT-2 small and a Llama-3.2-1B-shaped
+# model, both random weights; presets of peft-bench and bench_peft.py),
+# BENCH_SHAPES ("8x256 32x512"), BENCH_DTYPES ("f32 bf16"),
 # BENCH_METHODS ("prompt prefix full"), BENCH_STEPS (10), BENCH_COMPILE (0: set 1 to add the
 # torch.compile peer for prompt and prefix, ~90 s of compilation each), BENCH_DEVICE (tch-cuda)
 # and BENCH_TORCH_DEVICE (cuda) — tch / cpu try the whole script on a CPU.
@@ -56,12 +58,13 @@ record() {
     fi
 }
 
+for model in ${BENCH_MODELS:-gpt2 llama-3.2-1b}; do
 for shape in ${BENCH_SHAPES:-8x256 32x512}; do
     batch="${shape%x*}"
     seq="${shape#*x}"
     for dtype in ${BENCH_DTYPES:-f32 bf16}; do
         for method in ${BENCH_METHODS:-prompt prefix full}; do
-            common=(train --model gpt2 --method "$method" --batch "$batch" --seq "$seq"
+            common=(train --model "$model" --method "$method" --batch "$batch" --seq "$seq"
                 --dtype "$dtype" --steps "$steps")
             record "$bench" "${common[@]}" --device "$device"
             record python3 scripts/reference/bench_peft.py "${common[@]}" --device "$torch_device"
@@ -71,5 +74,6 @@ for shape in ${BENCH_SHAPES:-8x256 32x512}; do
             fi
         done
     done
+done
 done
 echo "records: $records"
