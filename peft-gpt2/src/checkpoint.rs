@@ -20,6 +20,8 @@ use crate::model::Gpt2;
 const CONFIG_FILE: &str = "config.json";
 const SAFETENSORS_FILE: &str = "model.safetensors";
 const PYTORCH_FILE: &str = "pytorch_model.bin";
+/// A sharded checkpoint's list of shards (Llama-family models; GPT-2 loads single files).
+const INDEX_FILE: &str = "model.safetensors.index.json";
 const TOKENIZER_FILES: [&str; 3] = ["tokenizer.json", "vocab.json", "merges.txt"];
 
 /// Tensors a GPT-2 checkpoint may hold that are not parameters of [`Gpt2`]: the causal-mask
@@ -103,6 +105,67 @@ impl ModelFiles {
             .iter()
             .any(|name| self.dir.join(name).is_file())
     }
+}
+
+/// The local directory of a model of any family named by a directory or a hub id: the
+/// directory itself, the Hugging Face cache's snapshot (whatever its weight files: one file or
+/// shards), or — where the network is allowed — one filled from the hub, shards listed in
+/// `model.safetensors.index.json` included.
+pub fn resolve_dir(model: &str) -> Result<PathBuf> {
+    let as_path = Path::new(model);
+    if as_path.is_dir() {
+        return Ok(as_path.to_path_buf());
+    }
+    if as_path.is_absolute() || model.starts_with('.') || model.split('/').count() > 2 {
+        return Err(Error::ModelNotFound(model.to_string()));
+    }
+    let has_weights = |dir: &Path| {
+        [SAFETENSORS_FILE, INDEX_FILE, PYTORCH_FILE]
+            .iter()
+            .any(|name| dir.join(name).is_file())
+    };
+    let cached = hub_cache().model(model.to_string()).get(CONFIG_FILE);
+    if let Some(dir) = cached.and_then(|config| config.parent().map(Path::to_path_buf))
+        && has_weights(&dir)
+    {
+        return Ok(dir);
+    }
+    if hub_offline() {
+        return Err(Error::Hub {
+            repo: model.to_string(),
+            message: "not in the local cache and HF_HUB_OFFLINE is set; download it once while \
+                      online, or pass a local directory"
+                .into(),
+        });
+    }
+    let config = download(model, &[CONFIG_FILE])?;
+    let dir = config
+        .parent()
+        .expect("a downloaded file has a directory")
+        .to_path_buf();
+    if download(model, &[SAFETENSORS_FILE]).is_err() {
+        let index = download(model, &[INDEX_FILE])?;
+        let text = std::fs::read_to_string(&index).map_err(|error| Error::Io {
+            path: index.clone(),
+            error,
+        })?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|err| Error::Checkpoint {
+                path: index.clone(),
+                message: err.to_string(),
+            })?;
+        let shards: std::collections::BTreeSet<&str> = json
+            .get("weight_map")
+            .and_then(serde_json::Value::as_object)
+            .into_iter()
+            .flat_map(|map| map.values().filter_map(serde_json::Value::as_str))
+            .collect();
+        for shard in shards {
+            download(model, &[shard])?;
+        }
+    }
+    let _ = download(model, &["tokenizer.json"]);
+    Ok(dir)
 }
 
 /// The Hugging Face cache, located as Python's `huggingface_hub` does: `HF_HUB_CACHE`, else

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use peft_core::{AdapterShapes, PeftAdapter};
-use peft_gpt2::{Gpt2Tokenizer, ModelFiles};
+use peft_gpt2::{Gpt2Tokenizer, resolve_dir};
 
 use crate::backend::ComputeBackend;
 use crate::family::{Model, ModelConfig, load_model_dir};
@@ -38,12 +38,8 @@ impl LoadedModel {
             device = device.autodiff();
         }
         let loading = || format!("loading model `{model}`");
-        let dir = if Path::new(model).is_dir() {
-            PathBuf::from(model)
-        } else {
-            // A hub id: the Hugging Face cache first, a download only where allowed.
-            ModelFiles::resolve(model).with_context(loading)?.dir
-        };
+        // A directory, or a hub id: the Hugging Face cache first, a download only where allowed.
+        let dir = resolve_dir(model).with_context(loading)?;
         let (weights, config) = load_model_dir(&dir, &device).with_context(loading)?;
         let has_tokenizer = TOKENIZER_FILES.iter().any(|f| dir.join(f).is_file());
         let tokenizer = has_tokenizer

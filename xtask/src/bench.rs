@@ -124,7 +124,7 @@ pub fn run(root: &Path, python: &Path, args: &BenchArgs) -> Result<()> {
         }
     }
 
-    let table = render(&cases, &records, &machine(python), threads);
+    let table = render(&cases, &records, &machine(python), threads, &args.model);
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -194,7 +194,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-fn render(cases: &[Case], records: &[Value], machine: &str, threads: usize) -> String {
+fn render(cases: &[Case], records: &[Value], machine: &str, threads: usize, model: &str) -> String {
     // (mode, method, batch, seq, implementation) -> the runs' records
     let mut runs: BTreeMap<(String, String, u64, u64, String), Vec<&Value>> = BTreeMap::new();
     for record in records {
@@ -225,8 +225,8 @@ fn render(cases: &[Case], records: &[Value], machine: &str, threads: usize) -> S
         )
     };
     let mut out = format!(
-        "Machine: {machine}. Threads: {threads} for both. GPT-2 small shape, random weights, \
-         20 virtual tokens, f32; medians of {} runs each, alternating.\n\n",
+        "Machine: {machine}. Threads: {threads} for both. Model `{model}` (shape only: random \
+         weights), 20 virtual tokens, f32; medians of {} runs each, alternating.\n\n",
         records.len() / (2 * cases.len().max(1))
     );
     out.push_str(
