@@ -6,6 +6,7 @@
 use burn::prelude::*;
 use peft_core::{LayerKv, PrefixKv};
 
+use crate::attention::score_bias;
 use crate::error::InputError;
 
 /// A decoder-only language model that adapters can condition.
@@ -89,6 +90,37 @@ impl KvCache {
                 kv.value.clone().select(0, keep.clone()),
             );
         }
+    }
+}
+
+impl ForwardInput<'_> {
+    /// The additive attention bias over `[prefix | cached | new]` keys, `[B or 1, 1, T, keys]`
+    /// (see [`score_bias`]), after checking that the input fits `model`: its positions, and a
+    /// prefix entry for every layer. Panics otherwise — user input is checked before it gets
+    /// here, so a failure is a bug.
+    pub fn attention_bias(&self, model: &impl Decoder, cache: Option<&KvCache>) -> Tensor<4> {
+        let [_, len, _] = self.embeddings.dims();
+        let prefix_len = self.prefix.map_or(0, PrefixKv::len);
+        let past_len = cache.map_or(0, KvCache::len);
+        if let Err(err) = model.check_fits(prefix_len + past_len + len) {
+            panic!("{err}");
+        }
+        if let Some(prefix) = self.prefix {
+            assert_eq!(
+                prefix.layers.len(),
+                model.n_layer(),
+                "prefix has {} layers, model has {}",
+                prefix.layers.len(),
+                model.n_layer()
+            );
+        }
+        score_bias(
+            prefix_len,
+            past_len,
+            len,
+            self.key_mask.clone(),
+            &self.embeddings.device(),
+        )
     }
 }
 

@@ -19,6 +19,7 @@
 pub mod adapted;
 pub mod attention;
 pub mod batch;
+pub mod checkpoint;
 pub mod decoder;
 pub mod error;
 pub mod generate;

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn::store::{
-    ApplyError, ApplyResult, IdentityAdapter, KeyRemapper, ModuleSnapshot, ModuleStore,
-    PytorchStore, SafetensorsStore,
+    ApplyResult, IdentityAdapter, KeyRemapper, ModuleSnapshot, ModuleStore, PytorchStore,
+    SafetensorsStore,
 };
 
 use crate::config::Gpt2Config;
@@ -81,22 +81,7 @@ impl ModelFiles {
         if as_path.is_absolute() || model.starts_with('.') || model.split('/').count() > 2 {
             return Err(Error::ModelNotFound(model.to_string()));
         }
-        // `models/tiny` is both a relative path and a hub id: when neither works, say both, so
-        // a mistyped local path does not read as a network problem.
-        resolve_hub(model).map_err(|err| match err {
-            Error::Hub { repo, message } => {
-                let here = std::env::current_dir()
-                    .map_or_else(|_| ".".into(), |dir| dir.display().to_string());
-                Error::Hub {
-                    repo,
-                    message: format!(
-                        "{message}. (There is no directory `{model}` in {here} either: if you \
-                         meant a local model, check the path.)"
-                    ),
-                }
-            }
-            other => other,
-        })
+        resolve_hub(model).map_err(|err| no_such_directory_either(model, err))
     }
 
     /// The tokenizer files that sit beside the weights, if any.
@@ -107,11 +92,34 @@ impl ModelFiles {
     }
 }
 
+/// `models/tiny` is both a relative path and a hub id: when neither works, the hub's error
+/// says both, so that a mistyped local path does not read as a network problem.
+fn no_such_directory_either(model: &str, err: Error) -> Error {
+    match err {
+        Error::Hub { repo, message } => {
+            let here = std::env::current_dir()
+                .map_or_else(|_| ".".into(), |dir| dir.display().to_string());
+            Error::Hub {
+                repo,
+                message: format!(
+                    "{message}. (There is no directory `{model}` in {here} either: if you \
+                     meant a local model, check the path.)"
+                ),
+            }
+        }
+        other => other,
+    }
+}
+
 /// The local directory of a model of any family named by a directory or a hub id: the
 /// directory itself, the Hugging Face cache's snapshot (whatever its weight files: one file or
 /// shards), or — where the network is allowed — one filled from the hub, shards listed in
 /// `model.safetensors.index.json` included.
 pub fn resolve_dir(model: &str) -> Result<PathBuf> {
+    resolve_any_dir(model).map_err(|err| no_such_directory_either(model, err))
+}
+
+fn resolve_any_dir(model: &str) -> Result<PathBuf> {
     let as_path = Path::new(model);
     if as_path.is_dir() {
         return Ok(as_path.to_path_buf());
@@ -307,61 +315,11 @@ fn check_complete(result: &ApplyResult) -> std::result::Result<(), String> {
         .iter()
         .map(|pattern| regex::Regex::new(pattern).expect("valid regex"))
         .collect();
-    let mut problems = Vec::new();
-    for error in &result.errors {
-        problems.push(match error {
-            ApplyError::ShapeMismatch {
-                path,
-                expected,
-                found,
-            } => format!(
-                "`{path}` has shape {:?}, the config needs {:?}",
-                found.as_slice(),
-                expected.as_slice()
-            ),
-            other => other.to_string(),
-        });
-    }
-    let missing: Vec<&str> = result
-        .missing
-        .iter()
-        .map(|(path, _)| path.as_str())
-        .collect();
-    if !missing.is_empty() {
-        problems.push(format!("missing tensors: {}", summarize(&missing)));
-    }
-    let unexpected: Vec<&str> = result
-        .unused
-        .iter()
-        .map(String::as_str)
-        .filter(|name| !ignored.iter().any(|re| re.is_match(name)))
-        .collect();
-    if !unexpected.is_empty() {
-        problems.push(format!(
-            "unexpected tensors (is this a GPT-2 checkpoint?): {}",
-            summarize(&unexpected)
-        ));
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.join("; "))
-    }
-}
-
-/// The first few names of a long list, and how many more there are.
-fn summarize(names: &[&str]) -> String {
-    const SHOWN: usize = 8;
-    let mut text = names
-        .iter()
-        .take(SHOWN)
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    if names.len() > SHOWN {
-        text.push_str(&format!(" and {} more", names.len() - SHOWN));
-    }
-    text
+    peft_decoder::checkpoint::check_complete(
+        result,
+        |name| ignored.iter().any(|re| re.is_match(name)),
+        "GPT-2",
+    )
 }
 
 /// Loads a model named by a local directory or hub id onto `device`.

@@ -11,14 +11,13 @@ use burn::nn::{
 };
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
-use peft_core::{LayerKv, PrefixKv};
+use peft_core::LayerKv;
 use peft_decoder::{Decoder, ForwardInput, InputError, KvCache};
 
 use crate::attention::CausalSelfAttention;
 use crate::config::Gpt2Config;
 use crate::error::{Error, Result};
 use crate::init::{INIT_STD, hf_linear, normal, residual_projection_std};
-use peft_decoder::attention::score_bias;
 
 #[derive(Module, Debug)]
 pub struct Mlp {
@@ -167,24 +166,7 @@ impl Gpt2 {
     /// Panics if the positions do not fit the model; user-facing callers check with
     /// [`Gpt2::check_fits`] first.
     pub fn forward(&self, input: ForwardInput<'_>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
-        let [_, len, _] = input.embeddings.dims();
-        let prefix_len = input.prefix.map_or(0, PrefixKv::len);
-        let past_len = cache.as_deref().map_or(0, KvCache::len);
-        if let Err(err) = self.check_fits(prefix_len + past_len + len) {
-            panic!("{err}");
-        }
-        if let Some(prefix) = input.prefix {
-            assert_eq!(
-                prefix.layers.len(),
-                self.h.len(),
-                "prefix has {} layers, model has {}",
-                prefix.layers.len(),
-                self.h.len()
-            );
-        }
-
-        let device = input.embeddings.device();
-        let bias = score_bias(prefix_len, past_len, len, input.key_mask, &device);
+        let bias = input.attention_bias(self, cache.as_deref());
         let mut x = self
             .dropout
             .forward(input.embeddings + self.wpe.forward(input.positions));

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn::store::{
-    ApplyError, BurnToPyTorchAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
-    SafetensorsStore,
+    BurnToPyTorchAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, SafetensorsStore,
 };
+
+use peft_decoder::checkpoint::check_complete;
 
 use crate::config::{ConfigError, LlamaConfig};
 use crate::model::Llama;
@@ -88,50 +89,17 @@ pub fn load_pretrained(dir: &Path, device: &Device) -> Result<(Llama, LlamaConfi
     // Hugging Face stores `nn.Linear` weights `[out, in]`; the adapter transposes them to
     // Burn's `[in, out]` and reads RMSNorm's `weight` as Burn's `gamma`.
     let result = model.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), false);
-    let mut problems: Vec<String> = result
-        .errors
-        .iter()
-        .map(|error| match error {
-            ApplyError::ShapeMismatch {
-                path,
-                expected,
-                found,
-            } => format!(
-                "`{path}` has shape {:?}, the config needs {:?}",
-                found.as_slice(),
-                expected.as_slice()
-            ),
-            other => other.to_string(),
-        })
-        .collect();
-    let missing: Vec<&str> = result
-        .missing
-        .iter()
-        .map(|(path, _)| path.as_str())
-        .collect();
-    if !missing.is_empty() {
-        problems.push(format!("missing tensors: {}", missing.join(", ")));
-    }
     // Older checkpoints carry the rotary frequencies as a buffer; they are recomputed here.
-    let unexpected: Vec<&str> = result
-        .unused
-        .iter()
-        .map(String::as_str)
-        .filter(|name| !name.ends_with("rotary_emb.inv_freq"))
-        .collect();
-    if !unexpected.is_empty() {
-        problems.push(format!(
-            "unexpected tensors (is this a {:?} checkpoint?): {}",
-            config.family,
-            unexpected.join(", ")
-        ));
-    }
-    if !problems.is_empty() {
-        return Err(LoadError::Checkpoint {
-            path: dir.to_path_buf(),
-            message: problems.join("; "),
-        });
-    }
+    let family = format!("{:?}", config.family);
+    check_complete(
+        &result,
+        |name| name.ends_with("rotary_emb.inv_freq"),
+        &family,
+    )
+    .map_err(|message| LoadError::Checkpoint {
+        path: dir.to_path_buf(),
+        message,
+    })?;
     Ok((model, config))
 }
 

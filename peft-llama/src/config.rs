@@ -155,6 +155,33 @@ impl LlamaConfig {
                 return Err(format!("{name} must be positive"));
             }
         }
+        // Far beyond any released model (Llama 3.1 405B: 126 layers, width 16,384, MLP 53,248,
+        // 128 heads, a 128K context): a config past these is damaged, and building it would
+        // exhaust memory before any checkpoint could disagree with it.
+        for (name, value, limit) in [
+            ("num_hidden_layers", raw.num_hidden_layers, 1 << 10),
+            ("hidden_size", raw.hidden_size, 1 << 16),
+            ("intermediate_size", raw.intermediate_size, 1 << 18),
+            ("num_attention_heads", heads, 1 << 10),
+            ("head_dim", head_dim, 1 << 12),
+            ("vocab_size", raw.vocab_size, 1 << 24),
+            (
+                "max_position_embeddings",
+                raw.max_position_embeddings,
+                1 << 24,
+            ),
+        ] {
+            if value > limit {
+                return Err(format!(
+                    "{name} is {value}, beyond any Llama-family model (at most {limit} here)"
+                ));
+            }
+        }
+        if let Some(eps) = raw.rms_norm_eps
+            && !(eps.is_finite() && eps > 0.0)
+        {
+            return Err(format!("rms_norm_eps must be a positive number, not {eps}"));
+        }
         let (rope_theta, rope_scaling) = rope(&raw)?;
         // Qwen2 only slides its window when asked; Mistral always does when it has one.
         let window = match family {
@@ -353,6 +380,11 @@ mod tests {
             ),
             (r#", "head_dim": 7"#, "head_dim 7 must be even"),
             (r#", "hidden_act": "gelu""#, "hidden_act `gelu`"),
+            (r#", "head_dim": 100000"#, "beyond any Llama-family model"),
+            (
+                r#", "rms_norm_eps": -1.0"#,
+                "rms_norm_eps must be a positive number",
+            ),
             (
                 r#", "rope_parameters": {"rope_type": "yarn", "factor": 4.0}"#,
                 "rope scaling `yarn` is not supported",

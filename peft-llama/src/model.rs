@@ -10,8 +10,8 @@ use burn::nn::{
 };
 use burn::prelude::*;
 use burn::tensor::activation::silu;
-use peft_core::{LayerKv, PrefixKv};
-use peft_decoder::attention::{attend, repeat_heads, score_bias, with_cached};
+use peft_core::LayerKv;
+use peft_decoder::attention::{attend, repeat_heads, with_cached};
 use peft_decoder::{Decoder, ForwardInput, KvCache};
 
 use crate::config::LlamaConfig;
@@ -257,23 +257,7 @@ impl Decoder for Llama {
     }
 
     fn forward(&self, input: ForwardInput<'_>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
-        let [_, len, _] = input.embeddings.dims();
-        let prefix_len = input.prefix.map_or(0, PrefixKv::len);
-        let past_len = cache.as_deref().map_or(0, KvCache::len);
-        if let Err(err) = self.check_fits(prefix_len + past_len + len) {
-            panic!("{err}");
-        }
-        if let Some(prefix) = input.prefix {
-            assert_eq!(
-                prefix.layers.len(),
-                self.n_layer(),
-                "prefix has {} layers, model has {}",
-                prefix.layers.len(),
-                self.n_layer()
-            );
-        }
-        let device = input.embeddings.device();
-        let bias = score_bias(prefix_len, past_len, len, input.key_mask, &device);
+        let bias = input.attention_bias(self, cache.as_deref());
         let phases = self.rope.phases(input.positions);
         let mut x = input.embeddings;
         for (index, layer) in self.model.layers.iter().enumerate() {
