@@ -1,7 +1,7 @@
 //! What every benchmark starts from: a device in the requested dtype, a GPT-2 of the requested
 //! shape with random weights (timing does not depend on their values), and the adapter.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 use clap::{Args, ValueEnum};
@@ -88,22 +88,15 @@ impl Setup {
                 .map_err(|message| anyhow::anyhow!("preset `{}`: {message}", self.model))?;
             return Ok(ModelConfig::Llama(config));
         }
-        let path = std::path::Path::new(&self.model).join("config.json");
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
+        let dir = std::path::Path::new(&self.model);
+        if !dir.join("config.json").is_file() {
+            bail!(
                 "`{}` is neither a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2, \
                  smollm2-135m, llama-3.2-1b) nor a directory with a config.json",
                 self.model
-            )
-        })?;
-        let model_type = serde_json::from_str::<serde_json::Value>(&text)?
-            .get("model_type")
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_string);
-        Ok(match model_type.as_deref() {
-            Some("gpt2") | None => ModelConfig::Gpt2(Gpt2Config::from_file(&path)?),
-            Some(_) => ModelConfig::Llama(LlamaConfig::from_file(&path)?),
-        })
+            );
+        }
+        ModelConfig::from_dir(dir)
     }
 
     /// The device, with its default float type set before any tensor exists.

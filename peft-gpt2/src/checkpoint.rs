@@ -86,10 +86,14 @@ impl ModelFiles {
 
     /// The tokenizer files that sit beside the weights, if any.
     pub fn has_tokenizer(&self) -> bool {
-        TOKENIZER_FILES
-            .iter()
-            .any(|name| self.dir.join(name).is_file())
+        has_tokenizer_files(&self.dir)
     }
+}
+
+/// Whether `dir` holds tokenizer files (`tokenizer.json`, or GPT-2's `vocab.json` and
+/// `merges.txt`).
+pub fn has_tokenizer_files(dir: &Path) -> bool {
+    TOKENIZER_FILES.iter().any(|name| dir.join(name).is_file())
 }
 
 /// `models/tiny` is both a relative path and a hub id: when neither works, the hub's error

@@ -181,19 +181,6 @@ impl Gpt2Config {
         }
     }
 
-    /// The positions left for real tokens when an adapter takes `virtual_tokens` of the
-    /// context window, or an error saying it leaves none.
-    pub fn positions_after(&self, virtual_tokens: usize) -> Result<usize> {
-        match self.n_positions.checked_sub(virtual_tokens) {
-            Some(left) if left > 0 => Ok(left),
-            _ => Err(Error::Input(format!(
-                "{virtual_tokens} virtual tokens leave no room in the model's {} positions; use \
-                 fewer",
-                self.n_positions
-            ))),
-        }
-    }
-
     pub fn head_dim(&self) -> usize {
         self.n_embd / self.n_head
     }

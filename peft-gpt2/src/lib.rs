@@ -32,7 +32,9 @@ pub mod model;
 pub mod tokenizer;
 
 pub use adapted::AdaptedGpt2;
-pub use checkpoint::{ModelFiles, load_pretrained, load_weights, resolve_dir, save_pretrained};
+pub use checkpoint::{
+    ModelFiles, has_tokenizer_files, load_pretrained, load_weights, resolve_dir, save_pretrained,
+};
 pub use config::Gpt2Config;
 pub use error::{Error, Result};
 pub use model::Gpt2;

@@ -73,8 +73,14 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
 /// Loads the model in `dir` onto `device`.
 pub fn load_pretrained(dir: &Path, device: &Device) -> Result<(Llama, LlamaConfig), LoadError> {
     let config = LlamaConfig::from_file(&dir.join(CONFIG_FILE))?;
+    let model = load_weights(&config, dir, device)?;
+    Ok((model, config))
+}
+
+/// A model of `config` with the weights of the checkpoint in `dir` (one file or shards).
+pub fn load_weights(config: &LlamaConfig, dir: &Path, device: &Device) -> Result<Llama, LoadError> {
     let files = weight_files(dir)?;
-    let mut model = Llama::new(&config, device);
+    let mut model = Llama::new(config, device);
     let mut snapshots = Vec::new();
     for path in &files {
         let mut store = SafetensorsStore::from_file(path);
@@ -100,7 +106,7 @@ pub fn load_pretrained(dir: &Path, device: &Device) -> Result<(Llama, LlamaConfi
         path: dir.to_path_buf(),
         message,
     })?;
-    Ok((model, config))
+    Ok(model)
 }
 
 /// Writes `model` (a fully fine-tuned one) as a Hugging Face checkpoint in `dir`: the

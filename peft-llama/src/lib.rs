@@ -29,7 +29,7 @@ pub mod config;
 pub mod model;
 pub mod rope;
 
-pub use checkpoint::{LoadError, load_pretrained, save_pretrained, weight_files};
+pub use checkpoint::{LoadError, load_pretrained, load_weights, save_pretrained, weight_files};
 pub use config::{Family, LlamaConfig, RopeScaling};
 pub use model::Llama;
 pub use peft_decoder::Decoder;

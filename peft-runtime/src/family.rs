@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use peft_core::AdapterShapes;
 use peft_decoder::{Decoder, ForwardInput, InputError, KvCache};
-use peft_gpt2::{Gpt2, Gpt2Config};
+use peft_gpt2::{Gpt2, Gpt2Config, ModelFiles};
 use peft_llama::{Llama, LlamaConfig};
 
 /// A base model of any family.
@@ -31,31 +31,44 @@ pub enum ModelConfig {
 
 /// Loads the model in `dir` (`config.json` decides the family) onto `device`.
 pub fn load_model_dir(dir: &Path, device: &Device) -> Result<(Model, ModelConfig)> {
-    let config_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&config_path)
-        .with_context(|| format!("cannot read {}", config_path.display()))?;
-    let model_type = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|json| json.get("model_type")?.as_str().map(str::to_string))
-        // GPT-2 configs written by old tools have no model_type.
-        .unwrap_or_else(|| "gpt2".into());
-    match model_type.as_str() {
-        "gpt2" => {
-            let (model, config, _) = peft_gpt2::load_pretrained(&dir.to_string_lossy(), device)?;
-            Ok((Model::Gpt2(model), ModelConfig::Gpt2(config)))
+    let config = ModelConfig::from_dir(dir)?;
+    let model = match &config {
+        ModelConfig::Gpt2(gpt2) => {
+            let files = ModelFiles::in_dir(dir)?;
+            Model::Gpt2(peft_gpt2::load_weights(
+                Gpt2::new(gpt2, device),
+                &files.weights,
+            )?)
         }
-        "llama" | "mistral" | "qwen2" | "qwen3" => {
-            let (model, config) = peft_llama::load_pretrained(dir, device)?;
-            Ok((Model::Llama(model), ModelConfig::Llama(config)))
-        }
-        other => bail!(
-            "{}: model_type `{other}` is not supported (gpt2, llama, mistral, qwen2, qwen3 are)",
-            config_path.display()
-        ),
-    }
+        ModelConfig::Llama(llama) => Model::Llama(peft_llama::load_weights(llama, dir, device)?),
+    };
+    Ok((model, config))
 }
 
 impl ModelConfig {
+    /// The config in `dir`'s `config.json`, of the family its `model_type` names.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let model_type = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|json| json.get("model_type")?.as_str().map(str::to_string))
+            // GPT-2 configs written by old tools have no model_type.
+            .unwrap_or_else(|| "gpt2".into());
+        Ok(match model_type.as_str() {
+            "gpt2" => ModelConfig::Gpt2(Gpt2Config::from_file(&path)?),
+            "llama" | "mistral" | "qwen2" | "qwen3" => {
+                ModelConfig::Llama(LlamaConfig::from_file(&path)?)
+            }
+            other => bail!(
+                "{}: model_type `{other}` is not supported (gpt2, llama, mistral, qwen2, qwen3 \
+                 are)",
+                path.display()
+            ),
+        })
+    }
+
     pub fn vocab_size(&self) -> usize {
         match self {
             ModelConfig::Gpt2(c) => c.vocab_size,

@@ -6,13 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use peft_core::{AdapterShapes, PeftAdapter};
-use peft_gpt2::{Gpt2Tokenizer, resolve_dir};
+use peft_gpt2::{Gpt2Tokenizer, has_tokenizer_files, resolve_dir};
 
 use crate::backend::ComputeBackend;
 use crate::family::{Model, ModelConfig, load_model_dir};
-
-/// Files beside the weights that make a tokenizer.
-const TOKENIZER_FILES: [&str; 2] = ["tokenizer.json", "vocab.json"];
 
 /// A base model ready to run, with its tokenizer when it has one.
 pub struct LoadedModel {
@@ -41,8 +38,7 @@ impl LoadedModel {
         // A directory, or a hub id: the Hugging Face cache first, a download only where allowed.
         let dir = resolve_dir(model).with_context(loading)?;
         let (weights, config) = load_model_dir(&dir, &device).with_context(loading)?;
-        let has_tokenizer = TOKENIZER_FILES.iter().any(|f| dir.join(f).is_file());
-        let tokenizer = has_tokenizer
+        let tokenizer = has_tokenizer_files(&dir)
             .then(|| {
                 Gpt2Tokenizer::from_dir_for(&dir, config.eos_token_id())
                     .and_then(|t| t.for_model(config.vocab_size(), &dir))
