@@ -11,15 +11,16 @@ use safetensors::tensor::TensorView;
 
 use crate::conditioning::Conditioning;
 use crate::config::{AdapterShapes, ModelShape, PromptLearningConfig};
-use crate::prefix_tuning::{PrefixEncoder, PrefixTuningConfig};
+use crate::prefix_tuning::{PrefixEncoder, PrefixReparameterisation, PrefixTuningConfig};
 use crate::prompt_tuning::{PromptEncoder, PromptInit, PromptTuningConfig};
 use crate::registry::{AdapterModule, PeftConfig};
 
 /// PEFT's file names inside an adapter directory.
 pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
-/// Our own file beside them, for a projected prefix: its embedding and MLP as trained, so that
-/// training can resume (PEFT saves only the projected table). Python's `peft` ignores it.
+/// Our own file beside them, for a reparameterised prefix (PEFT's MLP or peft-rs's per-layer
+/// projection): its embedding and projection as trained, so that training can resume (PEFT
+/// saves only the projected table). Python's `peft` ignores it.
 pub const NATIVE_FILE: &str = "peft_rs_adapter.safetensors";
 /// The one tensor PEFT saves for prompt learning methods.
 pub const PEFT_TENSOR: &str = "prompt_embeddings";
@@ -120,18 +121,18 @@ impl PeftAdapter {
         }
     }
 
-    /// A new prefix-tuning adapter: a direct table, or PEFT's projection MLP of
-    /// `projection_hidden` width; config and encoder always agree.
+    /// A new prefix-tuning adapter whose table trains as `reparameterisation` says: directly,
+    /// through PEFT's projection MLP, or through peft-rs's per-layer projection; config and
+    /// encoder always agree. Sizes are not checked here: one that
+    /// [`PrefixTuningConfig::check`](crate::KindConfig::check) refuses (a zero width, a
+    /// per-layer embedding wider than the model) would save an adapter that does not load, so
+    /// code that takes them from users checks the config first, as `peft-train` does.
     pub fn prefix_tuning(
         base: PromptLearningConfig,
-        projection_hidden: Option<usize>,
+        reparameterisation: PrefixReparameterisation,
         device: &Device,
     ) -> Self {
-        let config = PrefixTuningConfig {
-            base,
-            encoder_hidden_size: projection_hidden,
-            prefix_projection: projection_hidden.is_some(),
-        };
+        let config = PrefixTuningConfig::new(base, reparameterisation);
         Self {
             module: AdapterModule::Prefix(PrefixEncoder::for_config(&config, device)),
             config: PeftConfig::PrefixTuning(config),
@@ -199,9 +200,9 @@ impl PeftAdapter {
     /// Loads an adapter directory written here or by PEFT's `save_pretrained`, for a model of
     /// `shapes` (a [`ModelShape`] where prompt and prefix agree with the same one).
     ///
-    /// A projected prefix with its native checkpoint comes back trainable, MLP included;
-    /// otherwise the PEFT table is loaded, which for a projected prefix is the projected
-    /// result, ready for inference.
+    /// A reparameterised prefix with its native checkpoint comes back trainable, projection
+    /// included; otherwise the PEFT table is loaded, which for a reparameterised prefix is the
+    /// projected result, ready for inference.
     pub fn load(
         dir: &Path,
         shapes: impl Into<AdapterShapes>,
@@ -265,8 +266,8 @@ impl PeftAdapter {
             tracing::warn!(
                 "{}: its projection gives a table up to {difference:.3e} away from {}'s \
                  `{PEFT_TENSOR}`, which was saved after it (by Python's peft, say); loading \
-                 the PEFT table (ready for inference, but without the MLP that resuming \
-                 training needs)",
+                 the PEFT table (ready for inference, but without the projection that \
+                 resuming training needs)",
                 native_path.display(),
                 weights_path.display()
             );
@@ -275,8 +276,8 @@ impl PeftAdapter {
         Ok(Self { module, config })
     }
 
-    /// A reparameterised adapter (a projected prefix with its MLP) from the native file; sizes
-    /// are checked against the file before anything is allocated.
+    /// A reparameterised adapter (a prefix with its MLP or per-layer projection) from the
+    /// native file; sizes are checked against the file before anything is allocated.
     fn load_native(config: &PeftConfig, path: &Path, device: &Device) -> AdapterResult<Self> {
         let bytes = read_file(path)?;
         let file =

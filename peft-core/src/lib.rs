@@ -10,7 +10,9 @@
 //! ```no_run
 //! use std::path::Path;
 //!
-//! use peft_core::{Adapter, ModelShape, PeftAdapter, PromptLearningConfig};
+//! use peft_core::{
+//!     Adapter, ModelShape, PeftAdapter, PrefixReparameterisation, PromptLearningConfig,
+//! };
 //! use peft_runtime::ComputeBackend;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -18,7 +20,8 @@
 //! let gpt2_small = ModelShape { d_model: 768, n_layer: 12, n_head: 12 };
 //! // 20 virtual tokens of prefix tuning through PEFT's projection MLP (hidden width 512).
 //! let config = PromptLearningConfig::new(20, gpt2_small);
-//! let adapter = PeftAdapter::prefix_tuning(config, Some(512), &device);
+//! let mlp = PrefixReparameterisation::Mlp { hidden: 512 };
+//! let adapter = PeftAdapter::prefix_tuning(config, mlp, &device);
 //! // Saved in PEFT's format: Python's `PeftModel.from_pretrained` loads the directory.
 //! adapter.save(Path::new("runs/task/adapter"))?;
 //! let loaded = PeftAdapter::load(Path::new("runs/task/adapter"), gpt2_small, &device)?;
@@ -45,6 +48,8 @@ pub use config::{AdapterShapes, ModelShape, PromptLearningConfig};
 pub use kind::{Encoder, KindConfig};
 pub use kv::{LayerKv, PrefixKv};
 pub use params::ParameterCount;
-pub use prefix_tuning::{PrefixEncoder, PrefixTuningConfig};
+pub use prefix_tuning::{
+    PrefixEncoder, PrefixLayerProjection, PrefixReparameterisation, PrefixTuningConfig,
+};
 pub use prompt_tuning::{PromptEncoder, PromptInit, PromptTuningConfig, PromptTuningInit};
 pub use registry::{AdapterModule, PeftConfig};

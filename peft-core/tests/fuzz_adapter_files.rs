@@ -37,11 +37,12 @@ fn load(dir: &Path) -> Result<PeftAdapter, String> {
     PeftAdapter::load(dir, SHAPE, &device).map_err(|err| err.to_string())
 }
 
-const ADAPTERS: [&str; 4] = [
+const ADAPTERS: [&str; 5] = [
     "prompt-random",
     "prompt-text",
     "prefix",
     "prefix-projection",
+    "prefix-layer-projection",
 ];
 const FILES: [&str; 3] = [
     "adapter_config.json",

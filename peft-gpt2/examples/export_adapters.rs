@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use burn::prelude::*;
 use peft_core::{
-    AdapterModule, PeftAdapter, PeftConfig, PromptEncoder, PromptInit, PromptLearningConfig,
-    PromptTuningConfig, PromptTuningInit,
+    AdapterModule, PeftAdapter, PeftConfig, PrefixReparameterisation, PromptEncoder, PromptInit,
+    PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
 };
 use peft_gpt2::loss::mean_loss;
 use peft_gpt2::{AdaptedGpt2, Gpt2Tokenizer, load_pretrained};
@@ -55,9 +55,9 @@ fn main() -> Result<()> {
                 .then(|| BASE_MODEL.to_string()),
         })
     };
-    let prefix = |hidden: Option<usize>| {
+    let prefix = |reparameterisation| {
         let base = PromptLearningConfig::new(4, shape).for_base_model(BASE_MODEL);
-        PeftAdapter::prefix_tuning(base, hidden, &device)
+        PeftAdapter::prefix_tuning(base, reparameterisation, &device)
     };
     let adapters = [
         (
@@ -86,8 +86,20 @@ fn main() -> Result<()> {
                 config: prompt_config(PromptTuningInit::Text, 8),
             },
         ),
-        ("prefix", prefix(None)),
-        ("prefix-projection", prefix(Some(24))),
+        ("prefix", prefix(PrefixReparameterisation::Direct)),
+        (
+            "prefix-projection",
+            prefix(PrefixReparameterisation::Mlp { hidden: 24 }),
+        ),
+        // peft-rs's own encoder at half the model's width (so with its `up` layer): PEFT must
+        // load the table it saves as a plain prefix. Last, so that the adapters above draw the
+        // same random numbers as before it was added.
+        (
+            "prefix-layer-projection",
+            prefix(PrefixReparameterisation::PerLayer {
+                width: shape.d_model / 2,
+            }),
+        ),
     ];
 
     for (name, adapter) in adapters {

@@ -154,7 +154,7 @@ fn saved_adapters_load_back_identically() {
     // A trainable projected prefix keeps its MLP through the native checkpoint...
     let projected = PeftAdapter::prefix_tuning(
         peft_core::PromptLearningConfig::new(3, shape),
-        Some(16),
+        peft_core::PrefixReparameterisation::Mlp { hidden: 16 },
         &device,
     );
     let dir = tempfile::tempdir().unwrap();
@@ -261,6 +261,7 @@ fn adapters_checked_by_peft_still_reproduce_their_losses() {
         "prompt-text",
         "prefix",
         "prefix-projection",
+        "prefix-layer-projection",
     ] {
         let dir = root.join(name);
         let record: serde_json::Value =

@@ -9,8 +9,8 @@ use burn::prelude::*;
 use burn::tensor::Gradients;
 use common::*;
 use peft_core::{
-    AdapterModule, ModelShape, PeftAdapter, PeftConfig, PromptEncoder, PromptInit,
-    PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
+    AdapterModule, ModelShape, PeftAdapter, PeftConfig, PrefixReparameterisation, PromptEncoder,
+    PromptInit, PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
 };
 use peft_gpt2::loss::{IGNORE_INDEX, LossTargets, fused_lm_loss, mean_loss};
 use peft_gpt2::{AdaptedGpt2, load_pretrained};
@@ -70,8 +70,12 @@ fn adapters(
         prompt_tuning_init_text: None,
         tokenizer_name_or_path: None,
     });
-    let prefix = |hidden: Option<usize>| {
-        PeftAdapter::prefix_tuning(PromptLearningConfig::new(3, shape), hidden, device)
+    let prefix = |reparameterisation| {
+        PeftAdapter::prefix_tuning(
+            PromptLearningConfig::new(3, shape),
+            reparameterisation,
+            device,
+        )
     };
     vec![
         (
@@ -87,8 +91,16 @@ fn adapters(
                 config: prompt_config,
             },
         ),
-        ("prefix", prefix(None)),
-        ("prefix-projection", prefix(Some(16))),
+        ("prefix", prefix(PrefixReparameterisation::Direct)),
+        (
+            "prefix-projection",
+            prefix(PrefixReparameterisation::Mlp { hidden: 16 }),
+        ),
+        // Half the model's width: the `up` layer and every per-layer projection train too.
+        (
+            "prefix-layer-projection",
+            prefix(PrefixReparameterisation::PerLayer { width: 16 }),
+        ),
     ]
 }
 

@@ -7,7 +7,9 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use peft_core::{Adapter, Conditioning, ModelShape, PeftAdapter, PromptLearningConfig};
+use peft_core::{
+    Adapter, Conditioning, ModelShape, PeftAdapter, PrefixReparameterisation, PromptLearningConfig,
+};
 use peft_gpt2::{GenerationConfig, Gpt2Tokenizer, generate, load_pretrained};
 use peft_runtime::ComputeBackend;
 use serde_json::{Value, json};
@@ -198,9 +200,13 @@ fn bad_requests_get_clear_errors_and_adapters_load_and_unload() {
         n_head: 4,
     };
     let device = ComputeBackend::Flex.device().unwrap();
-    PeftAdapter::prefix_tuning(PromptLearningConfig::new(3, wider), None, &device)
-        .save(&other)
-        .unwrap();
+    PeftAdapter::prefix_tuning(
+        PromptLearningConfig::new(3, wider),
+        PrefixReparameterisation::Direct,
+        &device,
+    )
+    .save(&other)
+    .unwrap();
     let (status, body) = load("wider", &other);
     let _ = std::fs::remove_dir_all(&other);
     assert_eq!(status, 400, "{body}");

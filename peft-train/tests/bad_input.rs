@@ -145,6 +145,7 @@ fn numeric_flags_out_of_range_are_usage_errors() {
         ("--prompt-dropout", "1.5"),
         ("--prompt-dropout", "-0.1"),
         ("--prefix-projection", "0"),
+        ("--prefix-layer-projection", "0"),
         ("--lr", "NaN"),
         ("--lr", "0"),
         ("--max-steps", "0"),
@@ -164,6 +165,37 @@ fn numeric_flags_out_of_range_are_usage_errors() {
         "0",
     ]);
     assert!(message.contains("--top-p"), "{message}");
+}
+
+/// The per-layer projection's width is checked against the model before anything trains, and
+/// it is one reparameterisation or the other, never both.
+#[test]
+fn a_per_layer_prefix_wider_than_the_model_or_beside_the_mlp_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let text = data("text.jsonl");
+    let wide = ["--method", "prefix", "--prefix-layer-projection", "64"];
+    let message = fails(&strs(&train_args(&out, &text, &wide)));
+    assert!(
+        message.contains("--prefix-layer-projection")
+            && message.contains("peft_rs_layer_projection 64")
+            && message.contains("token_dim 32"),
+        "{message}"
+    );
+    let both = [
+        "--method",
+        "prefix",
+        "--prefix-projection",
+        "16",
+        "--prefix-layer-projection",
+        "16",
+    ];
+    let message = fails(&strs(&train_args(&out, &text, &both)));
+    assert!(
+        message.contains("--prefix-projection") && message.contains("--prefix-layer-projection"),
+        "{message}"
+    );
+    assert!(!out.join("adapter").exists());
 }
 
 #[test]

@@ -342,6 +342,91 @@ fn prompt_and_prefix_tuning_lower_the_held_out_loss() {
     }
 }
 
+/// peft-rs's per-layer prefix projection through the CLI, at half the tiny model's width: it
+/// learns the task (training loss falls, held-out loss clearly below the frozen model's), saves
+/// a PEFT prefix plus its native file, and the saved adapter scores the held-out set as the run
+/// did at its last validation — with the projection from the native file, and as the plain
+/// PEFT table without it.
+#[test]
+fn a_per_layer_projected_prefix_trains_saves_and_scores_the_same_when_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = std::fs::read_to_string(data("text.jsonl"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let (train, valid) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("valid.jsonl"),
+    );
+    std::fs::write(&train, lines[..8].join("\n")).unwrap();
+    // Four examples, one validation batch: its loss is the token-weighted mean `eval` reports.
+    std::fs::write(&valid, lines[8..].join("\n")).unwrap();
+    let (train, valid) = (
+        leak(train.to_string_lossy().into_owned()),
+        leak(valid.to_string_lossy().into_owned()),
+    );
+    let out = leak(dir.path().join("run").to_string_lossy().into_owned());
+    let mut args = train_args(out, "prefix", train, "6");
+    let at = args.iter().position(|a| *a == "--valid-data").unwrap() + 1;
+    args[at] = valid;
+    args.extend(["--seed", "7", "--prefix-layer-projection", "16"]);
+    let log = ok(&args);
+    // 16 x 4 embedding, 16 -> 32 up, two 32 -> 64 layers.
+    assert!(log.contains("trainable params: 4,832"), "{log}");
+
+    let metrics = json(&dir.path().join("run/metrics.json"));
+    let epochs = metrics.as_array().unwrap();
+    let (first, last) = (&epochs[0], &epochs[epochs.len() - 1]);
+    let (first_train, last_train) = (
+        first["train_loss"].as_f64().unwrap(),
+        last["train_loss"].as_f64().unwrap(),
+    );
+    assert!(
+        last_train < first_train - 0.3,
+        "training loss {first_train:.3} -> {last_train:.3}"
+    );
+
+    let adapter_dir = dir.path().join("run/adapter");
+    let config = json(&adapter_dir.join("adapter_config.json"));
+    assert_eq!(config["peft_type"], "PREFIX_TUNING");
+    assert_eq!(config["prefix_projection"], false);
+    assert_eq!(config["peft_rs_layer_projection"], 16);
+    assert!(adapter_dir.join("peft_rs_adapter.safetensors").is_file());
+    let adapter = leak(adapter_dir.to_string_lossy().into_owned());
+    let info = ok(&["info", "--model", leak(model()), "--adapter", adapter]);
+    assert!(
+        info.contains("a per-layer projection of one shared embedding of width 16"),
+        "{info}"
+    );
+    assert!(info.contains("trainable params: 4,832"), "{info}");
+
+    let frozen = held_out_loss(None, valid, &dir.path().join("frozen.json"));
+    let reloaded = held_out_loss(Some(adapter), valid, &dir.path().join("tuned.json"));
+    let validated = last["valid_loss"].as_f64().unwrap();
+    assert!(
+        reloaded < frozen - 0.3,
+        "held-out loss {reloaded:.3} is not clearly below the frozen model's {frozen:.3}"
+    );
+    assert!(
+        (reloaded - validated).abs() < 1e-4,
+        "the reloaded adapter scores {reloaded}, the run's last validation {validated}"
+    );
+
+    // Without the native file (what a user of Python's peft alone keeps): the PEFT table.
+    std::fs::remove_file(adapter_dir.join("peft_rs_adapter.safetensors")).unwrap();
+    let table_only = held_out_loss(Some(adapter), valid, &dir.path().join("table.json"));
+    assert!(
+        (table_only - reloaded).abs() < 1e-5,
+        "the PEFT table scores {table_only}, the projection {reloaded}"
+    );
+    let info = ok(&["info", "--model", leak(model()), "--adapter", adapter]);
+    assert!(
+        info.contains("prefix trains as a direct table") && info.contains("absent"),
+        "{info}"
+    );
+}
+
 /// Training killed (SIGKILL) after its first epoch's checkpoint and resumed with `--resume`
 /// ends with the same adapter as a run that was never interrupted: the example order and the
 /// dropout masks of every epoch follow from the seed and the epoch alone.

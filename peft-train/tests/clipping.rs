@@ -8,7 +8,7 @@ use burn::optim::SgdConfig;
 use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::prelude::*;
 use burn::train::Learner;
-use peft_core::{PeftAdapter, PromptLearningConfig};
+use peft_core::{PeftAdapter, PrefixReparameterisation, PromptLearningConfig};
 use peft_decoder::Adapted;
 use peft_gpt2::load_pretrained;
 use peft_runtime::ComputeBackend;
@@ -43,7 +43,7 @@ fn step_norm(max_grad_norm: Option<f32>) -> f32 {
     // per-tensor clipping differ.
     let adapter = PeftAdapter::prefix_tuning(
         PromptLearningConfig::new(4, config.shape()),
-        Some(16),
+        PrefixReparameterisation::Mlp { hidden: 16 },
         &device,
     );
     let trainee = Trainee::new(

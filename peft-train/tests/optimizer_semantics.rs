@@ -8,7 +8,7 @@ use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::optim::{GradientsAccumulator, SgdConfig};
 use burn::prelude::*;
 use burn::train::Learner;
-use peft_core::{PeftAdapter, PromptLearningConfig};
+use peft_core::{PeftAdapter, PrefixReparameterisation, PromptLearningConfig};
 use peft_decoder::Adapted;
 use peft_gpt2::load_pretrained;
 use peft_runtime::ComputeBackend;
@@ -35,8 +35,11 @@ fn trainee(device: &Device) -> Trainee {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/tiny-gpt2");
     let (gpt2, config, _) = load_pretrained(dir, device).unwrap();
     device.seed(11);
-    let adapter =
-        PeftAdapter::prefix_tuning(PromptLearningConfig::new(3, config.shape()), None, device);
+    let adapter = PeftAdapter::prefix_tuning(
+        PromptLearningConfig::new(3, config.shape()),
+        PrefixReparameterisation::Direct,
+        device,
+    );
     Trainee::new(Adapted::new(Model::Gpt2(gpt2), Some(adapter)), None, None)
 }
 

@@ -284,7 +284,9 @@ def check_rust_adapters(fast, eos_id):
     base_dir = REPO / "fixtures" / "tiny-gpt2"
     root = REPO / "fixtures" / "rust-adapters"
     report, worst = [], 0.0
-    for out_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+    # Only the GPT-2 adapters `export_adapters` saved (with `rust_losses.json`); the Llama-family
+    # ones beside them are `make_llama_fixtures.py`'s to check.
+    for out_dir in sorted(p for p in root.iterdir() if (p / "rust_losses.json").is_file()):
         model = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(base_dir), out_dir).eval()
         with torch.no_grad():
             peft_losses = adapter_losses(model, fast, eos_id)["batch.losses"].tolist()

@@ -33,6 +33,11 @@ enum Task {
     Bench(bench::BenchArgs),
     /// Print the reference virtual environment's Python (creating the venv if needed).
     ReferencePython,
+    /// Pretrain the offline demo's base model from scratch (its BPE tokenizer included) and
+    /// replace the one the demo ships in `peft-train/demo-base/`. Seeded, so it gives the same
+    /// corpus and tokenizer every time and the same model up to float rounding; about 25
+    /// minutes on 2 CPU cores. Every version stays in git history: retrain rarely.
+    DemoBase,
 }
 
 fn main() -> Result<()> {
@@ -63,6 +68,28 @@ fn main() -> Result<()> {
                 .arg("--check-rust-adapters"))
         }
         Task::Bench(args) => bench::run(&root, &reference_python(&root)?, &args),
+        Task::DemoBase => {
+            let scratch = root.join("target/demo-base");
+            run(Command::new(env!("CARGO"))
+                .current_dir(&root)
+                .args([
+                    "run",
+                    "--release",
+                    "-p",
+                    "peft-train",
+                    "--",
+                    "demo",
+                    "--pretrain-base",
+                ])
+                .arg(&scratch))?;
+            for file in ["config.json", "tokenizer.json", "model.safetensors"] {
+                let to = root.join("peft-train/demo-base").join(file);
+                std::fs::copy(scratch.join(file), &to)
+                    .with_context(|| format!("replacing {}", to.display()))?;
+            }
+            println!("replaced peft-train/demo-base/; rebuild peft-train to ship it");
+            Ok(())
+        }
         Task::ReferencePython => {
             println!("{}", reference_python(&root)?.display());
             Ok(())
@@ -70,9 +97,11 @@ fn main() -> Result<()> {
     }
 }
 
-/// Trains a prompt, a prefix and a projected-prefix adapter on each tiny Llama-family model
-/// with `peft-train` (two epochs of `fixtures/data/text.jsonl`), and records `peft-train
-/// eval`'s per-example losses beside each, in `fixtures/rust-adapters/FAMILY-KIND/`.
+/// Trains a prompt, a prefix, a projected-prefix and a per-layer-projected prefix adapter on
+/// each tiny Llama-family model with `peft-train` (two epochs of `fixtures/data/text.jsonl`),
+/// and records `peft-train eval`'s per-example losses beside each, in
+/// `fixtures/rust-adapters/FAMILY-KIND/`. The per-layer one is 8 wide, below every family's
+/// key/value width (16 or 32), so its `up` layer and grouped-query layout are both exercised.
 fn train_llama_family_adapters(root: &Path) -> Result<()> {
     let data = root.join("fixtures/data/text.jsonl");
     let scratch = std::env::temp_dir().join(format!("peft-check-{}", std::process::id()));
@@ -84,6 +113,10 @@ fn train_llama_family_adapters(root: &Path) -> Result<()> {
             (
                 "prefix-projection",
                 &["--method", "prefix", "--prefix-projection", "16"][..],
+            ),
+            (
+                "prefix-layer-projection",
+                &["--method", "prefix", "--prefix-layer-projection", "8"][..],
             ),
         ] {
             let run_dir = scratch.join(format!("{family}-{kind}"));

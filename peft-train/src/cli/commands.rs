@@ -4,11 +4,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use peft_core::{Adapter, Conditioning, ParameterCount};
+use peft_core::{Adapter, AdapterModule, Conditioning, ParameterCount, PeftConfig};
 use peft_decoder::Adapted;
 use peft_gpt2::{GenerationConfig, Sampling, generate};
 
-use crate::cli::{Cli, Command, DemoArgs, DeviceArg, EvalArgs, GenerateArgs, InfoArgs};
+use crate::cli::{Cli, Command, DemoArgs, EvalArgs, GenerateArgs, InfoArgs};
 use crate::data::token_cache;
 use crate::data::token_cache::TokenCache;
 use crate::{demo, eval, train};
@@ -31,11 +31,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Generate(args)) => generate_command(&args),
         Some(Command::Info(args)) => info_command(&args),
         Some(Command::Demo(args)) => demo::run(&args),
-        None => demo::run(&DemoArgs {
-            model: None,
-            output_dir: "artifacts/demo".into(),
-            device: DeviceArg { device: None },
-        }),
+        None => demo::run(&DemoArgs::default()),
     }
 }
 
@@ -148,6 +144,21 @@ fn info_command(args: &InfoArgs) -> Result<()> {
             base.num_virtual_tokens,
             adapter.peft_table().dims()
         );
+        if let (AdapterModule::Prefix(encoder), PeftConfig::PrefixTuning(config)) =
+            (&adapter.module, &adapter.config)
+        {
+            // What loaded, and what the config asked for when the two differ: a
+            // reparameterisation whose native file was absent or stale loads as its table.
+            let (loaded, saved) = (encoder.reparameterisation(), config.reparameterisation());
+            println!("  prefix trains as {loaded}");
+            if loaded != saved {
+                println!(
+                    "  (trained as {saved}, but {} was absent or no longer matches the PEFT \
+                     table: the table loaded as saved)",
+                    peft_core::adapter::NATIVE_FILE
+                );
+            }
+        }
         println!(
             "  {}",
             ParameterCount::adapter_on(params, adapter.num_trainable_params())

@@ -1,18 +1,16 @@
 //! The offline demonstration: `cargo run --release -p peft-train` with no arguments.
 //!
-//! No pretrained GPT-2 can be downloaded here, so the demo makes its own base model: a small
-//! GPT-2 (3 layers, width 96) pretrained once on generated restaurant descriptions in the
-//! style of the E2E NLG data, cached in the output directory and reused by later runs. The base
-//! model is then frozen, and prompt tuning and prefix tuning adapt it to two tasks it never saw:
+//! No pretrained GPT-2 can be downloaded here, so the demo ships its own base model: a small
+//! GPT-2 pretrained on generated restaurant descriptions in the style of the E2E NLG data
+//! ([`base`]). The base model is frozen, and prompt tuning and prefix tuning adapt it to three
+//! tasks it never saw ([`tasks`]): data-to-text, a classification it can be steered to, and
+//! one that hangs on a negation. Each adapter is scored on held-out data ([`assess`]) next to
+//! the frozen model and a full fine-tune of it (the reference adapters are measured against),
+//! with the greedy outputs of three held-out inputs side by side.
 //!
-//! - data-to-text: a meaning representation (`The Mill | pub | Indian | ...`) to a
-//!   description, scored by the loss on held-out descriptions;
-//! - classification: whether a described restaurant is family friendly (` yes` / ` no`),
-//!   scored by held-out accuracy.
-//!
-//! Each tuned adapter is compared on the same held-out data with the frozen model and with a
-//! full fine-tune of it (the reference adapters are measured against), and saved.
-//! With `--model gpt2` the same tasks run on real GPT-2 (from the Hugging Face cache or hub).
+//! `--study` instead runs the study of prompt tuning's and prefix tuning's knobs
+//! ([`study`]), written as a report with plots. With `--model gpt2` the same tasks run on
+//! real GPT-2 (from the Hugging Face cache or hub).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,174 +18,87 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use peft_core::Adapter;
-use peft_decoder::Adapted;
-use peft_gpt2::{Gpt2, Gpt2Config, save_pretrained};
-use peft_runtime::ComputeBackend;
-use rand::rngs::StdRng;
-use rand::seq::IndexedRandom;
-use rand::{Rng, SeedableRng};
-use serde_json::json;
 
-use crate::data::{Overlong, read_examples, tokenize};
-use crate::eval::evaluate;
-use crate::train::Interrupted;
-use crate::train::trainee::{ExampleBatcher, Trainee};
-use crate::train::{AdapterSpec, Method, Schedule, TrainArgs, TrainSettings};
-use peft_runtime::{DeviceArg, LoadedModel};
+use peft_core::PrefixReparameterisation;
 
-/// The restaurant-domain BPE tokenizer the fixtures use (320 tokens).
+use crate::train::plot::LossCurves;
+use crate::train::{AdapterSpec, Interrupted, Method, Schedule, TrainArgs, TrainSettings};
+use peft_runtime::DeviceArg;
+
+mod assess;
+mod base;
+mod charts;
+mod corpus;
+mod study;
+mod tasks;
+
+use assess::{Assessment, SAMPLES, assess};
+use tasks::{Sizes, Task};
+
 /// The demo's arguments.
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
-    /// Base model; by default a small GPT-2 pretrained here once on a generated corpus.
+    /// Base model; by default the small GPT-2 that ships with the demo.
     #[arg(long)]
     pub model: Option<String>,
-    /// Where the demo keeps its cache and results.
+    /// Where the demo keeps its data, runs and results.
     #[arg(long, default_value = "artifacts/demo")]
     pub output_dir: PathBuf,
+    /// Run the study of the methods' knobs (prompt initialisation and length, the prefix
+    /// encoders, prompt dropout, multi-task prompts) instead, and write `report.md` with plots
+    /// into the output directory. Takes tens of minutes on a laptop CPU.
+    #[arg(long)]
+    pub study: bool,
     #[command(flatten)]
     pub device: DeviceArg,
+    /// Developer use (`cargo xtask demo-base`): pretrain the demo's base model from scratch
+    /// into this directory instead of running the demo.
+    #[arg(long, hide = true)]
+    pub pretrain_base: Option<PathBuf>,
+    /// How many generated descriptions `--pretrain-base` trains on.
+    #[arg(long, hide = true, default_value_t = 36_000)]
+    pub pretrain_texts: usize,
 }
 
-const TOKENIZER_JSON: &str = include_str!("../../../fixtures/tokenizer/tokenizer.json");
-
-const NAMES_FIRST: [&str; 10] = [
-    "The", "Blue", "Golden", "Old", "Little", "Red", "Green", "Royal", "Silver", "Happy",
-];
-const NAMES_SECOND: [&str; 10] = [
-    "Eagle",
-    "Mill",
-    "Phoenix",
-    "Wrestlers",
-    "Punter",
-    "Cricketers",
-    "Plough",
-    "Rice Boat",
-    "Vaults",
-    "Olive Grove",
-];
-const KINDS: [&str; 3] = ["pub", "restaurant", "coffee shop"];
-const FOODS: [&str; 7] = [
-    "Indian",
-    "Italian",
-    "French",
-    "Chinese",
-    "English",
-    "Japanese",
-    "fast food",
-];
-const PRICES: [&str; 3] = ["cheap", "moderately priced", "expensive"];
-const AREAS: [&str; 2] = ["city centre", "riverside"];
-
-#[derive(Clone, Debug)]
-struct Restaurant {
-    name: String,
-    kind: &'static str,
-    food: &'static str,
-    price: &'static str,
-    area: &'static str,
-    family: bool,
-}
-
-impl Restaurant {
-    fn random(rng: &mut StdRng) -> Self {
-        Self {
-            name: format!(
-                "{} {}",
-                NAMES_FIRST.choose(rng).unwrap(),
-                NAMES_SECOND.choose(rng).unwrap()
-            ),
-            kind: KINDS.choose(rng).unwrap(),
-            food: FOODS.choose(rng).unwrap(),
-            price: PRICES.choose(rng).unwrap(),
-            area: AREAS.choose(rng).unwrap(),
-            family: rng.random_bool(0.5),
+impl Default for DemoArgs {
+    /// What `peft-train` with no arguments runs: the flags' own defaults.
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            demo: DemoArgs,
         }
-    }
-
-    fn family_phrase(&self) -> &'static str {
-        if self.family {
-            "is family friendly"
-        } else {
-            "is not family friendly"
-        }
-    }
-
-    /// The canonical description: the data-to-text target.
-    fn describe(&self) -> String {
-        format!(
-            "{} is a {} {} serving {} food in the {}. It {}.",
-            self.name,
-            self.price,
-            self.kind,
-            self.food,
-            self.area,
-            self.family_phrase()
-        )
-    }
-
-    /// Varied descriptions for pretraining.
-    fn describe_varied(&self, rng: &mut StdRng) -> String {
-        match rng.random_range(0..3) {
-            0 => self.describe(),
-            1 => format!(
-                "In the {} there is a {} {} called {}. It serves {} food and {}.",
-                self.area,
-                self.price,
-                self.kind,
-                self.name,
-                self.food,
-                self.family_phrase()
-            ),
-            _ => format!(
-                "{} serves {} food. This {} {} is in the {} and {}.",
-                self.name,
-                self.food,
-                self.price,
-                self.kind,
-                self.area,
-                self.family_phrase()
-            ),
-        }
-    }
-
-    fn meaning(&self) -> String {
-        format!(
-            "name[{}], eatType[{}], food[{}], priceRange[{}], area[{}], familyFriendly[{}]",
-            self.name,
-            self.kind,
-            self.food,
-            self.price,
-            self.area,
-            if self.family { "yes" } else { "no" }
-        )
+        <Defaults as clap::Parser>::parse_from(["defaults"]).demo
     }
 }
 
-/// Sizes of the demo; small enough for a 2-core CPU in a few minutes.
+/// Sizes of the demo: small enough for a 2-core CPU in a few minutes.
 struct Plan {
-    pretrain_texts: usize,
-    /// Of which held out to validate the pretraining.
-    pretrain_valid: usize,
-    pretrain_epochs: usize,
-    task_train: usize,
-    task_valid: usize,
-    task_epochs: usize,
+    sizes: Sizes,
+    epochs: usize,
     virtual_tokens: usize,
+    /// Hidden width of PEFT's prefix MLP.
+    prefix_projection: usize,
+    adapter_lr: f64,
+    full_lr: f64,
 }
 
 const PLAN: Plan = Plan {
-    pretrain_texts: 1760,
-    pretrain_valid: 160,
-    pretrain_epochs: 2,
-    task_train: 240,
-    task_valid: 60,
-    task_epochs: 3,
+    sizes: Sizes {
+        train: 300,
+        valid: 60,
+    },
+    epochs: 3,
     virtual_tokens: 10,
+    prefix_projection: 64,
+    adapter_lr: 3e-2,
+    full_lr: 1e-3,
 };
 
 pub fn run(args: &DemoArgs) -> Result<()> {
+    if let Some(dir) = &args.pretrain_base {
+        return base::pretrain(dir, args.pretrain_texts, &args.device);
+    }
     let started = Instant::now();
     let out = &args.output_dir;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -196,76 +107,37 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             println!("base model: {model}");
             model.clone()
         }
-        None => pretrained_base(out, &args.device)?,
-    };
-    let data = write_task_data(&out.join("data"))?;
-    let mut report = String::new();
-    writeln!(
-        report,
-        "\n{:<16} {:<22} {:>10} {:>11} {:>9}",
-        "task", "model", "trainable", "valid loss", "accuracy"
-    )?;
-    for task in ["data-to-text", "family-friendly"] {
-        let (train, valid) = (
-            &data.join(format!("{task}-train.jsonl")),
-            &data.join(format!("{task}-valid.jsonl")),
-        );
-        let frozen = score(&model, None, valid, &args.device)?;
-        writeln!(
-            report,
-            "{:<16} {:<22} {:>10} {:>11.4} {:>9}",
-            task,
-            "frozen base",
-            0,
-            frozen.loss,
-            accuracy(frozen.accuracy)
-        )?;
-        for (method, label) in [
-            (Method::Prompt, "prompt tuning"),
-            (Method::Prefix, "prefix tuning"),
-            (Method::Full, "full fine-tuning"),
-        ] {
-            let run_dir = out
-                .join("runs")
-                .join(format!("{task}-{label}").replace(' ', "-"));
-            let _ = std::fs::remove_dir_all(&run_dir);
-            let outcome = crate::train::train(&task_args(
-                &model,
-                method,
-                train,
-                valid,
-                &run_dir,
-                &args.device,
-            ))?;
-            if outcome.interrupted {
-                return Err(Interrupted {
-                    saved: outcome.adapter_dir,
-                }
-                .into());
-            }
-            // Full fine-tuning saves a whole model; an adapter goes over the frozen base.
-            let (name, scored, trainable) = if method == Method::Full {
-                let trained = outcome.adapter_dir.to_string_lossy();
-                let scored = score(&trained, None, valid, &args.device)?;
-                let trainable = scored.all_params;
-                (label.to_string(), scored, trainable)
-            } else {
-                let scored = score(&model, Some(&outcome.adapter_dir), valid, &args.device)?;
-                let trainable = scored.adapter_params;
-                let name = format!("{label} (p={})", PLAN.virtual_tokens);
-                (name, scored, trainable)
-            };
-            writeln!(
-                report,
-                "{:<16} {:<22} {:>10} {:>11.4} {:>9}",
-                task,
-                name,
-                trainable,
-                scored.loss,
-                accuracy(scored.accuracy)
-            )?;
+        None => {
+            let dir = base::materialise(out)?;
+            println!("base model: {} (in {})", base::DESCRIPTION, dir.display());
+            dir.to_string_lossy().into_owned()
         }
+    };
+    let tasks = tasks::write_tasks(&out.join("data"), PLAN.sizes)?;
+    if args.study {
+        return study::run(&model, &tasks, out, &args.device);
     }
+
+    let mut results = Vec::new();
+    for task in &tasks {
+        let frozen = assess(&model, None, task, &args.device, false)?;
+        let mut rows = vec![("frozen base".to_string(), frozen)];
+        for method in [Method::Prompt, Method::Prefix, Method::Full] {
+            let spec = method_spec(method);
+            let label = method_label(&spec);
+            let trial = run_trial(
+                &model,
+                &spec,
+                &task.train,
+                task,
+                &out.join("runs"),
+                &args.device,
+            )?;
+            rows.push((label, trial.assessment));
+        }
+        results.push((task, rows));
+    }
+    let report = report(&results)?;
     println!("{report}");
     println!(
         "adapters (PEFT format) in {}/runs/*/adapter, fully fine-tuned models in runs/*/model; \
@@ -273,110 +145,69 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         out.display(),
         started.elapsed()
     );
-    std::fs::write(out.join("report.txt"), report)?;
+    peft_runtime::write_atomically(&out.join("report.txt"), report.as_bytes())?;
     Ok(())
 }
 
-fn accuracy(value: Option<f64>) -> String {
-    value.map_or("-".into(), |a| format!("{:.1}%", 100.0 * a))
+/// The adapter of each method as the demo trains it.
+fn method_spec(method: Method) -> AdapterSpec {
+    AdapterSpec {
+        method,
+        num_virtual_tokens: PLAN.virtual_tokens,
+        prefix_projection: (method == Method::Prefix).then_some(PLAN.prefix_projection),
+        ..AdapterSpec::default()
+    }
 }
 
-/// The demo's own base model, pretrained once and cached in `out/base/model`.
-fn pretrained_base(out: &Path, device: &DeviceArg) -> Result<String> {
-    // Versioned: a change to the corpus or the shape must not reuse an old cache.
-    let base_dir = out.join("base-v2");
-    let model_dir = base_dir.join("model");
-    if model_dir.join("model.safetensors").is_file() {
-        println!(
-            "base model: the demo's small GPT-2, cached in {}",
-            model_dir.display()
-        );
-        return Ok(model_dir.to_string_lossy().into_owned());
+fn method_label(spec: &AdapterSpec) -> String {
+    match spec.method {
+        Method::Prompt => format!("prompt tuning (p={})", spec.num_virtual_tokens),
+        Method::Prefix => format!("prefix tuning (p={})", spec.num_virtual_tokens),
+        Method::Full => "full fine-tuning".to_string(),
     }
-    println!(
-        "base model: a small GPT-2 (3 layers, width 96, vocabulary 320), pretrained now on {} \
-         generated restaurant descriptions (cached for later runs)",
-        PLAN.pretrain_texts
-    );
-    let init_dir = base_dir.join("init");
-    let mut config = Gpt2Config::new(320, 192, 96, 3, 4);
-    config.eos_token_id = 0;
-    config.bos_token_id = 0;
-    let backend = device.device.unwrap_or_else(ComputeBackend::best_available);
-    let init_device = backend.device()?;
-    init_device.seed(7);
-    save_pretrained(&Gpt2::new(&config, &init_device), &config, &init_dir)?;
-    std::fs::write(init_dir.join("tokenizer.json"), TOKENIZER_JSON)?;
-
-    let mut rng = StdRng::seed_from_u64(1);
-    let texts: Vec<String> = (0..PLAN.pretrain_texts)
-        .map(|_| Restaurant::random(&mut rng).describe_varied(&mut rng))
-        .collect();
-    let (train_texts, valid_texts) = texts.split_at(texts.len() - PLAN.pretrain_valid);
-    let corpus = base_dir.join("corpus.jsonl");
-    write_jsonl(&corpus, train_texts.iter().map(|t| json!({ "text": t })))?;
-    let corpus_valid = base_dir.join("corpus-valid.jsonl");
-    write_jsonl(
-        &corpus_valid,
-        valid_texts.iter().map(|t| json!({ "text": t })),
-    )?;
-    let run_dir = base_dir.join("pretrain");
-    let _ = std::fs::remove_dir_all(&run_dir);
-    let task = task_args(
-        &init_dir.to_string_lossy(),
-        Method::Full,
-        &corpus,
-        &corpus,
-        &run_dir,
-        device,
-    );
-    let args = TrainArgs {
-        valid_data: None,
-        settings: TrainSettings {
-            epochs: PLAN.pretrain_epochs,
-            lr: 3e-3,
-            batch_size: 16,
-            schedule: Schedule::Cosine,
-            warmup_steps: 20,
-            ..task.settings
-        },
-        ..task
-    };
-    let outcome = crate::train::train(&args)?;
-    if outcome.interrupted {
-        return Err(Interrupted {
-            saved: outcome.adapter_dir,
-        }
-        .into());
-    }
-    std::fs::rename(&outcome.adapter_dir, &model_dir)?;
-    Ok(model_dir.to_string_lossy().into_owned())
 }
 
-fn task_args(
+/// One training run and its held-out assessment.
+#[derive(Clone)]
+struct Trial {
+    /// The task [`Trial::assessment`] is of.
+    task: &'static str,
+    /// The adapter directory, or the model's with full fine-tuning.
+    trained: PathBuf,
+    whole_model: bool,
+    assessment: Assessment,
+    curves: LossCurves,
+    seconds: f64,
+}
+
+/// Trains `spec` over `model` on `train` into a directory under `runs` named after the task
+/// and the adapter, and scores it on `task`.
+fn run_trial(
     model: &str,
-    method: Method,
+    spec: &AdapterSpec,
     train: &Path,
-    valid: &Path,
-    output_dir: &Path,
+    task: &Task,
+    runs: &Path,
     device: &DeviceArg,
-) -> TrainArgs {
-    TrainArgs {
+) -> Result<Trial> {
+    let run_dir = runs.join(run_name(task, spec, train));
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let started = Instant::now();
+    let args = TrainArgs {
         model: model.to_string(),
         data: train.to_path_buf(),
-        valid_data: Some(valid.to_path_buf()),
-        output_dir: output_dir.to_path_buf(),
-        adapter: AdapterSpec {
-            method,
-            num_virtual_tokens: PLAN.virtual_tokens,
-            prefix_projection: (method == Method::Prefix).then_some(64),
-            ..AdapterSpec::default()
-        },
+        valid_data: Some(task.valid.clone()),
+        output_dir: run_dir.clone(),
+        adapter: spec.clone(),
         settings: TrainSettings {
-            epochs: PLAN.task_epochs,
+            epochs: PLAN.epochs,
             // Adapters start from scratch and train few parameters; full fine-tuning moves
             // pretrained weights, which a rate this high would wreck.
-            lr: if method == Method::Full { 1e-3 } else { 3e-2 },
+            lr: if spec.method == Method::Full {
+                PLAN.full_lr
+            } else {
+                PLAN.adapter_lr
+            },
             schedule: Schedule::Linear,
             warmup_steps: 10,
             grad_clip: Some(1.0),
@@ -385,30 +216,132 @@ fn task_args(
         no_token_cache: false,
         resume: false,
         device: device.clone(),
+    };
+    let trained = train_to_end(&args)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let whole_model = spec.method == Method::Full;
+    let assessment = assess_trained(model, &trained, whole_model, task, device)?;
+    Ok(Trial {
+        task: task.name,
+        trained,
+        whole_model,
+        assessment,
+        curves: LossCurves::read(&run_dir.join("train"), PLAN.epochs),
+        seconds,
+    })
+}
+
+impl Trial {
+    /// The same trained adapter (or model), assessed on another task.
+    fn on(&self, model: &str, task: &Task, device: &DeviceArg) -> Result<Trial> {
+        Ok(Trial {
+            task: task.name,
+            assessment: assess_trained(model, &self.trained, self.whole_model, task, device)?,
+            ..self.clone()
+        })
     }
 }
 
-/// Held-out data for both tasks, from restaurants disjoint from each other's splits.
-fn write_task_data(dir: &Path) -> Result<PathBuf> {
-    let mut rng = StdRng::seed_from_u64(2);
-    let restaurants: Vec<Restaurant> = (0..PLAN.task_train + PLAN.task_valid)
-        .map(|_| Restaurant::random(&mut rng))
-        .collect();
-    let (train, valid) = restaurants.split_at(PLAN.task_train);
-    for (split, rows) in [("train", train), ("valid", valid)] {
-        write_jsonl(
-            &dir.join(format!("data-to-text-{split}.jsonl")),
-            rows.iter().map(|r| json!({ "prompt": format!("{} =>", r.meaning()), "completion": format!(" {}", r.describe()) })),
-        )?;
-        write_jsonl(
-            &dir.join(format!("family-friendly-{split}.jsonl")),
-            rows.iter().map(|r| {
-                let mut rng = StdRng::seed_from_u64(r.name.len() as u64);
-                json!({ "text": format!("{} Family friendly?", r.describe_varied(&mut rng)), "label": if r.family { "yes" } else { "no" } })
-            }),
-        )?;
+/// Runs a training to its end and returns what it saved; a run the user stops ends the demo,
+/// saying where the interrupted run's adapter is.
+fn train_to_end(args: &TrainArgs) -> Result<PathBuf> {
+    let outcome = crate::train::train(args)?;
+    if outcome.interrupted {
+        return Err(Interrupted {
+            saved: outcome.adapter_dir,
+        }
+        .into());
     }
-    Ok(dir.to_path_buf())
+    Ok(outcome.adapter_dir)
+}
+
+/// Full fine-tuning saves a whole model; an adapter goes over the frozen base.
+fn assess_trained(
+    model: &str,
+    trained: &Path,
+    whole_model: bool,
+    task: &Task,
+    device: &DeviceArg,
+) -> Result<Assessment> {
+    if whole_model {
+        assess(&trained.to_string_lossy(), None, task, device, true)
+    } else {
+        assess(model, Some(trained), task, device, false)
+    }
+}
+
+/// A run directory's name: the task (or the mixture trained on) and the adapter's settings.
+fn run_name(task: &Task, spec: &AdapterSpec, train: &Path) -> String {
+    let data = if train == task.train {
+        task.name.to_string()
+    } else {
+        train
+            .file_stem()
+            .map_or("data".into(), |stem| stem.to_string_lossy().into_owned())
+    };
+    let adapter = match spec.method {
+        Method::Full => "full".to_string(),
+        Method::Prompt => format!(
+            "prompt-p{}-{:?}-dropout{}",
+            spec.num_virtual_tokens, spec.prompt_init, spec.prompt_dropout
+        ),
+        Method::Prefix => format!(
+            "prefix-p{}-{}",
+            spec.num_virtual_tokens,
+            match spec.prefix_reparameterisation() {
+                PrefixReparameterisation::Direct => "table".to_string(),
+                PrefixReparameterisation::Mlp { hidden } => format!("mlp{hidden}"),
+                PrefixReparameterisation::PerLayer { width } => format!("per-layer{width}"),
+            }
+        ),
+    };
+    format!("{data}-{adapter}").to_lowercase()
+}
+
+/// The printed results: one row per task and model, then the sample outputs side by side.
+fn report(results: &[(&Task, Vec<(String, Assessment)>)]) -> Result<String> {
+    let mut text = String::new();
+    writeln!(
+        text,
+        "{:<16} {:<22} {:>10} {:>11} {:>15}",
+        "task", "model", "trainable", "valid loss", "metric"
+    )?;
+    for (task, rows) in results {
+        for (label, a) in rows {
+            writeln!(
+                text,
+                "{:<16} {:<22} {:>10} {:>11.4} {:>15}",
+                task.name,
+                label,
+                a.params,
+                a.loss,
+                format!("{} {:.1}%", short_metric(task), 100.0 * a.metric)
+            )?;
+        }
+    }
+    for (task, rows) in results {
+        for (i, held_out) in task.held_out.iter().take(SAMPLES).enumerate() {
+            writeln!(
+                text,
+                "\n{} — held-out input {}:\n  {}",
+                task.name,
+                i + 1,
+                held_out.prompt
+            )?;
+            for (label, a) in rows {
+                let sample = a.samples.get(i).map_or("", String::as_str);
+                writeln!(text, "  {label:<22} | {sample}")?;
+            }
+        }
+    }
+    Ok(text)
+}
+
+fn short_metric(task: &Task) -> &'static str {
+    match task.metric {
+        tasks::Metric::SlotAccuracy => "slots",
+        tasks::Metric::Accuracy => "acc",
+    }
 }
 
 fn write_jsonl(path: &Path, rows: impl Iterator<Item = serde_json::Value>) -> Result<()> {
@@ -421,58 +354,4 @@ fn write_jsonl(path: &Path, rows: impl Iterator<Item = serde_json::Value>) -> Re
         text.push('\n');
     }
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
-}
-
-/// How a model (with its adapter, if any) does on held-out data.
-struct Score {
-    /// Mean next-token loss over every target token.
-    loss: f64,
-    /// When the data is labelled.
-    accuracy: Option<f64>,
-    adapter_params: usize,
-    /// The base model's and the adapter's together.
-    all_params: usize,
-}
-
-fn score(model: &str, adapter: Option<&Path>, valid: &Path, device: &DeviceArg) -> Result<Score> {
-    let loaded = LoadedModel::load(model, device.device, false)?;
-    let adapter = loaded.load_optional_adapter(adapter)?;
-    let max_len = loaded
-        .config
-        .positions_after(adapter.as_ref().map_or(0, Adapter::num_virtual_tokens))?;
-    let dataset = tokenize(
-        valid,
-        read_examples(valid)?,
-        loaded.vocabulary(),
-        max_len,
-        Overlong::Reject,
-        None,
-    )?;
-    let model = Adapted::new(loaded.model.clone(), adapter);
-    let params = model.parameter_count();
-    let report = evaluate(&model, &dataset.examples, loaded.pad_id(), 16)?;
-    let accuracy = match &dataset.verbalizer {
-        None => None,
-        Some(verbalizer) => {
-            let trainee = Trainee::new(model, Some(verbalizer.deciding_tokens()), None);
-            let batcher = ExampleBatcher {
-                shared_label_prefix: verbalizer.shared_prefix,
-            };
-            let mut correct = 0usize;
-            for chunk in dataset.examples.chunks(16) {
-                use burn::data::dataloader::batcher::Batcher;
-                let batch = batcher.batch(chunk.to_vec(), &loaded.device);
-                let (scores, classes) = trainee.forward(batch).classes.expect("labelled data");
-                let predicted = scores.argmax(1).reshape([chunk.len()]);
-                correct += predicted.equal(classes).int().sum().into_scalar::<i64>() as usize;
-            }
-            Some(correct as f64 / dataset.examples.len() as f64)
-        }
-    };
-    Ok(Score {
-        loss: report.mean_loss,
-        accuracy,
-        adapter_params: params.trainable,
-        all_params: params.total,
-    })
 }

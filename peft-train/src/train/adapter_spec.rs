@@ -7,8 +7,8 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use clap::{Args, Parser, ValueEnum};
 use peft_core::{
-    AdapterModule, AdapterShapes, PeftAdapter, PeftConfig, PromptInit, PromptLearningConfig,
-    PromptTuningConfig, PromptTuningInit,
+    AdapterModule, AdapterShapes, KindConfig, PeftAdapter, PeftConfig, PrefixReparameterisation,
+    PrefixTuningConfig, PromptInit, PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
 };
 use peft_decoder::{Adapted, Decoder};
 use peft_gpt2::Gpt2Tokenizer;
@@ -40,8 +40,16 @@ pub struct AdapterSpec {
     #[arg(long, default_value_t = 0.0, value_parser = dropout_probability)]
     pub prompt_dropout: f64,
     /// Prefix tuning through PEFT's reparameterisation MLP of this hidden width.
-    #[arg(long, value_parser = at_least_one)]
+    #[arg(long, value_parser = at_least_one, conflicts_with = "prefix_layer_projection")]
     pub prefix_projection: Option<usize>,
+    /// Prefix tuning through peft-rs's per-layer projection: one embedding of this width, shared
+    /// by every layer, mapped to each layer's keys and values by that layer's own linear layer
+    /// (d -> 2d). WIDTH is at most the prefix's key/value width d (the model width, or under
+    /// grouped-query attention its key/value heads' width); a narrower embedding is projected up
+    /// to d first. The adapter saves as a plain PEFT prefix (the computed table, which Python's
+    /// peft loads) plus the projection in peft_rs_adapter.safetensors, for resuming.
+    #[arg(long, value_name = "WIDTH", value_parser = at_least_one)]
+    pub prefix_layer_projection: Option<usize>,
 }
 
 impl Default for AdapterSpec {
@@ -116,11 +124,33 @@ impl AdapterSpec {
         let device = base.model.device();
         Ok(match self.method {
             Method::Full => None,
-            Method::Prefix => Some(PeftAdapter::prefix_tuning(
-                config(base.shapes.prefix),
-                self.prefix_projection,
-                &device,
-            )),
+            Method::Prefix => {
+                let reparameterisation = self.prefix_reparameterisation();
+                // The widths are checked against the model here, where they come from the
+                // command line, before anything is allocated or trained.
+                PrefixTuningConfig::new(config(base.shapes.prefix), reparameterisation)
+                    .check()
+                    .map_err(|message| {
+                        let flag = match reparameterisation {
+                            PrefixReparameterisation::Direct => "--method prefix",
+                            PrefixReparameterisation::Mlp { .. } => "--prefix-projection",
+                            PrefixReparameterisation::PerLayer { .. } => {
+                                "--prefix-layer-projection"
+                            }
+                        };
+                        anyhow::anyhow!(
+                            "{flag} does not fit model `{}` (its prefix keys and values: {}): \
+                             {message}",
+                            base.name,
+                            base.shapes.prefix
+                        )
+                    })?;
+                Some(PeftAdapter::prefix_tuning(
+                    config(base.shapes.prefix),
+                    reparameterisation,
+                    &device,
+                ))
+            }
             Method::Prompt => {
                 let (init, config) = self.prompt_init(config(base.shapes.prompt), base)?;
                 Some(PeftAdapter::prompt_tuning(
@@ -131,6 +161,16 @@ impl AdapterSpec {
                 ))
             }
         })
+    }
+
+    /// How a prefix's table trains: `--prefix-projection`, `--prefix-layer-projection` (which
+    /// clap keeps from coming together), or the table itself.
+    pub fn prefix_reparameterisation(&self) -> PrefixReparameterisation {
+        match (self.prefix_projection, self.prefix_layer_projection) {
+            (Some(hidden), _) => PrefixReparameterisation::Mlp { hidden },
+            (None, Some(width)) => PrefixReparameterisation::PerLayer { width },
+            (None, None) => PrefixReparameterisation::Direct,
+        }
     }
 
     /// How the prompt starts, and the PEFT config that records it.

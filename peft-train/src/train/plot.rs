@@ -105,17 +105,28 @@ impl LossCurves {
         if self.train.is_empty() && self.valid.is_empty() {
             return Ok(());
         }
-        let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
-        self.draw(&mut rgb)?;
-        let image =
-            image::RgbImage::from_raw(WIDTH, HEIGHT, rgb).expect("buffer of the plot's size");
-        let mut png = std::io::Cursor::new(Vec::new());
-        image
-            .write_to(&mut png, image::ImageFormat::Png)
-            .context("encoding the loss plot")?;
-        peft_runtime::write_atomically(path, png.get_ref())?;
-        Ok(())
+        write_rgb_png(path, WIDTH, HEIGHT, |rgb| self.draw(rgb))
     }
+}
+
+/// Draws into an RGB buffer of `width` × `height` and saves it as a PNG at `path`
+/// (atomically: a reader never sees half a file).
+pub(crate) fn write_rgb_png(
+    path: &Path,
+    width: u32,
+    height: u32,
+    draw: impl FnOnce(&mut [u8]) -> Result<()>,
+) -> Result<()> {
+    let mut rgb = vec![0u8; (width * height * 3) as usize];
+    draw(&mut rgb)?;
+    let image = image::RgbImage::from_raw(width, height, rgb)
+        .context("the drawing buffer has the image's size")?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut png, image::ImageFormat::Png)
+        .with_context(|| format!("encoding {}", path.display()))?;
+    peft_runtime::write_atomically(path, png.get_ref())?;
+    Ok(())
 }
 
 /// One epoch's per-batch losses of a split (the epoch's summary entry left out).
@@ -130,7 +141,7 @@ fn per_batch(logs: &mut FileMetricLogger, epoch: usize, split: Split) -> Vec<f64
 
 /// Text is drawn with a font compiled into the binary, so plots look the same on every
 /// machine and need no system fonts.
-fn register_font() {
+pub(crate) fn register_font() {
     static REGISTER: std::sync::Once = std::sync::Once::new();
     REGISTER.call_once(|| {
         if plotters::style::register_font(
