@@ -304,27 +304,30 @@ fn held_out_loss(adapter: Option<&str>, valid: &str, report: &Path) -> f64 {
     json(report)["mean_loss"].as_f64().unwrap()
 }
 
+/// The fixture dataset `name` split into `dir/train.jsonl` (its first 8 lines) and
+/// `dir/valid.jsonl` (the rest), as paths for a command line.
+fn split_fixture(dir: &std::path::Path, name: &str) -> (&'static str, &'static str) {
+    let lines: Vec<String> = std::fs::read_to_string(data(name))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let (train, valid) = (dir.join("train.jsonl"), dir.join("valid.jsonl"));
+    std::fs::write(&train, lines[..8].join("\n")).unwrap();
+    std::fs::write(&valid, lines[8..].join("\n")).unwrap();
+    (
+        leak(train.to_string_lossy().into_owned()),
+        leak(valid.to_string_lossy().into_owned()),
+    )
+}
+
 /// Prompt and prefix tuning learn the fixture task: trained on 8 of its examples, each lowers
 /// the loss on the 4 held out by a real margin (measured: frozen 7.23 nats; prompt 6.63,
 /// prefix 5.75).
 #[test]
 fn prompt_and_prefix_tuning_lower_the_held_out_loss() {
     let dir = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = std::fs::read_to_string(data("completion.jsonl"))
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    let (train, valid) = (
-        dir.path().join("train.jsonl"),
-        dir.path().join("valid.jsonl"),
-    );
-    std::fs::write(&train, lines[..8].join("\n")).unwrap();
-    std::fs::write(&valid, lines[8..].join("\n")).unwrap();
-    let (train, valid) = (
-        leak(train.to_string_lossy().into_owned()),
-        leak(valid.to_string_lossy().into_owned()),
-    );
+    let (train, valid) = split_fixture(dir.path(), "completion.jsonl");
     let frozen = held_out_loss(None, valid, &dir.path().join("frozen.json"));
     for method in ["prompt", "prefix"] {
         let out = leak(dir.path().join(method).to_string_lossy().into_owned());
@@ -350,22 +353,9 @@ fn prompt_and_prefix_tuning_lower_the_held_out_loss() {
 #[test]
 fn a_per_layer_projected_prefix_trains_saves_and_scores_the_same_when_reloaded() {
     let dir = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = std::fs::read_to_string(data("text.jsonl"))
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    let (train, valid) = (
-        dir.path().join("train.jsonl"),
-        dir.path().join("valid.jsonl"),
-    );
-    std::fs::write(&train, lines[..8].join("\n")).unwrap();
-    // Four examples, one validation batch: its loss is the token-weighted mean `eval` reports.
-    std::fs::write(&valid, lines[8..].join("\n")).unwrap();
-    let (train, valid) = (
-        leak(train.to_string_lossy().into_owned()),
-        leak(valid.to_string_lossy().into_owned()),
-    );
+    // Four held-out examples, one validation batch: its loss is the token-weighted mean
+    // `eval` reports.
+    let (train, valid) = split_fixture(dir.path(), "text.jsonl");
     let out = leak(dir.path().join("run").to_string_lossy().into_owned());
     let mut args = train_args(out, "prefix", train, "6");
     let at = args.iter().position(|a| *a == "--valid-data").unwrap() + 1;
