@@ -35,7 +35,7 @@ enum Task {
     ReferencePython,
     /// Pretrain the offline demo's base model from scratch (its BPE tokenizer included) and
     /// replace the one the demo ships in `peft-train/demo-base/`. Seeded, so it gives the same
-    /// corpus and tokenizer every time and the same model up to float rounding; about 25
+    /// corpus and tokenizer every time and the same model up to float rounding; about 30
     /// minutes on 2 CPU cores. Every version stays in git history: retrain rarely.
     DemoBase,
 }

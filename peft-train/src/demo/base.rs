@@ -41,9 +41,7 @@ pub const SHAPE: BaseShape = BaseShape {
 };
 
 /// Pretrains the base model from scratch into `dir`: a byte-level BPE tokenizer trained on the
-/// corpus, then one pass of language modelling over `texts` generated descriptions, packed
-/// several to an example (as GPT-2's documents are) so that every position the tasks use is
-/// trained.
+/// corpus, then one pass of language modelling over `texts` generated documents.
 pub fn pretrain(dir: &Path, texts: usize, device: &DeviceArg) -> Result<()> {
     ensure!(
         texts >= 1000,
@@ -52,31 +50,9 @@ pub fn pretrain(dir: &Path, texts: usize, device: &DeviceArg) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let work = dir.join("pretraining");
     let mut rng = StdRng::seed_from_u64(11);
-    let descriptions: Vec<String> = (0..texts)
-        .map(|_| {
-            // A quarter of the documents are lists read out twice: the plainest text in which
-            // the next token is one read before, which teaches a small model to copy quickly.
-            if rand::Rng::random_bool(&mut rng, 0.25) {
-                return repeated_list(&mut rng);
-            }
-            let restaurant = Restaurant::random(&mut rng);
-            let share = 0.5 + 0.5 * rand::Rng::random::<f64>(&mut rng);
-            let meaning = restaurant.meaning(&mut rng, share);
-            let text = meaning.varied_text(&mut rng);
-            // Most restaurants are described twice, in other words: a model that predicts
-            // the second description must copy what the first one said, which is the skill
-            // data-to-text and the food question steer it to.
-            if rand::Rng::random_bool(&mut rng, 0.8) {
-                let again = meaning.restated(&mut rng).varied_text(&mut rng);
-                format!("{text}\n{again}")
-            } else {
-                text
-            }
-        })
-        .collect();
-    let corpus = pack(&descriptions, PACKED_CHARS);
-    let valid = (corpus.len() / 50).max(100);
-    let (train_texts, valid_texts) = corpus.split_at(corpus.len() - valid);
+    let descriptions: Vec<String> = (0..texts).map(|_| document(&mut rng)).collect();
+    let valid = (descriptions.len() / 50).max(100);
+    let (train_texts, valid_texts) = descriptions.split_at(descriptions.len() - valid);
 
     let init = work.join("init");
     let tokenizer = train_tokenizer(&descriptions, SHAPE.vocab_size)?;
@@ -147,37 +123,34 @@ pub fn pretrain(dir: &Path, texts: usize, device: &DeviceArg) -> Result<()> {
     Ok(())
 }
 
-/// "Places to try: A for Greek food, B for ... The same list again: A for Greek food, B ...".
-fn repeated_list(rng: &mut StdRng) -> String {
-    let len = rand::Rng::random_range(rng, 2..6);
-    let items: Vec<String> = (0..len)
-        .map(|_| {
-            let restaurant = Restaurant::random(rng);
-            format!("{} for {} food", restaurant.name, restaurant.food)
-        })
-        .collect();
-    let list = items.join(", ");
-    format!("Places to try: {list}.\nThe same list again: {list}.")
-}
-
-/// About 160 tokens of this corpus: a packed example stays well inside the 256 positions.
-const PACKED_CHARS: usize = 700;
-
-/// Descriptions joined by newlines into examples of at least `chars` characters.
-fn pack(descriptions: &[String], chars: usize) -> Vec<String> {
-    let mut packed = vec![String::new()];
-    for description in descriptions {
-        let last = packed.last_mut().expect("starts with one");
-        if last.len() >= chars {
-            packed.push(description.clone());
-        } else {
-            if !last.is_empty() {
-                last.push('\n');
-            }
-            last.push_str(description);
-        }
+/// One document of the pretraining corpus, about one restaurant. Each part teaches the base
+/// model to say again what it has read, the skill that data-to-text and the food question
+/// steer it to: a third start with a guide's entry listing the values, most restaurants are
+/// described twice in other words, and a third of the descriptions are followed by questions
+/// answered from what the text said.
+///
+/// A document is one training example, never packed with others: with one restaurant in
+/// view, "say the cuisine again" is a matter of finding the one cuisine in the context, which
+/// a small model learns in a few thousand steps; with several, it must also work out which is
+/// the current one, and within the same budget it learned neither.
+fn document(rng: &mut StdRng) -> String {
+    use rand::Rng;
+    let restaurant = Restaurant::random(rng);
+    let share = 0.5 + 0.5 * rng.random::<f64>();
+    let meaning = restaurant.meaning(rng, share);
+    let mut parts = Vec::new();
+    if rng.random_bool(0.3) {
+        parts.push(meaning.guide_entry(rng));
     }
-    packed
+    parts.push(meaning.varied_text(rng));
+    if rng.random_bool(0.7) {
+        parts.push(meaning.restated(rng).varied_text(rng));
+    }
+    if rng.random_bool(0.4) {
+        let how_many = rng.random_range(1..4);
+        parts.extend(meaning.questions(rng, how_many));
+    }
+    parts.join("\n")
 }
 
 /// A GPT-2-style byte-level BPE tokenizer (end of text is id 0) trained on `texts`.
@@ -209,9 +182,32 @@ fn base_dir(out: &Path) -> PathBuf {
     out.join("base")
 }
 
+/// How many generated documents the shipped base model was pretrained on: `cargo xtask
+/// demo-base` rebuilds it from this many.
+pub const PRETRAIN_TEXTS: usize = 24_000;
+
 /// What the report says the base model is.
-pub const DESCRIPTION: &str = "the demo's GPT-2 (4 layers, width 256, 3.7M parameters, \
-     1,721-token BPE vocabulary), pretrained on 36,000 generated restaurants' descriptions";
+pub fn description() -> String {
+    format!(
+        "the demo's GPT-2 ({} layers, width {}), pretrained on {} generated documents about restaurants",
+        SHAPE.n_layer,
+        SHAPE.n_embd,
+        thousands(PRETRAIN_TEXTS)
+    )
+}
+
+/// `36000` as `36,000`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
 
 /// The shipped base model's files, compiled into the binary.
 const SHIPPED: [(&str, &[u8]); 3] = [
@@ -247,6 +243,13 @@ mod tests {
     use peft_core::Conditioning;
     use peft_gpt2::{GenerationConfig, generate};
     use peft_runtime::LoadedModel;
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(7), "7");
+        assert_eq!(thousands(36_000), "36,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
 
     #[test]
     fn the_shipped_base_loads_and_writes_a_restaurant_description() {

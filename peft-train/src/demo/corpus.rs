@@ -609,6 +609,65 @@ impl Meaning {
         sentences.join(" ")
     }
 
+    /// A guide's entry for the restaurant, in one of two notations other than the
+    /// data-to-text task's: the pretraining corpus follows it with a description, so the base
+    /// model learns to write out values it has read in a list (which prompts then steer it to
+    /// do from the task's own notation).
+    pub fn guide_entry(&self, rng: &mut StdRng) -> String {
+        let family = self.family.map(|f| if f { "yes" } else { "no" });
+        let fields = [
+            ("Type", self.eat_type),
+            ("Food", self.food),
+            ("Price", self.price),
+            ("Rating", self.rating),
+            ("Area", self.area),
+            ("Children", family),
+            ("Near", self.near),
+        ];
+        let shown = fields
+            .iter()
+            .filter_map(|(key, value)| Some((*key, (*value)?)));
+        if rng.random_bool(0.5) {
+            let entries: Vec<String> = shown
+                .map(|(key, value)| format!("{key} = {value}."))
+                .collect();
+            format!("Guide entry: {}. {}", self.name, entries.join(" "))
+        } else {
+            let values: Vec<&str> = shown.map(|(_, value)| value).collect();
+            format!("{} ({})", self.name, values.join("; "))
+        }
+    }
+
+    /// Questions about the shown attributes, each answered by its value: a reader's check of
+    /// what the description said, in other words than the demo's classification tasks use.
+    pub fn questions(&self, rng: &mut StdRng, how_many: usize) -> Vec<String> {
+        let name = &self.name;
+        let mut asked: Vec<String> = [
+            self.food
+                .map(|food| format!("Q: What food does {name} serve? A: {food}.")),
+            self.area
+                .map(|area| format!("Q: Where is {name}? A: In the {area}.")),
+            self.family.map(|family| {
+                let answer = if family { "Yes" } else { "No" };
+                format!("Q: Is {name} good for children? A: {answer}.")
+            }),
+            self.price
+                .map(|price| format!("Q: How expensive is {name}? A: It is {price}.")),
+            self.rating
+                .map(|rating| format!("Q: How do customers rate {name}? A: {rating}.")),
+            self.near
+                .map(|near| format!("Q: What is {name} near? A: {near}.")),
+            self.eat_type
+                .map(|eat| format!("Q: What kind of place is {name}? A: A {eat}.")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        asked.shuffle(rng);
+        asked.truncate(how_many);
+        asked
+    }
+
     /// The shown attribute values, each with the phrases that mention it: E2E's slot check.
     fn slots(&self) -> Vec<Slot> {
         let mut slots = vec![Slot::mentions(&self.name)];
@@ -740,6 +799,55 @@ impl Slot {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn guide_entries_and_questions_state_only_the_shown_values() {
+        let mut rng = StdRng::seed_from_u64(5);
+        for _ in 0..200 {
+            let restaurant = Restaurant::random(&mut rng);
+            let meaning = restaurant.meaning(&mut rng, 0.5);
+            let entry = meaning.guide_entry(&mut rng);
+            assert!(entry.contains(&meaning.name), "{entry}");
+            // A hidden food is left out (a landmark such as Raja Indian Cuisine may still
+            // name a cuisine).
+            let landmark_names_it = meaning.near.is_some_and(|n| n.contains(restaurant.food));
+            if meaning.food.is_none() && !landmark_names_it {
+                assert!(!entry.contains(restaurant.food), "{entry}");
+            }
+            let (found, of) = meaning.slots_realised(&entry);
+            let family_shown = usize::from(meaning.family.is_some());
+            assert_eq!(
+                found + family_shown,
+                of,
+                "every value but yes/no is named: {entry}"
+            );
+
+            let questions = meaning.questions(&mut rng, 3);
+            assert!(questions.len() <= 3);
+            for question in &questions {
+                let answer = question.split(" A: ").nth(1).expect("answered");
+                let answer = answer.trim_end_matches('.').to_lowercase();
+                let shown = [
+                    meaning.eat_type,
+                    meaning.food,
+                    meaning.price,
+                    meaning.rating,
+                    meaning.area,
+                    meaning.near,
+                    meaning.family.map(|f| if f { "yes" } else { "no" }),
+                ];
+                assert!(
+                    shown
+                        .iter()
+                        .flatten()
+                        .any(|value| answer.ends_with(&value.to_lowercase())),
+                    "{question}"
+                );
+            }
+        }
+        let name_only = Restaurant::random(&mut rng).meaning(&mut rng, 0.0);
+        assert!(name_only.questions(&mut rng, 3).is_empty());
+    }
 
     #[test]
     fn the_canonical_text_realises_every_slot_and_a_wrong_text_does_not() {

@@ -56,7 +56,7 @@ pub struct DemoArgs {
     #[arg(long, hide = true)]
     pub pretrain_base: Option<PathBuf>,
     /// How many generated descriptions `--pretrain-base` trains on.
-    #[arg(long, hide = true, default_value_t = 36_000)]
+    #[arg(long, hide = true, default_value_t = base::PRETRAIN_TEXTS)]
     pub pretrain_texts: usize,
 }
 
@@ -109,7 +109,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         }
         None => {
             let dir = base::materialise(out)?;
-            println!("base model: {} (in {})", base::DESCRIPTION, dir.display());
+            println!("base model: {} (in {})", base::description(), dir.display());
             dir.to_string_lossy().into_owned()
         }
     };
