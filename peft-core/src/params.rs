@@ -37,7 +37,8 @@ impl fmt::Display for ParameterCount {
     }
 }
 
-fn thousands(n: usize) -> String {
+/// `36000` as `36,000`, as PEFT prints parameter counts.
+pub fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -52,6 +53,13 @@ fn thousands(n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(7), "7");
+        assert_eq!(thousands(36_000), "36,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
 
     #[test]
     fn prints_like_peft() {

@@ -50,12 +50,12 @@ pub fn pretrain(dir: &Path, texts: usize, device: &DeviceArg) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let work = dir.join("pretraining");
     let mut rng = StdRng::seed_from_u64(11);
-    let descriptions: Vec<String> = (0..texts).map(|_| document(&mut rng)).collect();
-    let valid = (descriptions.len() / 50).max(100);
-    let (train_texts, valid_texts) = descriptions.split_at(descriptions.len() - valid);
+    let documents: Vec<String> = (0..texts).map(|_| document(&mut rng)).collect();
+    let valid = (documents.len() / 50).max(100);
+    let (train_texts, valid_texts) = documents.split_at(documents.len() - valid);
 
     let init = work.join("init");
-    let tokenizer = train_tokenizer(&descriptions, SHAPE.vocab_size)?;
+    let tokenizer = train_tokenizer(&documents, SHAPE.vocab_size)?;
     let vocab_size = tokenizer.get_vocab_size(true);
     let mut config = Gpt2Config::new(
         vocab_size,
@@ -79,15 +79,9 @@ pub fn pretrain(dir: &Path, texts: usize, device: &DeviceArg) -> Result<()> {
         .map_err(|err| anyhow::anyhow!("cannot save the tokenizer: {err}"))?;
 
     let train_file = work.join("corpus-train.jsonl");
-    write_jsonl(
-        &train_file,
-        train_texts.iter().map(|t| json!({ "text": t })),
-    )?;
+    write_jsonl(&train_file, train_texts.iter().map(|t| ended(t)))?;
     let valid_file = work.join("corpus-valid.jsonl");
-    write_jsonl(
-        &valid_file,
-        valid_texts.iter().map(|t| json!({ "text": t })),
-    )?;
+    write_jsonl(&valid_file, valid_texts.iter().map(|t| ended(t)))?;
     let run_dir = work.join("run");
     let _ = std::fs::remove_dir_all(&run_dir);
     let args = TrainArgs {
@@ -123,11 +117,23 @@ pub fn pretrain(dir: &Path, texts: usize, device: &DeviceArg) -> Result<()> {
     Ok(())
 }
 
+/// A pretraining example: the document and then end of text, as GPT-2 separates its
+/// documents. A base that never saw end of text as a target gives it no probability
+/// anywhere, and an adapter trained on completions that end with it cannot raise it from
+/// there: the prefix-tuned model kept writing to the token limit.
+fn ended(document: &str) -> serde_json::Value {
+    json!({ "text": format!("{document}{END_OF_TEXT}") })
+}
+
 /// One document of the pretraining corpus, about one restaurant. Each part teaches the base
 /// model to say again what it has read, the skill that data-to-text and the food question
-/// steer it to: a third start with a guide's entry listing the values, most restaurants are
-/// described twice in other words, and a third of the descriptions are followed by questions
-/// answered from what the text said.
+/// steer it to: half start with a guide's entry listing the values, 70% of the restaurants are
+/// described twice in other words, and 80% of the documents end with questions answered from
+/// what the text said. With questions in 40% of the documents, three pretraining runs (with
+/// and without end of text, guide entries in 30% or 50%) answered their own `Q: What food
+/// does X serve?` for 92%, 12% and 33% of 40 held-out descriptions: whether copying emerged
+/// in one pass was luck. With questions in 80%, runs at learning rates 2e-3 and 3e-3 both
+/// answered all 40.
 ///
 /// A document is one training example, never packed with others: with one restaurant in
 /// view, "say the cuisine again" is a matter of finding the one cuisine in the context, which
@@ -139,14 +145,14 @@ fn document(rng: &mut StdRng) -> String {
     let share = 0.5 + 0.5 * rng.random::<f64>();
     let meaning = restaurant.meaning(rng, share);
     let mut parts = Vec::new();
-    if rng.random_bool(0.3) {
+    if rng.random_bool(0.5) {
         parts.push(meaning.guide_entry(rng));
     }
     parts.push(meaning.varied_text(rng));
     if rng.random_bool(0.7) {
         parts.push(meaning.restated(rng).varied_text(rng));
     }
-    if rng.random_bool(0.4) {
+    if rng.random_bool(0.8) {
         let how_many = rng.random_range(1..4);
         parts.extend(meaning.questions(rng, how_many));
     }
@@ -192,21 +198,8 @@ pub fn description() -> String {
         "the demo's GPT-2 ({} layers, width {}), pretrained on {} generated documents about restaurants",
         SHAPE.n_layer,
         SHAPE.n_embd,
-        thousands(PRETRAIN_TEXTS)
+        peft_core::params::thousands(PRETRAIN_TEXTS)
     )
-}
-
-/// `36000` as `36,000`.
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }
 
 /// The shipped base model's files, compiled into the binary.
@@ -245,10 +238,17 @@ mod tests {
     use peft_runtime::LoadedModel;
 
     #[test]
-    fn thousands_are_grouped() {
-        assert_eq!(thousands(7), "7");
-        assert_eq!(thousands(36_000), "36,000");
-        assert_eq!(thousands(1_234_567), "1,234,567");
+    fn a_pretraining_example_ends_with_end_of_text() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let documents: Vec<String> = (0..200).map(|_| document(&mut rng)).collect();
+        let tokenizer = train_tokenizer(&documents, 400).unwrap();
+        let example = ended(&documents[0]);
+        let text = example["text"].as_str().unwrap();
+        let ids = tokenizer.encode(text, false).unwrap().get_ids().to_vec();
+        let end_of_text = tokenizer.token_to_id(END_OF_TEXT).unwrap();
+        assert_eq!(end_of_text, 0);
+        assert_eq!(ids.last(), Some(&end_of_text));
+        assert_eq!(ids.iter().filter(|&&id| id == end_of_text).count(), 1);
     }
 
     #[test]
@@ -277,5 +277,31 @@ mod tests {
         // The pretraining corpus's phrasing: a name, then what the pub serves.
         assert!(text.starts_with(" The "), "{text}");
         assert!(text.contains(" that serves "), "{text}");
+
+        // What the tasks steer it to: saying again what it has read. Asked in the corpus's
+        // own words, it names the cuisine of the description, not a common one.
+        for food in ["Thai", "Greek", "Japanese", "Spanish"] {
+            let prompt = tokenizer
+                .encode(&format!(
+                    "The Quiet Heron serves {food} food. It is a pub in the riverside.\n\
+                     Q: What food does The Quiet Heron serve? A:"
+                ))
+                .unwrap();
+            let config = GenerationConfig::greedy(1, tokenizer.eos_id());
+            let output =
+                generate(&loaded.model, &[prompt], &Conditioning::none(), &config).unwrap();
+            assert_eq!(tokenizer.decode(&output[0]).unwrap(), format!(" {food}"));
+        }
+        // And it ends the document it goes on writing, as GPT-2 does, with end of text.
+        let document = tokenizer
+            .encode(
+                "The Quiet Heron serves Thai food. It is a pub in the riverside.\n\
+                 Q: What food does The Quiet Heron serve? A: Thai.",
+            )
+            .unwrap();
+        let config = GenerationConfig::greedy(64, tokenizer.eos_id());
+        let output = generate(&loaded.model, &[document], &Conditioning::none(), &config).unwrap();
+        let text = tokenizer.decode(&output[0]).unwrap();
+        assert_eq!(output[0].last(), Some(&tokenizer.eos_id()), "{text}");
     }
 }

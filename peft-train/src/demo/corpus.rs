@@ -510,10 +510,7 @@ impl Meaning {
         push("price", self.price);
         push("rating", self.rating);
         push("area", self.area);
-        push(
-            "family friendly",
-            self.family.map(|f| if f { "yes" } else { "no" }),
-        );
+        push("family friendly", self.family.map(yes_no));
         push("near", self.near);
         slots.join(" | ")
     }
@@ -614,7 +611,7 @@ impl Meaning {
     /// model learns to write out values it has read in a list (which prompts then steer it to
     /// do from the task's own notation).
     pub fn guide_entry(&self, rng: &mut StdRng) -> String {
-        let family = self.family.map(|f| if f { "yes" } else { "no" });
+        let family = self.family.map(yes_no);
         let fields = [
             ("Type", self.eat_type),
             ("Food", self.food),
@@ -647,10 +644,8 @@ impl Meaning {
                 .map(|food| format!("Q: What food does {name} serve? A: {food}.")),
             self.area
                 .map(|area| format!("Q: Where is {name}? A: In the {area}.")),
-            self.family.map(|family| {
-                let answer = if family { "Yes" } else { "No" };
-                format!("Q: Is {name} good for children? A: {answer}.")
-            }),
+            self.family
+                .map(|family| format!("Q: Is {name} good for children? A: {}.", yes_no(family))),
             self.price
                 .map(|price| format!("Q: How expensive is {name}? A: It is {price}.")),
             self.rating
@@ -696,6 +691,11 @@ impl Meaning {
         let found = slots.iter().filter(|slot| slot.realised_in(text)).count();
         (found, slots.len())
     }
+}
+
+/// How every notation and answer states a yes/no attribute such as family friendly.
+pub fn yes_no(flag: bool) -> &'static str {
+    if flag { "yes" } else { "no" }
 }
 
 /// `a` or `an` before `first` (or, where it is empty, `then`).
@@ -834,7 +834,7 @@ mod tests {
                     meaning.rating,
                     meaning.area,
                     meaning.near,
-                    meaning.family.map(|f| if f { "yes" } else { "no" }),
+                    meaning.family.map(yes_no),
                 ];
                 assert!(
                     shown

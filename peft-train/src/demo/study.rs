@@ -45,16 +45,18 @@ pub fn run(model: &str, tasks: &[Task], out: &Path, device: &DeviceArg) -> Resul
     let mut report = format!(
         "# Prompt and prefix tuning on the demo's base model: a study\n\n\
          Each section varies one knob and keeps the rest at the demo's settings \
-         ({} virtual tokens, {} epochs over {} training examples, learning rate {:e} for \
-         adapters and {:e} for full fine-tuning). Every figure is measured on held-out data \
+         ({} virtual tokens, {} epochs over {} training examples ({} for full fine-tuning), \
+         learning rate {:e} for prompts, {:e} for prefixes and {:e} for full fine-tuning). Every figure is measured on held-out data \
          of the **{}** task ({} meaning representations the adapters never saw): the mean \
          next-token loss of the reference descriptions, and the slot accuracy of greedy \
          outputs (the share of attribute values the generated text mentions). Written by \
          `peft-train demo --study`.\n",
         PLAN.virtual_tokens,
-        PLAN.epochs,
+        PLAN.writing_adapter_epochs,
         PLAN.sizes.train,
-        PLAN.adapter_lr,
+        PLAN.epochs,
+        PLAN.prompt_lr,
+        PLAN.prefix_lr,
         PLAN.full_lr,
         DATA_TO_TEXT,
         PLAN.sizes.valid,

@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::json;
 
-use super::corpus::{Meaning, Restaurant};
+use super::corpus::{Meaning, Restaurant, yes_no};
 use super::write_jsonl;
 
 /// How a task's held-out outputs are scored.
@@ -83,12 +83,15 @@ pub fn write_tasks(dir: &Path, sizes: Sizes) -> Result<Vec<Task>> {
                 (row, format!("{} =>", meaning.notation()), Some(meaning))
             },
         )?,
+        // The questions end in a colon, as a form's field does. In the pretraining corpus a
+        // question mark is always followed by ` A:`, so after `Food?` the base gave the cuisine
+        // a loss of 18 nats, and prompt tuning got no further than 45%; after `Food:`, 97%.
         write_task(dir, FOOD, sizes, Metric::Accuracy, 22, |r, rng| {
             let meaning = Meaning {
                 food: Some(r.food),
                 ..r.meaning(rng, 0.6)
             };
-            let text = format!("{} Food?", meaning.varied_text(rng));
+            let text = format!("{} Food:", meaning.varied_text(rng));
             (json!({ "text": text, "label": r.food }), text, None)
         })?,
         write_task(
@@ -102,8 +105,8 @@ pub fn write_tasks(dir: &Path, sizes: Sizes) -> Result<Vec<Task>> {
                     family: Some(r.family),
                     ..r.meaning(rng, 0.6)
                 };
-                let text = format!("{} Family friendly?", meaning.varied_text(rng));
-                let label = if r.family { "yes" } else { "no" };
+                let text = format!("{} Family friendly:", meaning.varied_text(rng));
+                let label = yes_no(r.family);
                 (json!({ "text": text, "label": label }), text, None)
             },
         )?,
@@ -240,7 +243,7 @@ mod tests {
         );
         let foods = rows
             .iter()
-            .filter(|r| r["prompt"].as_str().unwrap().ends_with("Food?"))
+            .filter(|r| r["prompt"].as_str().unwrap().ends_with("Food:"))
             .count();
         assert_eq!(foods, 10);
     }
