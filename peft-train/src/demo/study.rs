@@ -45,12 +45,12 @@ pub fn run(model: &str, tasks: &[Task], out: &Path, device: &DeviceArg) -> Resul
     let mut report = format!(
         "# Prompt and prefix tuning on the demo's base model: a study\n\n\
          Each section varies one knob and keeps the rest at the demo's settings \
-         ({} virtual tokens, {} epochs over {} training examples ({} for full fine-tuning), \
-         learning rate {:e} for prompts, {:e} for prefixes and {:e} for full fine-tuning). Every figure is measured on held-out data \
-         of the **{}** task ({} meaning representations the adapters never saw): the mean \
-         next-token loss of the reference descriptions, and the slot accuracy of greedy \
-         outputs (the share of attribute values the generated text mentions). Written by \
-         `peft-train demo --study`.\n",
+         ({} virtual tokens, {} epochs over {} training examples ({} for full fine-tuning and the \
+         food question), learning rate {:e} for prompts, {:e} for prefixes and {:e} for full \
+         fine-tuning). Every figure is measured on held-out data of the **{}** task ({} meaning \
+         representations the adapters never saw): the mean next-token loss of the reference \
+         descriptions, and the slot accuracy of greedy outputs (the share of attribute values \
+         the generated text mentions). Written by `peft-train demo --study`.\n",
         PLAN.virtual_tokens,
         PLAN.writing_adapter_epochs,
         PLAN.sizes.train,
