@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::setup::{Dtype, Method, Setup};
+use crate::setup::{Attention, Dtype, Method, Setup};
 
 #[derive(Debug, Serialize)]
 pub struct Record {
@@ -19,6 +19,8 @@ pub struct Record {
     pub seq: usize,
     pub virtual_tokens: usize,
     pub dtype: Dtype,
+    /// Fused or decomposed attention (peft-rs only; the reference always runs PyTorch's SDPA).
+    pub attention: Attention,
     pub threads: usize,
     pub trainable_params: usize,
     pub timed_steps: usize,
@@ -55,6 +57,7 @@ impl Record {
             seq: setup.seq,
             virtual_tokens: setup.virtual_tokens_used(),
             dtype: setup.dtype,
+            attention: setup.attention,
             threads: worker_threads(),
             trainable_params,
             timed_steps: 0,

@@ -66,6 +66,19 @@ pub struct Setup {
     pub device: DeviceArg,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// How attention runs where the backend has the fused operation (flex, ndarray, LibTorch):
+    /// `decomposed` measures what Burn's own attention gives, for comparison.
+    #[arg(long, value_enum, default_value = "fused")]
+    pub attention: Attention,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attention {
+    /// One operation with its own backward (peft-decoder's `fused_attention`).
+    Fused,
+    /// Separate matrix products and softmax, differentiated op by op.
+    Decomposed,
 }
 
 impl Setup {
@@ -101,6 +114,7 @@ impl Setup {
 
     /// The device, with its default float type set before any tensor exists.
     pub fn device(&self, autodiff: bool) -> Result<Device> {
+        peft_decoder::attention::set_fused_attention(self.attention == Attention::Fused);
         let mut device = self.backend().device()?;
         let float = match self.dtype {
             Dtype::F32 => FloatDType::F32,

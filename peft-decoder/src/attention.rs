@@ -11,6 +11,9 @@ use burn::nn::Dropout;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use peft_core::LayerKv;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::fused_attention as fused;
 
 /// Added to the score of a key a query must not see. Finite so that a query that sees nothing
 /// (a padding position) gets a finite, ignored output instead of NaNs, and small enough in
@@ -34,10 +37,57 @@ pub fn with_cached(new: LayerKv, cache: Option<&mut Option<LayerKv>>) -> LayerKv
     joined
 }
 
+/// Whether [`attend`] may use the fused operation where the backend has one (the default).
+static FUSED_ATTENTION: AtomicBool = AtomicBool::new(true);
+
+/// Turns the fused attention off (or back on) for the whole process, so that benchmarks can
+/// compare it with the decomposed path on the same backend. Results are the same either way.
+pub fn set_fused_attention(enabled: bool) {
+    FUSED_ATTENTION.store(enabled, Ordering::Relaxed);
+}
+
 /// `softmax(q·kᵀ·scale + bias)·v` over the prefix segment followed by `keys`, with dropout on
 /// the attention probabilities. `query` is `[B, heads, T, head_dim]`; keys and values have as
 /// many heads (grouped-query models repeat theirs first, see [`repeat_heads`]).
+///
+/// Runs as one fused operation with its own backward ([`fused_attention`]) where the backend
+/// has it and no dropout acts on the probabilities (a frozen base, inference, or a dropout of
+/// 0); otherwise as [`attend_decomposed`].
 pub fn attend(
+    query: Tensor<4>,
+    prefix: Option<&LayerKv>,
+    keys: &LayerKv,
+    score_bias: Tensor<4>,
+    scale: f64,
+    dropout: &Dropout,
+) -> Tensor<4> {
+    let device = query.device();
+    let dropout_acts = dropout.prob > 0.0 && dropout.training.is_enabled() && device.is_autodiff();
+    if dropout_acts || !FUSED_ATTENTION.load(Ordering::Relaxed) || !fused::runs_on(&device) {
+        return attend_decomposed(query, prefix, keys, score_bias, scale, dropout);
+    }
+    let (key, value) = match prefix {
+        // The fused kernel takes one key sequence: the prefix, repeated per row, then the rest.
+        Some(prefix) => {
+            let [batch, heads, _, head_dim] = query.dims();
+            let per_row = |segment: &Tensor<4>| {
+                segment
+                    .clone()
+                    .expand([batch, heads, prefix.len(), head_dim])
+            };
+            (
+                Tensor::cat(vec![per_row(&prefix.key), keys.key.clone()], 2),
+                Tensor::cat(vec![per_row(&prefix.value), keys.value.clone()], 2),
+            )
+        }
+        None => (keys.key.clone(), keys.value.clone()),
+    };
+    fused::fused_attention(query, key, value, score_bias, scale)
+}
+
+/// [`attend`] as separate matrix products, softmax and dropout: what every backend can run,
+/// and the reference the fused operation is tested against.
+pub fn attend_decomposed(
     query: Tensor<4>,
     prefix: Option<&LayerKv>,
     keys: &LayerKv,

@@ -22,6 +22,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod decoder;
 pub mod error;
+pub mod fused_attention;
 pub mod generate;
 pub mod layout;
 pub mod loss;

@@ -1,0 +1,364 @@
+//! Fused attention on the CPU backends (flex, ndarray): one blocked kernel over f32 slices.
+//!
+//! Each (batch, head) pair is one rayon task. Within it, queries are taken `QUERY_BLOCK` rows at
+//! a time: the block's scores against every key are one matrix product into a scratch buffer
+//! of `QUERY_BLOCK × S`, softmaxed row by row, and multiplied by the values. Memory beyond the
+//! inputs and outputs is therefore a few such buffers per core, never `[B, H, T, S]`. The
+//! backward recomputes each block's probabilities (as FlashAttention does) instead of storing
+//! them, so nothing but the inputs is kept between forward and backward.
+
+use burn::backend::{Backend, TensorMetadata, tensor::FloatTensor};
+use burn::tensor::{DType, FloatDType, Shape, TensorData, read_sync};
+use rayon::prelude::*;
+
+use super::FusedAttentionOps;
+
+/// Query rows per block: bounds the scratch to `QUERY_BLOCK × S` floats per buffer while
+/// keeping the matrix products large enough to run at full speed.
+const QUERY_BLOCK: usize = 64;
+
+#[cfg(feature = "flex")]
+impl FusedAttentionOps for burn::backend::Flex {
+    fn fused_attention(
+        query: FloatTensor<Self>,
+        key: FloatTensor<Self>,
+        value: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        forward::<Self>(query, key, value, bias, scale)
+    }
+
+    fn fused_attention_backward(
+        query: FloatTensor<Self>,
+        key: FloatTensor<Self>,
+        value: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        scale: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        backward::<Self>(query, key, value, bias, output_grad, scale)
+    }
+}
+
+#[cfg(feature = "ndarray")]
+#[allow(deprecated)] // ndarray: deprecated upstream, still one of this project's CPU backends
+impl FusedAttentionOps for burn::backend::NdArray {
+    fn fused_attention(
+        query: FloatTensor<Self>,
+        key: FloatTensor<Self>,
+        value: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        forward::<Self>(query, key, value, bias, scale)
+    }
+
+    fn fused_attention_backward(
+        query: FloatTensor<Self>,
+        key: FloatTensor<Self>,
+        value: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        scale: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        backward::<Self>(query, key, value, bias, output_grad, scale)
+    }
+}
+
+/// A CPU tensor's values as f32 (half types are widened: the kernel accumulates in f32).
+fn values<B: Backend>(tensor: FloatTensor<B>) -> Vec<f32> {
+    let tensor = match tensor.dtype() {
+        DType::F32 => tensor,
+        _ => B::float_cast(tensor, FloatDType::F32),
+    };
+    let data = read_sync(B::float_into_data(tensor)).expect("a CPU backend reads its own tensor");
+    data.try_into_vec::<f32>()
+        .expect("the tensor was cast to f32 above")
+}
+
+/// `values` of `shape` as a tensor of `dtype` on `device`.
+fn tensor<B: Backend>(
+    values: Vec<f32>,
+    shape: Shape,
+    dtype: DType,
+    device: &B::Device,
+) -> FloatTensor<B> {
+    let tensor = B::float_from_data(TensorData::new(values, shape), device);
+    match dtype {
+        DType::F32 => tensor,
+        other => B::float_cast(tensor, FloatDType::from(other)),
+    }
+}
+
+/// The sizes the kernel needs, read from the operands' shapes.
+#[derive(Clone, Copy)]
+struct Dims {
+    heads: usize,
+    queries: usize,
+    keys: usize,
+    head_dim: usize,
+    /// The bias's batch and head sizes (each 1 when broadcast).
+    bias_batch: usize,
+    bias_heads: usize,
+}
+
+impl Dims {
+    fn of(query: &Shape, key: &Shape, bias: &Shape) -> Self {
+        Self {
+            heads: query[1],
+            queries: query[2],
+            keys: key[2],
+            head_dim: query[3],
+            bias_batch: bias[0],
+            bias_heads: bias[1],
+        }
+    }
+
+    /// Where the `[T, S]` bias of (batch `b`, head `h`) starts.
+    fn bias_offset(&self, pair: usize) -> usize {
+        let (b, h) = (pair / self.heads, pair % self.heads);
+        let b = if self.bias_batch == 1 { 0 } else { b };
+        let h = if self.bias_heads == 1 { 0 } else { h };
+        (b * self.bias_heads + h) * self.queries * self.keys
+    }
+}
+
+fn forward<B: Backend>(
+    query: FloatTensor<B>,
+    key: FloatTensor<B>,
+    value: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    scale: f64,
+) -> FloatTensor<B> {
+    let (dtype, device, shape) = (query.dtype(), query.device(), query.shape());
+    let dims = Dims::of(&shape, &key.shape(), &bias.shape());
+    let (q, k, v, bias) = (
+        values::<B>(query),
+        values::<B>(key),
+        values::<B>(value),
+        values::<B>(bias),
+    );
+    let (t, s, d) = (dims.queries, dims.keys, dims.head_dim);
+    let mut out = vec![0.0f32; q.len()];
+    out.par_chunks_mut(t * d)
+        .enumerate()
+        .for_each(|(pair, out)| {
+            let (q, k, v) = (
+                &q[pair * t * d..][..t * d],
+                &k[pair * s * d..][..s * d],
+                &v[pair * s * d..][..s * d],
+            );
+            let bias = &bias[dims.bias_offset(pair)..][..t * s];
+            let mut probs = vec![0.0f32; QUERY_BLOCK.min(t) * s];
+            for start in (0..t).step_by(QUERY_BLOCK) {
+                let rows = QUERY_BLOCK.min(t - start);
+                let probs = &mut probs[..rows * s];
+                probabilities(
+                    probs,
+                    &q[start * d..][..rows * d],
+                    k,
+                    &bias[start * s..][..rows * s],
+                    d,
+                    scale as f32,
+                );
+                // out[rows, d] = probs[rows, S] · v[S, d]
+                matmul(
+                    &mut out[start * d..][..rows * d],
+                    Mat::rows(probs, rows, s),
+                    Mat::rows(v, s, d),
+                    false,
+                    1.0,
+                );
+            }
+        });
+    tensor::<B>(out, shape, dtype, &device)
+}
+
+fn backward<B: Backend>(
+    query: FloatTensor<B>,
+    key: FloatTensor<B>,
+    value: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    output_grad: FloatTensor<B>,
+    scale: f64,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let (dtype, device) = (query.dtype(), query.device());
+    let (query_shape, key_shape) = (query.shape(), key.shape());
+    let dims = Dims::of(&query_shape, &key_shape, &bias.shape());
+    let (q, k, v, bias, d_out) = (
+        values::<B>(query),
+        values::<B>(key),
+        values::<B>(value),
+        values::<B>(bias),
+        values::<B>(output_grad),
+    );
+    let (t, s, d) = (dims.queries, dims.keys, dims.head_dim);
+    let scale = scale as f32;
+    let mut d_q = vec![0.0f32; q.len()];
+    let mut d_k = vec![0.0f32; k.len()];
+    let mut d_v = vec![0.0f32; v.len()];
+    d_q.par_chunks_mut(t * d)
+        .zip(d_k.par_chunks_mut(s * d))
+        .zip(d_v.par_chunks_mut(s * d))
+        .enumerate()
+        .for_each(|(pair, ((d_q, d_k), d_v))| {
+            let (q, k, v) = (
+                &q[pair * t * d..][..t * d],
+                &k[pair * s * d..][..s * d],
+                &v[pair * s * d..][..s * d],
+            );
+            let d_out = &d_out[pair * t * d..][..t * d];
+            let bias = &bias[dims.bias_offset(pair)..][..t * s];
+            let block = QUERY_BLOCK.min(t) * s;
+            let (mut probs, mut d_scores) = (vec![0.0f32; block], vec![0.0f32; block]);
+            for start in (0..t).step_by(QUERY_BLOCK) {
+                let rows = QUERY_BLOCK.min(t - start);
+                let (probs, d_scores) = (&mut probs[..rows * s], &mut d_scores[..rows * s]);
+                let q_block = &q[start * d..][..rows * d];
+                let d_out_block = &d_out[start * d..][..rows * d];
+                probabilities(probs, q_block, k, &bias[start * s..][..rows * s], d, scale);
+                // d_v[S, d] += probsᵀ · d_out
+                matmul(
+                    d_v,
+                    Mat::rows(probs, rows, s).t(),
+                    Mat::rows(d_out_block, rows, d),
+                    true,
+                    1.0,
+                );
+                // d_probs[rows, S] = d_out · vᵀ
+                matmul(
+                    d_scores,
+                    Mat::rows(d_out_block, rows, d),
+                    Mat::rows(v, s, d).t(),
+                    false,
+                    1.0,
+                );
+                // Softmax backward: d_score = p ∘ (d_p − Σ p ∘ d_p), row by row.
+                for (p, g) in probs.chunks(s).zip(d_scores.chunks_mut(s)) {
+                    let dot: f32 = p.iter().zip(g.iter()).map(|(p, g)| p * g).sum();
+                    for (g, p) in g.iter_mut().zip(p) {
+                        *g = p * (*g - dot);
+                    }
+                }
+                // d_q[rows, d] = scale · d_scores · k ;  d_k[S, d] += scale · d_scoresᵀ · q
+                let d_scores = Mat::rows(d_scores, rows, s);
+                matmul(
+                    &mut d_q[start * d..][..rows * d],
+                    d_scores,
+                    Mat::rows(k, s, d),
+                    false,
+                    scale,
+                );
+                matmul(d_k, d_scores.t(), Mat::rows(q_block, rows, d), true, scale);
+            }
+        });
+    (
+        tensor::<B>(d_q, query_shape, dtype, &device),
+        tensor::<B>(d_k, key_shape.clone(), dtype, &device),
+        tensor::<B>(d_v, key_shape, dtype, &device),
+    )
+}
+
+/// `probs[rows, S] = softmax(q·kᵀ·scale + bias)` for one block of query rows.
+fn probabilities(
+    probs: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    bias: &[f32],
+    head_dim: usize,
+    scale: f32,
+) {
+    let rows = q.len() / head_dim;
+    let keys = k.len() / head_dim;
+    matmul(
+        probs,
+        Mat::rows(q, rows, head_dim),
+        Mat::rows(k, keys, head_dim).t(),
+        false,
+        scale,
+    );
+    for (row, bias) in probs.chunks_mut(keys).zip(bias.chunks(keys)) {
+        let mut max = f32::NEG_INFINITY;
+        for (score, bias) in row.iter_mut().zip(bias) {
+            *score += bias;
+            max = max.max(*score);
+        }
+        let mut total = 0.0f32;
+        for score in row.iter_mut() {
+            *score = (*score - max).exp();
+            total += *score;
+        }
+        // The largest term is exp(0) = 1, so total >= 1 whenever the row has a key.
+        let inverse = total.recip();
+        row.iter_mut().for_each(|p| *p *= inverse);
+    }
+}
+
+/// A row-major matrix view, possibly transposed (strides swapped, no copy).
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Mat<'a> {
+    fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(data.len(), rows * cols, "matrix view of {rows}×{cols}");
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+}
+
+/// `dst = alpha · a · b`, or `dst += alpha · a · b` when `accumulate`; `dst` is row-major.
+fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, alpha: f32) {
+    assert_eq!(a.cols, b.rows, "inner dimensions of a matrix product");
+    assert_eq!(
+        dst.len(),
+        a.rows * b.cols,
+        "matrix product destination size"
+    );
+    // SAFETY: the views' lengths were checked against their shapes and strides when they were
+    // made (a transposed view reads the same elements), and `dst` holds `a.rows × b.cols`.
+    unsafe {
+        gemm::gemm(
+            a.rows,
+            b.cols,
+            a.cols,
+            dst.as_mut_ptr(),
+            1,
+            b.cols as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            1.0,
+            alpha,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
