@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::setup::{Attention, Dtype, Method, Setup};
+use crate::setup::{Attention, Method, Setup};
 
 #[derive(Debug, Serialize)]
 pub struct Record {
@@ -18,7 +18,8 @@ pub struct Record {
     pub batch: usize,
     pub seq: usize,
     pub virtual_tokens: usize,
-    pub dtype: Dtype,
+    /// The base model's float type (`--dtype`; the adapter is f32 in every case).
+    pub dtype: &'static str,
     /// Fused or decomposed attention (peft-rs only; the reference always runs PyTorch's SDPA).
     pub attention: Attention,
     pub threads: usize,
@@ -56,7 +57,7 @@ impl Record {
             batch: setup.batch,
             seq: setup.seq,
             virtual_tokens: setup.virtual_tokens_used(),
-            dtype: setup.dtype,
+            dtype: setup.device.dtype.name(),
             attention: setup.attention,
             threads: worker_threads(),
             trainable_params,

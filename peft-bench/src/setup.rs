@@ -3,10 +3,10 @@
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
-use burn::tensor::FloatDType;
 use clap::{Args, ValueEnum};
 use peft_core::PeftAdapter;
 use peft_decoder::Adapted;
+use peft_decoder::precision::cast_floats;
 use peft_gpt2::Gpt2Config;
 use peft_llama::LlamaConfig;
 use peft_runtime::args::at_least_one;
@@ -32,14 +32,6 @@ pub enum Method {
     None,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dtype {
-    F32,
-    Bf16,
-    F16,
-}
-
 /// The shape of one benchmark: model, method, sizes, device.
 #[derive(Args, Debug, Clone)]
 pub struct Setup {
@@ -59,9 +51,6 @@ pub struct Setup {
     /// Hidden width of the prefix projection MLP; the model width if not given.
     #[arg(long)]
     pub prefix_hidden: Option<usize>,
-    /// Float type of every tensor on the device (adapter included).
-    #[arg(long, value_enum, default_value = "f32")]
-    pub dtype: Dtype,
     #[command(flatten)]
     pub device: DeviceArg,
     #[arg(long, default_value_t = 0)]
@@ -115,20 +104,7 @@ impl Setup {
     /// The device, with its default float type set before any tensor exists.
     pub fn device(&self, autodiff: bool) -> Result<Device> {
         peft_decoder::attention::set_fused_attention(self.attention == Attention::Fused);
-        let mut device = self.backend().device()?;
-        let float = match self.dtype {
-            Dtype::F32 => FloatDType::F32,
-            Dtype::Bf16 => FloatDType::BF16,
-            Dtype::F16 => FloatDType::F16,
-        };
-        device.configure(float).map_err(|e| {
-            anyhow::anyhow!(
-                "the {} backend cannot run {:?} tensors: {e:?}",
-                self.backend().name(),
-                self.dtype
-            )
-        })?;
-        Ok(if autodiff { device.autodiff() } else { device })
+        self.device.open(autodiff)
     }
 
     /// GPT-2 with random weights and the adapter `--method` asks for, as `peft-train` builds it.
@@ -142,7 +118,7 @@ impl Setup {
                 config.n_positions()
             );
         }
-        let base = config.random_model(device);
+        let base = cast_floats(config.random_model(device), self.device.dtype.dtype());
         match self.adapter_spec(config) {
             Some(spec) => spec.model(self.base_model(&base, config)),
             None => Ok(Adapted::new(base, None)),
@@ -164,6 +140,7 @@ impl Setup {
             shapes: config.adapter_shapes(),
             tokenizer: None,
             name: &self.model,
+            precision: self.device.dtype,
         }
     }
 

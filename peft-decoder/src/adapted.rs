@@ -13,6 +13,8 @@ use crate::batch::PadSide;
 use crate::decoder::Decoder;
 use crate::layout::{AdaptedInput, MixedRow};
 use crate::loss::IGNORE_INDEX;
+use crate::precision::cast_floats;
+use burn::tensor::DType;
 
 /// Logits `[B, prompt + T, vocab]` for token ids `[B, T]` (right-padded, `mask` true for real
 /// tokens, `None` if every token is real) under `conditioning`.
@@ -117,11 +119,12 @@ pub struct Adapted<M: Module> {
 }
 
 impl<M: Module + Decoder> Adapted<M> {
-    /// Freezes `base` (no gradients, no weight updates) and attaches `adapter`.
+    /// Freezes `base` (no gradients, no weight updates) and attaches `adapter`, whose
+    /// parameters are f32 whatever the base's float type (see [`crate::precision`]).
     pub fn new(base: M, adapter: Option<PeftAdapter>) -> Self {
         Self {
             base: base.freeze(),
-            adapter,
+            adapter: adapter.map(|adapter| cast_floats(adapter, DType::F32)),
             full_finetune: false,
         }
     }

@@ -25,6 +25,7 @@ use peft_core::{Conditioning, LayerKv, PrefixKv};
 use crate::batch::{PadSide, PaddedRows, bool_tensor, positions_from_mask};
 use crate::decoder::{Decoder, ForwardInput, KvCache};
 use crate::error::InputError;
+use crate::precision::in_dtype;
 
 /// One row of a batch: its tokens and what conditions them.
 #[derive(Clone, Copy, Debug)]
@@ -230,7 +231,8 @@ fn embeddings(
             Some(prompt) => {
                 let [batch, _, d] = tokens.dims();
                 let p = prompt.dims()[1];
-                Tensor::cat(vec![prompt.clone().expand([batch, p, d]), tokens], 1)
+                let prompt = in_dtype(prompt.clone(), tokens.dtype());
+                Tensor::cat(vec![prompt.expand([batch, p, d]), tokens], 1)
             }
             None => tokens,
         };
@@ -242,14 +244,15 @@ fn embeddings(
             let tokens = model.embed_tokens(int_tensor(ids, 1, r.tokens.len(), &device));
             let d = tokens.dims()[2];
             let padding = width - content(r);
+            let dtype = tokens.dtype();
             let mut own = Vec::with_capacity(2);
-            own.extend(r.conditioning.prompt.clone());
+            own.extend(r.conditioning.prompt.clone().map(|p| in_dtype(p, dtype)));
             own.push(tokens);
             let own = Tensor::cat(own, 1);
             if padding == 0 {
                 return own;
             }
-            let pad = Tensor::<3>::zeros([1, padding, d], &device);
+            let pad = in_dtype(Tensor::<3>::zeros([1, padding, d], &device), dtype);
             match side {
                 PadSide::Left => Tensor::cat(vec![pad, own], 1),
                 PadSide::Right => Tensor::cat(vec![own, pad], 1),

@@ -27,6 +27,7 @@ pub mod generate;
 pub mod layout;
 pub mod loss;
 pub mod mixed;
+pub mod precision;
 
 pub use adapted::Adapted;
 pub use batch::{PadSide, PaddedRows};

@@ -2,8 +2,8 @@
 //! predict the label at `t + 1`, and labels equal to [`IGNORE_INDEX`] do not count.
 
 use burn::prelude::*;
-use burn::tensor::IndexingUpdateOp;
 use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::{DType, IndexingUpdateOp};
 
 /// Label value that excludes a position from the loss (PyTorch's `ignore_index`).
 pub const IGNORE_INDEX: i64 = -100;
@@ -19,7 +19,8 @@ pub fn next_token_nll(logits: Tensor<3>, labels: Tensor<2, Int>) -> (Tensor<2>, 
     let ignored = targets.clone().equal_elem(IGNORE_INDEX);
     let counted = ignored.clone().bool_not().float();
     let safe_targets = targets.mask_fill(ignored, 0);
-    let log_probs = log_softmax(predictions, 2);
+    // In f32 whatever the model's type, as under autocast.
+    let log_probs = log_softmax(predictions.cast(DType::F32), 2);
     let picked = log_probs
         .gather(2, safe_targets.reshape([batch, len - 1, 1]))
         .reshape([batch, len - 1]);
@@ -121,7 +122,7 @@ pub fn fused_lm_loss(
     let (positions, labels) = targets.predictions(len, prompt_len);
     let count = positions.len();
     if count == 0 {
-        return hidden.sum().mul_scalar(0.0);
+        return hidden.sum().mul_scalar(0.0).cast(DType::F32);
     }
     let rows = hidden.reshape([batch * len, width]).select(
         0,
@@ -145,7 +146,11 @@ pub fn fused_lm_loss(
             .without_autodiff()
             .narrow(0, start, size)
             .reshape([size, 1]);
-        let logits = h.clone().matmul(head_const.clone().transpose());
+        // The head's product in the model's type, the softmax in f32 (as under autocast).
+        let logits = h
+            .clone()
+            .matmul(head_const.clone().transpose())
+            .cast(DType::F32);
         let probs = softmax(logits.clone(), 1);
         // logsumexp(z) = max(z) - ln(max softmax(z)): the largest probability is at least
         // 1/vocab, so its log is always finite, and no second pass of exponentials is needed.
@@ -153,7 +158,9 @@ pub fn fused_lm_loss(
         let picked = logits.gather(1, target.clone());
         total = total + (log_sum_exp - picked).sum();
         let minus_one = Tensor::<2>::full([size, 1], -1.0, &probs.device());
-        let logit_grad = probs.scatter(1, target, minus_one, IndexingUpdateOp::Add);
+        let logit_grad = probs
+            .scatter(1, target, minus_one, IndexingUpdateOp::Add)
+            .cast(head_const.dtype());
         if train_head {
             let grad = logit_grad.clone().transpose().matmul(h);
             head_grad = Some(match head_grad {
@@ -165,9 +172,9 @@ pub fn fused_lm_loss(
     }
     let scale = 1.0 / count as f64;
     let row_grad = Tensor::cat(row_grads, 0).mul_scalar(scale);
-    let mut surrogate = (rows * row_grad).sum();
+    let mut surrogate = (rows * row_grad).sum().cast(DType::F32);
     if let Some(grad) = head_grad {
-        surrogate = surrogate + (head * grad.mul_scalar(scale)).sum();
+        surrogate = surrogate + (head * grad.mul_scalar(scale)).sum().cast(DType::F32);
     }
     // Value: the loss. Gradient: the surrogate's, which is the loss's.
     surrogate.clone() - surrogate.detach() + total.mul_scalar(scale)

@@ -12,6 +12,7 @@ use peft_decoder::fused_attention::runs_on;
 const TOLERANCE: f32 = 1e-5;
 
 fn devices() -> Vec<(&'static str, Device)> {
+    #[allow(unused_mut)] // pushed to when ndarray or tch is compiled in
     let mut devices = vec![("flex", Device::flex())];
     #[cfg(feature = "ndarray")]
     #[allow(deprecated)]

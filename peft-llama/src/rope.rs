@@ -75,5 +75,7 @@ pub fn rotate(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
     let first = x.clone().narrow(3, 0, half);
     let second = x.clone().narrow(3, half, half);
     let rotated = Tensor::cat(vec![second.neg(), first], 3);
-    x * cos.clone() + rotated * sin.clone()
+    // The phases are f32; a half-precision model rotates in its own type, as transformers does.
+    let (cos, sin) = (cos.clone().cast(x.dtype()), sin.clone().cast(x.dtype()));
+    x * cos + rotated * sin
 }

@@ -2,16 +2,91 @@
 //! flags, so that a bad value is a usage error naming the flag rather than a division by zero,
 //! an assertion deep in Burn, or a silently useless run.
 
-use clap::Args;
+use anyhow::{Result, bail};
+use burn::prelude::*;
+use burn::tensor::DType;
+use clap::{Args, ValueEnum};
 
 use crate::backend::ComputeBackend;
 
-/// The compute backend: any compiled in; by default the best one.
+/// Where the model runs and in which float type: the compute backend (any compiled in; by
+/// default the best one) and the precision of the frozen base model.
 #[derive(Args, Debug, Clone, Default)]
 pub struct DeviceArg {
     /// flex, ndarray, vulkan, tch, tch-cuda or cuda (each needs its cargo feature).
     #[arg(long, value_parser = parse_backend)]
     pub device: Option<ComputeBackend>,
+    /// Float type of the frozen base model's weights and activations. In bf16 or f16 the
+    /// adapter's parameters, their gradients and AdamW's state stay f32 and the loss is taken
+    /// in f32, as PyTorch autocast gives; full fine-tuning needs f32.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub dtype: Precision,
+}
+
+/// The float type a frozen base model is stored and run in (`--dtype`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::Bf16 => DType::BF16,
+            Precision::F16 => DType::F16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        }
+    }
+
+    pub fn is_half(self) -> bool {
+        self != Precision::F32
+    }
+}
+
+impl DeviceArg {
+    /// `backend` in f32.
+    pub fn on(backend: ComputeBackend) -> Self {
+        Self {
+            device: Some(backend),
+            dtype: Precision::F32,
+        }
+    }
+
+    /// The backend asked for, or the best one compiled in.
+    pub fn backend(&self) -> ComputeBackend {
+        self.device.unwrap_or_else(ComputeBackend::best_available)
+    }
+
+    /// The device (tracking gradients if `autodiff`), after checking that its backend runs
+    /// the asked-for float type.
+    pub fn open(&self, autodiff: bool) -> Result<Device> {
+        let backend = self.backend();
+        let device = backend.device()?;
+        if self.dtype.is_half() && !device.supports_dtype(self.dtype.dtype()) {
+            bail!(
+                "the {} backend cannot run {} tensors; use --dtype f32{}",
+                backend.name(),
+                self.dtype.name(),
+                if device.supports_dtype(DType::F16) && self.dtype != Precision::F16 {
+                    " or --dtype f16"
+                } else {
+                    ""
+                }
+            );
+        }
+        Ok(if autodiff { device.autodiff() } else { device })
+    }
 }
 
 fn parse_backend(s: &str) -> Result<ComputeBackend, String> {

@@ -9,12 +9,12 @@
 //! ```no_run
 //! use std::path::Path;
 //!
-//! use peft_runtime::{ComputeBackend, LoadedModel};
+//! use peft_runtime::{ComputeBackend, DeviceArg, LoadedModel, Precision};
 //!
 //! # fn main() -> anyhow::Result<()> {
-//! // `--device flex`; `None` picks the best backend compiled in.
-//! let backend: ComputeBackend = "flex".parse()?;
-//! let loaded = LoadedModel::load("gpt2", Some(backend), false)?;
+//! // `--device flex --dtype bf16`; `DeviceArg::default()` picks the best backend, in f32.
+//! let device = DeviceArg { device: Some("flex".parse::<ComputeBackend>()?), dtype: Precision::Bf16 };
+//! let loaded = LoadedModel::load("gpt2", &device, false)?;
 //! let adapter = loaded.load_adapter(Path::new("runs/task/adapter"))?;
 //! let ids = loaded.tokenizer()?.encode("name[The Mill], eatType[pub] =>")?;
 //! println!("{} tokens for {} under {}", ids.len(), loaded.name, adapter.config.peft_type());
@@ -28,7 +28,7 @@ pub mod family;
 pub mod files;
 pub mod loaded;
 
-pub use args::DeviceArg;
+pub use args::{DeviceArg, Precision};
 pub use backend::{ComputeBackend, DeviceError};
 pub use family::{Model, ModelConfig, load_model_dir};
 pub use files::write_atomically;

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use peft_core::{AdapterShapes, PeftAdapter};
+use peft_decoder::precision::cast_floats;
 use peft_gpt2::{Gpt2Tokenizer, has_tokenizer_files, resolve_dir};
 
-use crate::backend::ComputeBackend;
+use crate::args::{DeviceArg, Precision};
 use crate::family::{Model, ModelConfig, load_model_dir};
 
 /// A base model ready to run, with its tokenizer when it has one.
@@ -21,23 +22,23 @@ pub struct LoadedModel {
     /// The directory the model was read from (a hub snapshot for a hub id).
     pub dir: PathBuf,
     pub device: Device,
+    /// The float type the base model's weights are in (`--dtype`).
+    pub precision: Precision,
     /// The `--model` argument, for messages.
     pub name: String,
 }
 
 impl LoadedModel {
-    /// Loads `model` (a directory or hub id; `config.json` picks the family) onto `backend`
-    /// (the best compiled one if `None`).
-    pub fn load(model: &str, backend: Option<ComputeBackend>, autodiff: bool) -> Result<Self> {
-        let backend = backend.unwrap_or_else(ComputeBackend::best_available);
-        let mut device = backend.device()?;
-        if autodiff {
-            device = device.autodiff();
-        }
+    /// Loads `model` (a directory or hub id; `config.json` picks the family) onto the device
+    /// `device` names, its weights in the float type it names.
+    pub fn load(model: &str, device: &DeviceArg, autodiff: bool) -> Result<Self> {
+        let precision = device.dtype;
+        let device = device.open(autodiff)?;
         let loading = || format!("loading model `{model}`");
         // A directory, or a hub id: the Hugging Face cache first, a download only where allowed.
         let dir = resolve_dir(model).with_context(loading)?;
         let (weights, config) = load_model_dir(&dir, &device).with_context(loading)?;
+        let weights = cast_floats(weights, precision.dtype());
         let tokenizer = has_tokenizer_files(&dir)
             .then(|| {
                 Gpt2Tokenizer::from_dir_for(&dir, config.eos_token_id())
@@ -51,6 +52,7 @@ impl LoadedModel {
             tokenizer,
             dir,
             device,
+            precision,
             name: model.to_string(),
         })
     }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use peft_runtime::{ComputeBackend, LoadedModel, ModelConfig};
+use peft_runtime::{ComputeBackend, DeviceArg, LoadedModel, ModelConfig};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
@@ -31,7 +31,7 @@ fn cached_hub_ids_of_both_families_load_offline() {
             std::fs::copy(file.path(), snapshot.join(file.file_name())).unwrap();
         }
     }
-    let device = Some(ComputeBackend::Flex);
+    let device = &DeviceArg::on(ComputeBackend::Flex);
     let gpt2 = LoadedModel::load("some-org/tiny-gpt2", device, false).unwrap();
     assert!(matches!(gpt2.config, ModelConfig::Gpt2(_)));
     let qwen2 = LoadedModel::load("some-org/tiny-qwen2", device, false).unwrap();

@@ -13,10 +13,10 @@
 //! use peft_serve::api::{AppState, router};
 //! use peft_serve::engine::{BatchLimits, Engine};
 //! use peft_serve::registry::Registry;
-//! use peft_runtime::LoadedModel;
+//! use peft_runtime::{DeviceArg, LoadedModel};
 //!
 //! # fn main() -> anyhow::Result<()> {
-//! let loaded = LoadedModel::load("gpt2", None, false)?;
+//! let loaded = LoadedModel::load("gpt2", &DeviceArg::default(), false)?;
 //! let tokenizer = loaded.tokenizer()?.clone();
 //! let mut registry = Registry::new("gpt2", loaded.shapes(), loaded.device.clone());
 //! registry.load("support", Path::new("runs/support/adapter"))?;

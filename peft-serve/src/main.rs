@@ -60,7 +60,7 @@ fn run(args: Args) -> Result<()> {
     if args.max_batch == 0 {
         bail!("--max-batch must be at least 1");
     }
-    let loaded = LoadedModel::load(&args.model, args.device.device, false)?;
+    let loaded = LoadedModel::load(&args.model, &args.device, false)?;
     // Requests are text: the server cannot run without the model's tokenizer.
     let tokenizer = loaded.tokenizer()?.clone();
     let base_name = args.base_name.clone().unwrap_or_else(|| args.model.clone());

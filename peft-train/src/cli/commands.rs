@@ -12,7 +12,7 @@ use crate::cli::{Cli, Command, DemoArgs, EvalArgs, GenerateArgs, InfoArgs};
 use crate::data::token_cache;
 use crate::data::token_cache::TokenCache;
 use crate::{demo, eval, train};
-use peft_runtime::LoadedModel;
+use peft_runtime::{DeviceArg, LoadedModel};
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
@@ -37,7 +37,7 @@ pub fn run(cli: Cli) -> Result<()> {
 
 fn eval_command(args: &EvalArgs) -> Result<()> {
     refuse_to_overwrite(&args.output, "--data", &args.data)?;
-    let loaded = LoadedModel::load(&args.model, args.device.device, false)?;
+    let loaded = LoadedModel::load(&args.model, &args.device, false)?;
     let adapter = loaded.load_optional_adapter(args.adapter.as_deref())?;
     let virtual_tokens = adapter.as_ref().map_or(0, Adapter::num_virtual_tokens);
     let max_len = loaded.config.positions_after(virtual_tokens)?;
@@ -95,7 +95,7 @@ fn refuse_to_overwrite(output: &Path, input_flag: &str, input: &Path) -> Result<
 }
 
 fn generate_command(args: &GenerateArgs) -> Result<()> {
-    let loaded = LoadedModel::load(&args.model, args.device.device, false)?;
+    let loaded = LoadedModel::load(&args.model, &args.device, false)?;
     let adapter = loaded.load_optional_adapter(args.adapter.as_deref())?;
     let conditioning = Conditioning::of(adapter.as_ref());
     let sampling = Sampling::from_temperature(args.temperature, args.top_k, args.top_p);
@@ -126,7 +126,11 @@ fn generate_command(args: &GenerateArgs) -> Result<()> {
 }
 
 fn info_command(args: &InfoArgs) -> Result<()> {
-    let loaded = LoadedModel::load(&args.model, Some(peft_runtime::ComputeBackend::Flex), false)?;
+    let loaded = LoadedModel::load(
+        &args.model,
+        &DeviceArg::on(peft_runtime::ComputeBackend::Flex),
+        false,
+    )?;
     let params = loaded.model.num_params();
     println!("model {} ({})", args.model, loaded.dir.display());
     println!("  {}", loaded.config.describe());

@@ -40,7 +40,7 @@ pub fn assess(
     device: &DeviceArg,
     whole: bool,
 ) -> Result<Assessment> {
-    let loaded = LoadedModel::load(model, device.device, false)?;
+    let loaded = LoadedModel::load(model, device, false)?;
     let adapter = loaded.load_optional_adapter(adapter)?;
     let max_len = loaded
         .config

@@ -267,7 +267,8 @@ mod tests {
             .unwrap();
         assert_eq!(written, again);
 
-        let loaded = LoadedModel::load(&dir.to_string_lossy(), None, false).unwrap();
+        let loaded =
+            LoadedModel::load(&dir.to_string_lossy(), &DeviceArg::default(), false).unwrap();
         let tokenizer = loaded.tokenizer().unwrap();
         assert!(tokenizer.vocab_size() > 1000);
         let prompt = tokenizer.encode("There is a cheap pub called").unwrap();

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use peft_core::PrefixReparameterisation;
@@ -127,6 +127,12 @@ impl Plan {
 }
 
 pub fn run(args: &DemoArgs) -> Result<()> {
+    if args.device.dtype.is_half() {
+        bail!(
+            "the demo pretrains bases and compares with full fine-tuning, whose trained weights \
+             are kept in f32: run it with --dtype f32 (the default)"
+        );
+    }
     if let Some(dir) = &args.pretrain_base {
         return base::pretrain(dir, args.pretrain_texts, &args.device);
     }

@@ -63,7 +63,7 @@ pub fn run(model: &str, tasks: &[Task], out: &Path, device: &DeviceArg) -> Resul
     );
 
     // The per-layer projection's shared embedding at half the prefix's width.
-    let half_width = LoadedModel::load(model, device.device, false)?
+    let half_width = LoadedModel::load(model, device, false)?
         .shapes()
         .prefix
         .d_model

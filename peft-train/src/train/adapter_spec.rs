@@ -13,7 +13,7 @@ use peft_core::{
 use peft_decoder::{Adapted, Decoder};
 use peft_gpt2::Gpt2Tokenizer;
 use peft_runtime::args::{at_least_one, dropout_probability, positive};
-use peft_runtime::{LoadedModel, Model};
+use peft_runtime::{LoadedModel, Model, Precision};
 use serde::Serialize;
 
 /// The adapter to train and how it starts.
@@ -91,6 +91,8 @@ pub struct BaseModel<'a> {
     pub shapes: AdapterShapes,
     pub tokenizer: Option<&'a Gpt2Tokenizer>,
     pub name: &'a str,
+    /// The float type of the base's weights (`--dtype`).
+    pub precision: Precision,
 }
 
 impl<'a> BaseModel<'a> {
@@ -100,6 +102,7 @@ impl<'a> BaseModel<'a> {
             shapes: loaded.shapes(),
             tokenizer: loaded.tokenizer.as_ref(),
             name: &loaded.name,
+            precision: loaded.precision,
         }
     }
 }
@@ -110,6 +113,12 @@ impl AdapterSpec {
     pub fn model(&self, base: BaseModel<'_>) -> Result<Adapted<Model>> {
         Ok(match self.adapter(base)? {
             Some(adapter) => Adapted::new(base.model.clone(), Some(adapter)),
+            None if base.precision.is_half() => bail!(
+                "full fine-tuning trains every weight, and trained weights are kept in f32: run \
+                 it with --dtype f32 (--dtype {} is for prompt and prefix tuning, whose frozen \
+                 base runs in it)",
+                base.precision.name()
+            ),
             None => Adapted::full_finetune(base.model.clone()),
         })
     }

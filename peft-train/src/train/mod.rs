@@ -61,7 +61,7 @@ use crate::train::trainee::{ExampleBatcher, Trainee};
 /// Trains as `args` say: the adapter (or whole model) in `OUTPUT_DIR`, with checkpoints,
 /// `metrics.json` and `loss.png`.
 pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
-    let loaded = LoadedModel::load(&args.model, args.device.device, true)?;
+    let loaded = LoadedModel::load(&args.model, &args.device, true)?;
     loaded.device.seed(args.settings.seed);
     std::fs::create_dir_all(&args.output_dir)
         .with_context(|| format!("cannot create {}", args.output_dir.display()))?;

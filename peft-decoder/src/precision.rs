@@ -1,0 +1,46 @@
+//! Mixed precision as PyTorch autocast users get it: the frozen base model stored and run in a
+//! half type (bf16 or f16), the adapter's trainable parameters — and so their gradients and
+//! the optimizer's state — in f32, and the loss's softmax in f32.
+//!
+//! The device keeps f32 as its default float type, so everything created at run time (masks,
+//! the adapter, the loss) is f32; only the base's weights are cast ([`cast_floats`]), and
+//! where the two meet the f32 side is cast to the activations' type: the adapter's virtual
+//! tokens (`layout`), its prefix keys/values and the score bias (`attention`), rotary phases
+//! (the Llama family). The loss casts logits up to f32 (`loss`).
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::prelude::*;
+use burn::tensor::DType;
+
+/// `module` with every float parameter cast to `dtype` (gradient tracking kept as it was).
+pub fn cast_floats<M: Module>(module: M, dtype: DType) -> M {
+    module.map(&mut FloatCaster { dtype })
+}
+
+struct FloatCaster {
+    dtype: DType,
+}
+
+impl ModuleMapper for FloatCaster {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let dtype = self.dtype;
+        param.map(|tensor| {
+            if tensor.dtype() == dtype {
+                return tensor;
+            }
+            // A cast parameter is a new leaf: it must not hang off the old one's graph.
+            let tracked = tensor.is_require_grad();
+            let cast = tensor.cast(dtype).detach();
+            if tracked { cast.require_grad() } else { cast }
+        })
+    }
+}
+
+/// `tensor` in `dtype` (itself when it already is).
+pub fn in_dtype<const D: usize>(tensor: Tensor<D>, dtype: DType) -> Tensor<D> {
+    if tensor.dtype() == dtype {
+        tensor
+    } else {
+        tensor.cast(dtype)
+    }
+}
