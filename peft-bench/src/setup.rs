@@ -3,6 +3,7 @@
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
+use burn::tensor::DType;
 use clap::{Args, ValueEnum};
 use peft_core::PeftAdapter;
 use peft_decoder::Adapted;
@@ -118,7 +119,13 @@ impl Setup {
                 config.n_positions()
             );
         }
-        let base = cast_floats(config.random_model(device), self.device.dtype.dtype());
+        // Full fine-tuning trains f32 weights under a half-precision forward pass; a frozen
+        // base is stored in the half type (as `peft-train` loads them).
+        let weights = match self.method {
+            Method::Full => DType::F32,
+            _ => self.device.dtype.dtype(),
+        };
+        let base = cast_floats(config.random_model(device), weights);
         match self.adapter_spec(config) {
             Some(spec) => spec.model(self.base_model(&base, config)),
             None => Ok(Adapted::new(base, None)),

@@ -13,7 +13,7 @@ use crate::batch::PadSide;
 use crate::decoder::Decoder;
 use crate::layout::{AdaptedInput, MixedRow};
 use crate::loss::IGNORE_INDEX;
-use crate::precision::cast_floats;
+use crate::precision::{cast_floats, cast_floats_tracked};
 use burn::tensor::DType;
 
 /// Logits `[B, prompt + T, vocab]` for token ids `[B, T]` (right-padded, `mask` true for real
@@ -116,6 +116,10 @@ pub struct Adapted<M: Module> {
     /// Every base weight is trained (the baseline adapters are compared with).
     #[module(skip)]
     pub full_finetune: bool,
+    /// For full fine-tuning in mixed precision: the half type the forward pass runs in, while
+    /// `base` keeps its trained weights in f32 (see [`Self::running_base`]).
+    #[module(skip)]
+    pub compute_dtype: Option<DType>,
 }
 
 impl<M: Module + Decoder> Adapted<M> {
@@ -126,6 +130,7 @@ impl<M: Module + Decoder> Adapted<M> {
             base: base.freeze(),
             adapter: adapter.map(|adapter| cast_floats(adapter, DType::F32)),
             full_finetune: false,
+            compute_dtype: None,
         }
     }
 
@@ -135,6 +140,30 @@ impl<M: Module + Decoder> Adapted<M> {
             base,
             adapter: None,
             full_finetune: true,
+            compute_dtype: None,
+        }
+    }
+
+    /// Full fine-tuning whose forward pass runs in `dtype` (bf16 or f16) while the trained
+    /// weights, their gradients and the optimizer's state stay in the base's f32, as under
+    /// PyTorch autocast.
+    pub fn computing_in(mut self, dtype: DType) -> Self {
+        if self.full_finetune && dtype != DType::F32 {
+            self.compute_dtype = Some(dtype);
+        }
+        self
+    }
+
+    /// The base as the forward pass runs it: `base` itself, or for full fine-tuning in mixed
+    /// precision a copy in the half type whose weights are casts of the f32 ones, so that the
+    /// gradients reach the f32 weights (a clone of a module shares its tensors).
+    pub fn running_base(&self) -> M
+    where
+        M: Clone,
+    {
+        match self.compute_dtype {
+            Some(dtype) => cast_floats_tracked(self.base.clone(), dtype),
+            None => self.base.clone(),
         }
     }
 
@@ -152,7 +181,7 @@ impl<M: Module + Decoder> Adapted<M> {
         labels: Tensor<2, Int>,
     ) -> (Tensor<3>, Tensor<2, Int>) {
         let conditioning = self.conditioning();
-        let logits = forward_conditioned(&self.base, ids, mask, &conditioning);
+        let logits = forward_conditioned(&self.running_base(), ids, mask, &conditioning);
         (logits, conditioned_labels(labels, &conditioning))
     }
 

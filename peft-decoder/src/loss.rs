@@ -110,10 +110,14 @@ const FUSED_LOSS_ROWS: usize = 128;
 /// onehot(t_i)) / N`, so `dL/dh_i = (dL/dz_i) W` and `dL/dW = Σ_i (dL/dz_i)ᵀ h_i`.
 ///
 /// `hidden`: `[B, T, d]` after the final layer norm, whose first `prompt_len` positions are
-/// virtual tokens. Returns `[1]`; 0 when nothing is counted.
+/// virtual tokens. `train_head`: whether `head` is trained (full fine-tuning), so that its
+/// gradient is computed — said by the caller, since a head cast inside the graph (mixed
+/// precision) is not a leaf that reports requiring gradients. Returns `[1]`; 0 when nothing is
+/// counted.
 pub fn fused_lm_loss(
     hidden: Tensor<3>,
     head: Tensor<2>,
+    train_head: bool,
     targets: &LossTargets,
     prompt_len: usize,
 ) -> Tensor<1> {
@@ -130,7 +134,6 @@ pub fn fused_lm_loss(
     );
     let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [count]), &device);
 
-    let train_head = head.is_require_grad();
     let (rows_const, head_const) = (
         rows.clone().detach().without_autodiff(),
         head.clone().detach().without_autodiff(),

@@ -250,6 +250,7 @@ fn fused_loss_matches_full_logits_loss_and_gradients() {
         let fused = fused_lm_loss(
             hidden,
             model.base.wte.weight.val(),
+            model.full_finetune,
             &targets,
             conditioning.prompt_len(),
         );

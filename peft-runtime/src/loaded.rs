@@ -22,7 +22,8 @@ pub struct LoadedModel {
     /// The directory the model was read from (a hub snapshot for a hub id).
     pub dir: PathBuf,
     pub device: Device,
-    /// The float type the base model's weights are in (`--dtype`).
+    /// The float type the model runs in (`--dtype`): its weights' type too, unless loaded by
+    /// [`Self::load_weights_in`] in another.
     pub precision: Precision,
     /// The `--model` argument, for messages.
     pub name: String,
@@ -32,13 +33,25 @@ impl LoadedModel {
     /// Loads `model` (a directory or hub id; `config.json` picks the family) onto the device
     /// `device` names, its weights in the float type it names.
     pub fn load(model: &str, device: &DeviceArg, autodiff: bool) -> Result<Self> {
+        Self::load_weights_in(model, device, device.dtype, autodiff)
+    }
+
+    /// [`Self::load`] with the weights in `weights` whatever `--dtype` says: f32 master weights
+    /// for full fine-tuning in mixed precision, whose forward passes alone run in `--dtype`.
+    pub fn load_weights_in(
+        model: &str,
+        device: &DeviceArg,
+        weights: Precision,
+        autodiff: bool,
+    ) -> Result<Self> {
+        let weights_dtype = weights.dtype();
         let precision = device.dtype;
         let device = device.open(autodiff)?;
         let loading = || format!("loading model `{model}`");
         // A directory, or a hub id: the Hugging Face cache first, a download only where allowed.
         let dir = resolve_dir(model).with_context(loading)?;
         let (weights, config) = load_model_dir(&dir, &device).with_context(loading)?;
-        let weights = cast_floats(weights, precision.dtype());
+        let weights = cast_floats(weights, weights_dtype);
         let tokenizer = has_tokenizer_files(&dir)
             .then(|| {
                 Gpt2Tokenizer::from_dir_for(&dir, config.eos_token_id())

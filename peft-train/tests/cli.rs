@@ -359,9 +359,10 @@ fn prompt_and_prefix_tuning_lower_the_held_out_loss() {
 
 /// Mixed precision through the CLI: prompt tuning with the frozen base in bf16 (adapter, its
 /// gradients and AdamW's state in f32) reaches the held-out loss of the same run in f32 within
-/// 2%, whether the trained adapters are scored with the base in f32 or in bf16; the adapter is
-/// saved in f32; generation runs in bf16; full fine-tuning, which would train half-precision
-/// weights, is refused.
+/// 1% (measured 0.3%), whether the trained adapters are scored with the base in f32 or in bf16;
+/// the adapter is saved in f32; generation runs in bf16. Full fine-tuning in bf16 (f32 weights,
+/// bf16 forward passes) reaches its f32 run's held-out loss within 0.5% (measured 0.07%; 1.4%
+/// when the tied head's gradient was lost in the cast).
 #[test]
 fn bf16_prompt_tuning_reaches_the_f32_held_out_loss() {
     let dir = tempfile::tempdir().unwrap();
@@ -387,7 +388,7 @@ fn bf16_prompt_tuning_reaches_the_f32_held_out_loss() {
         let loss = held_out_loss_in(Some(half), valid, &report, scored_in);
         let gap = (loss - reference).abs() / reference;
         assert!(
-            gap <= 0.02,
+            gap <= 0.01,
             "bf16 run scored in {scored_in}: held-out loss {loss:.4} is {:.1}% from the f32 run's {reference:.4}",
             gap * 100.0
         );
@@ -414,13 +415,33 @@ fn bf16_prompt_tuning_reaches_the_f32_held_out_loss() {
     ]);
     assert!(text.contains("The Mill"), "{text}");
 
-    let out = leak(dir.path().join("full").to_string_lossy().into_owned());
-    let mut args = train_args(out, "full", train, "1");
-    args.extend(["--dtype", "bf16"]);
-    let refused = fails(&args);
+    let fully_trained = |dtype: &str| {
+        let out = leak(
+            dir.path()
+                .join(format!("full-{dtype}"))
+                .to_string_lossy()
+                .into_owned(),
+        );
+        let mut args = train_args(out, "full", train, "2");
+        let at = args.iter().position(|a| *a == "--lr").unwrap() + 1;
+        args[at] = "0.001";
+        let at = args.iter().position(|a| *a == "--valid-data").unwrap() + 1;
+        args[at] = valid;
+        args.extend(["--seed", "7", "--dtype", leak(dtype.into())]);
+        ok(&args);
+        let metrics = json(&dir.path().join(format!("full-{dtype}/metrics.json")));
+        let epochs = metrics.as_array().unwrap().clone();
+        epochs.last().unwrap()["valid_loss"].as_f64().unwrap()
+    };
+    let (reference, half) = (fully_trained("f32"), fully_trained("bf16"));
     assert!(
-        refused.contains("full fine-tuning") && refused.contains("--dtype f32"),
-        "{refused}"
+        reference < frozen - 0.3,
+        "full fine-tuning did not learn: {reference:.3} vs frozen {frozen:.3}"
+    );
+    let gap = (half - reference).abs() / reference;
+    assert!(
+        gap <= 0.005,
+        "full fine-tuning in bf16: held-out loss {half:.4}, f32 {reference:.4}"
     );
 }
 

@@ -129,8 +129,8 @@ impl Plan {
 pub fn run(args: &DemoArgs) -> Result<()> {
     if args.device.dtype.is_half() {
         bail!(
-            "the demo pretrains bases and compares with full fine-tuning, whose trained weights \
-             are kept in f32: run it with --dtype f32 (the default)"
+            "the demo's runs and the figures it reports are f32: run it with --dtype f32 (the \
+             default)"
         );
     }
     if let Some(dir) = &args.pretrain_base {

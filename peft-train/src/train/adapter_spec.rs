@@ -91,7 +91,8 @@ pub struct BaseModel<'a> {
     pub shapes: AdapterShapes,
     pub tokenizer: Option<&'a Gpt2Tokenizer>,
     pub name: &'a str,
-    /// The float type of the base's weights (`--dtype`).
+    /// The float type the forward pass runs in (`--dtype`). The weights are in it too, except
+    /// for full fine-tuning, which trains f32 weights.
     pub precision: Precision,
 }
 
@@ -113,13 +114,8 @@ impl AdapterSpec {
     pub fn model(&self, base: BaseModel<'_>) -> Result<Adapted<Model>> {
         Ok(match self.adapter(base)? {
             Some(adapter) => Adapted::new(base.model.clone(), Some(adapter)),
-            None if base.precision.is_half() => bail!(
-                "full fine-tuning trains every weight, and trained weights are kept in f32: run \
-                 it with --dtype f32 (--dtype {} is for prompt and prefix tuning, whose frozen \
-                 base runs in it)",
-                base.precision.name()
-            ),
-            None => Adapted::full_finetune(base.model.clone()),
+            // The base's weights are f32 here (see `train`): they are what is trained.
+            None => Adapted::full_finetune(base.model.clone()).computing_in(base.precision.dtype()),
         })
     }
 

@@ -122,7 +122,7 @@ impl Trainee {
     pub fn forward(&self, batch: TrainBatch) -> StepOutput {
         let conditioning = self.model.conditioning();
         let prompt_len = conditioning.prompt_len();
-        let base = &self.model.base;
+        let base = &self.model.running_base();
         let hidden = hidden_of_rows(base, &batch.rows, &conditioning);
         let head = base.output_embeddings();
         let classes = match (&self.class_tokens, batch.answers) {
@@ -133,7 +133,13 @@ impl Trainee {
             _ => None,
         };
         StepOutput {
-            loss: fused_lm_loss(hidden, head, &batch.targets, prompt_len),
+            loss: fused_lm_loss(
+                hidden,
+                head,
+                self.model.full_finetune,
+                &batch.targets,
+                prompt_len,
+            ),
             classes,
             targets: batch.targets.predicted(prompt_len),
         }
