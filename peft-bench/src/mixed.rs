@@ -37,7 +37,7 @@ pub fn run(args: &MixedBench) -> Result<Record> {
     device.seed(setup.seed);
     // One adapter per row, alternating prompt and prefix tuning (projected, as trained), with
     // virtual-token counts spread around --virtual-tokens so rows need real alignment.
-    let base = config.random_model(&device);
+    let base = setup.random_base(&config, &device);
     let conditionings = (0..setup.batch)
         .map(|row| {
             let mut one = setup.clone();

@@ -119,17 +119,22 @@ impl Setup {
                 config.n_positions()
             );
         }
-        // Full fine-tuning trains f32 weights under a half-precision forward pass; a frozen
-        // base is stored in the half type (as `peft-train` loads them).
-        let weights = match self.method {
-            Method::Full => DType::F32,
-            _ => self.device.dtype.dtype(),
-        };
-        let base = cast_floats(config.random_model(device), weights);
+        let base = self.random_base(config, device);
         match self.adapter_spec(config) {
             Some(spec) => spec.model(self.base_model(&base, config)),
             None => Ok(Adapted::new(base, None)),
         }
+    }
+
+    /// A model of `config`'s shape with random weights, stored as `peft-train` loads one: in
+    /// `--dtype`, except for full fine-tuning, which trains f32 weights under a half-precision
+    /// forward pass.
+    pub fn random_base(&self, config: &ModelConfig, device: &Device) -> Model {
+        let weights = match self.method {
+            Method::Full => DType::F32,
+            _ => self.device.dtype.dtype(),
+        };
+        cast_floats(config.random_model(device), weights)
     }
 
     /// The adapter `--method` asks for on `base`, as `peft-train` builds it (none for `full`

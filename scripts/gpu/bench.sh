@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The GPU benchmark, for the lent device machine: peft-bench on LibTorch CUDA against Hugging
-# Face PEFT (PyTorch eager, optionally torch.compile) on the same card, in one call. Every run
-# prints one JSON line (the schema of `peft-bench` and scripts/reference/bench_peft.py); they
-# are collected in $OUT/gpu.jsonl, with the card's name in $OUT/gpu.txt.
+# Face PEFT (PyTorch eager, and torch.compile where asked) on the same card, in one call. Every
+# run prints one JSON line (the schema of `peft-bench` and scripts/reference/bench_peft.py),
+# with the card's peak memory while it ran added as `gpu_peak_mib` (nvidia-smi, sampled every
+# 100 ms); they are collected in $OUT/gpu.jsonl, the card's name in $OUT/gpu.txt, and a
+# Markdown table pairing the two implementations in $OUT/gpu.md (scripts/gpu/table.py).
 #
 # Prepare here (x86-64; the device machine has no cargo): with the environment of
 # scripts/test.sh (LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1, a venv with the CUDA
@@ -13,12 +15,16 @@
 # then, with the device tool, carry `gpu` and run `scripts/gpu/bench.sh`. The binary links the
 # machine's own torch 2.11 (its `lib` is put on LD_LIBRARY_PATH here).
 #
-# Knobs (environment): BENCH_MODELS ("gpt2 llama-3.2-1b": GPT-2 small and a Llama-3.2-1B-shaped
-# model, both random weights; presets of peft-bench and bench_peft.py),
-# BENCH_SHAPES ("8x256 32x512"), BENCH_DTYPES ("f32 bf16"),
-# BENCH_METHODS ("prompt prefix full"), BENCH_STEPS (10), BENCH_COMPILE (0: set 1 to add the
-# torch.compile peer for prompt and prefix, ~90 s of compilation each), BENCH_DEVICE (tch-cuda)
-# and BENCH_TORCH_DEVICE (cuda) — tch / cpu try the whole script on a CPU.
+# The cases run in the order of BENCH_CASES, most important first, and no new case starts once
+# BENCH_BUDGET_S seconds (default 420) have passed, so that the call ends inside the device
+# time with what it measured. A case is `mode:model:method:BATCHxSEQ:dtype`:
+#   train — training steps, both implementations; `+compile` after the dtype adds PEFT under
+#           torch.compile (~90 s of compilation);
+#   infer — prefill and 64 KV-cached new tokens, both implementations;
+#   mixed — peft-rs only: 8 requests with 8 different adapters in one batch, against the same
+#           batch with one adapter and one batch per adapter.
+# Other knobs: BENCH_STEPS (10), BENCH_DEVICE (tch-cuda) and BENCH_TORCH_DEVICE (cuda) — tch /
+# cpu try the whole script on a CPU, with tiny BENCH_CASES.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-target/bench}"
@@ -40,17 +46,37 @@ export PYTHONUNBUFFERED=1
 device="${BENCH_DEVICE:-tch-cuda}"
 torch_device="${BENCH_TORCH_DEVICE:-cuda}"
 steps="${BENCH_STEPS:-10}"
+budget="${BENCH_BUDGET_S:-420}"
+cases="${BENCH_CASES:-train:gpt2:prompt:32x512:bf16+compile train:gpt2:prefix:32x512:bf16 \
+train:gpt2:full:32x512:bf16 train:gpt2:prompt:8x1004:bf16 train:gpt2:prompt:32x128:bf16 \
+infer:gpt2:prompt:32x128:bf16 mixed:gpt2:prompt:8x16:bf16 train:gpt2:prompt:32x512:f32 \
+train:gpt2-medium:prompt:16x512:bf16 train:llama-3.2-1b:prompt:8x256:bf16}"
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
     python3 -c 'import torch, transformers, peft; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")'
 } > "$out/gpu.txt"
 cat "$out/gpu.txt"
 
-# One run: its last JSON line goes to the records; a failure is recorded, not fatal.
+# One run: its last JSON line, with the card's peak memory added, goes to the records; a
+# failure is recorded, not fatal.
 record() {
-    local line
-    if line="$(timeout 300 "$@" 2>"$out/last-error.txt" | grep '^{' | tail -n 1)" && [ -n "$line" ]; then
-        echo "$line" | tee -a "$records"
+    local sampler="" line peak
+    if command -v nvidia-smi > /dev/null; then
+        nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 \
+            > "$out/memory.txt" 2> /dev/null &
+        sampler=$!
+    fi
+    line="$(timeout 300 "$@" 2> "$out/last-error.txt" | grep '^{' | tail -n 1)"
+    if [ -n "$sampler" ]; then
+        kill "$sampler" 2> /dev/null
+        wait "$sampler" 2> /dev/null
+        peak="$(sort -n "$out/memory.txt" | tail -n 1)"
+    fi
+    if [ -n "$line" ]; then
+        echo "$line" | python3 -c 'import json, sys
+record = json.loads(sys.stdin.read())
+record["gpu_peak_mib"] = float(sys.argv[1]) if sys.argv[1] else None
+print(json.dumps(record))' "${peak:-}" | tee -a "$records"
     else
         local why
         why="$(tail -n 3 "$out/last-error.txt" | tr '"\n\\' "' /")"
@@ -58,22 +84,41 @@ record() {
     fi
 }
 
-for model in ${BENCH_MODELS:-gpt2 llama-3.2-1b}; do
-for shape in ${BENCH_SHAPES:-8x256 32x512}; do
+started=$SECONDS
+for case in $cases; do
+    if (( SECONDS - started > budget )); then
+        echo "budget of ${budget} s spent: not started: $case" | tee -a "$out/gpu.txt"
+        continue
+    fi
+    IFS=: read -r mode model method shape dtype <<< "$case"
+    compile=0
+    if [ "${dtype%+compile}" != "$dtype" ]; then
+        compile=1
+        dtype="${dtype%+compile}"
+    fi
     batch="${shape%x*}"
     seq="${shape#*x}"
-    for dtype in ${BENCH_DTYPES:-f32 bf16}; do
-        for method in ${BENCH_METHODS:-prompt prefix full}; do
-            common=(train --model "$model" --method "$method" --batch "$batch" --seq "$seq"
-                --dtype "$dtype" --steps "$steps")
-            record "$bench" "${common[@]}" --device "$device"
-            record python3 scripts/reference/bench_peft.py "${common[@]}" --device "$torch_device"
-            if [ "${BENCH_COMPILE:-0}" = 1 ] && [ "$method" != full ]; then
-                record python3 scripts/reference/bench_peft.py "${common[@]}" \
-                    --device "$torch_device" --compile
+    common=(--model "$model" --method "$method" --batch "$batch" --seq "$seq" --dtype "$dtype")
+    case "$mode" in
+        train)
+            record "$bench" train "${common[@]}" --steps "$steps" --device "$device"
+            record python3 scripts/reference/bench_peft.py train "${common[@]}" --steps "$steps" \
+                --device "$torch_device"
+            if [ "$compile" = 1 ]; then
+                record python3 scripts/reference/bench_peft.py train "${common[@]}" \
+                    --steps "$steps" --device "$torch_device" --compile
             fi
-        done
-    done
+            ;;
+        infer)
+            record "$bench" infer "${common[@]}" --new-tokens 64 --device "$device"
+            record python3 scripts/reference/bench_peft.py infer "${common[@]}" --new-tokens 64 \
+                --device "$torch_device"
+            ;;
+        mixed)
+            record "$bench" mixed "${common[@]}" --new-tokens 32 --device "$device"
+            ;;
+        *) echo "unknown mode in case $case" >&2 ;;
+    esac
 done
-done
+python3 scripts/gpu/table.py "$records" > "$out/gpu.md" && cat "$out/gpu.md"
 echo "records: $records"

@@ -1,0 +1,58 @@
+"""The Markdown table of a GPU benchmark run: scripts/gpu/bench.sh's records (JSON lines of
+peft-bench and scripts/reference/bench_peft.py), peft-rs and Hugging Face PEFT side by side.
+
+    python3 scripts/gpu/table.py target/bench/gpu.jsonl > target/bench/gpu.md
+"""
+
+import json
+import sys
+
+
+def fmt(value, digits=0):
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def ratio(ours, theirs):
+    return "—" if not ours or not theirs else f"{ours / theirs:.2f}×"
+
+
+def main(path):
+    records = [json.loads(line) for line in open(path) if line.strip()]
+    failed = [r for r in records if "failed" in r]
+    runs = [r for r in records if "failed" not in r]
+    cases = {}
+    for r in runs:
+        key = (r["mode"], r["model"], r["method"], r["batch"], r["seq"], r["dtype"])
+        cases.setdefault(key, {})[r["implementation"]] = r
+
+    print("| case | peft-rs tok/s | PEFT eager tok/s | ratio | PEFT compiled tok/s | ratio "
+          "| GPU peak MiB peft-rs / PEFT eager |")
+    print("|---|---|---|---|---|---|---|")
+    for (mode, model, method, batch, seq, dtype), by in cases.items():
+        ours, eager, compiled = by.get("peft-rs"), by.get("hf-peft"), by.get("hf-peft-compile")
+        tok = lambda r: r and r["tokens_per_s"]
+        peak = lambda r: r and r.get("gpu_peak_mib")
+        name = f"{mode} {model} {method} {batch}×{seq} {dtype}"
+        if mode == "infer":
+            name += " (decode)"
+        if mode == "mixed":
+            single = ours and ours.get("single_adapter_tokens_per_s")
+            apart = ours and ours.get("one_at_a_time_tokens_per_s")
+            print(f"| {name}: mixed vs one adapter vs one batch per adapter | {fmt(tok(ours))} "
+                  f"| {fmt(single)} (one adapter) | {ratio(tok(ours), single)} | {fmt(apart)} "
+                  f"(one at a time) | {ratio(tok(ours), apart)} | {fmt(peak(ours))} |")
+            continue
+        print(f"| {name} | {fmt(tok(ours))} | {fmt(tok(eager))} | {ratio(tok(ours), tok(eager))} "
+              f"| {fmt(tok(compiled))} | {ratio(tok(ours), tok(compiled))} "
+              f"| {fmt(peak(ours))} / {fmt(peak(eager))} |")
+        if mode == "infer":
+            prefill = lambda r: r and r.get("prefill_tokens_per_s")
+            print(f"| {mode} {model} {method} {batch}×{seq} {dtype} (prefill) "
+                  f"| {fmt(prefill(ours))} | {fmt(prefill(eager))} "
+                  f"| {ratio(prefill(ours), prefill(eager))} | — | — | |")
+    for r in failed:
+        print(f"\nfailed: `{r['failed']}`: {r['error']}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
