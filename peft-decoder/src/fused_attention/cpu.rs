@@ -17,54 +17,38 @@ use super::FusedAttentionOps;
 /// keeping the matrix products large enough to run at full speed.
 const QUERY_BLOCK: usize = 64;
 
+/// The extension on a CPU backend: the kernel below, through the backend's own tensor data.
+macro_rules! cpu_fused_attention {
+    ($backend:ty) => {
+        impl FusedAttentionOps for $backend {
+            fn fused_attention(
+                query: FloatTensor<Self>,
+                key: FloatTensor<Self>,
+                value: FloatTensor<Self>,
+                bias: FloatTensor<Self>,
+                scale: f64,
+            ) -> FloatTensor<Self> {
+                forward::<Self>(query, key, value, bias, scale)
+            }
+
+            fn fused_attention_backward(
+                query: FloatTensor<Self>,
+                key: FloatTensor<Self>,
+                value: FloatTensor<Self>,
+                bias: FloatTensor<Self>,
+                output_grad: FloatTensor<Self>,
+                scale: f64,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+                backward::<Self>(query, key, value, bias, output_grad, scale)
+            }
+        }
+    };
+}
+
 #[cfg(feature = "flex")]
-impl FusedAttentionOps for burn::backend::Flex {
-    fn fused_attention(
-        query: FloatTensor<Self>,
-        key: FloatTensor<Self>,
-        value: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        scale: f64,
-    ) -> FloatTensor<Self> {
-        forward::<Self>(query, key, value, bias, scale)
-    }
-
-    fn fused_attention_backward(
-        query: FloatTensor<Self>,
-        key: FloatTensor<Self>,
-        value: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        output_grad: FloatTensor<Self>,
-        scale: f64,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        backward::<Self>(query, key, value, bias, output_grad, scale)
-    }
-}
-
+cpu_fused_attention!(burn::backend::Flex);
 #[cfg(feature = "ndarray")]
-#[allow(deprecated)] // ndarray: deprecated upstream, still one of this project's CPU backends
-impl FusedAttentionOps for burn::backend::NdArray {
-    fn fused_attention(
-        query: FloatTensor<Self>,
-        key: FloatTensor<Self>,
-        value: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        scale: f64,
-    ) -> FloatTensor<Self> {
-        forward::<Self>(query, key, value, bias, scale)
-    }
-
-    fn fused_attention_backward(
-        query: FloatTensor<Self>,
-        key: FloatTensor<Self>,
-        value: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        output_grad: FloatTensor<Self>,
-        scale: f64,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        backward::<Self>(query, key, value, bias, output_grad, scale)
-    }
-}
+cpu_fused_attention!(burn::backend::NdArray);
 
 /// A CPU tensor's values as f32 (half types are widened: the kernel accumulates in f32).
 fn values<B: Backend>(tensor: FloatTensor<B>) -> Vec<f32> {
