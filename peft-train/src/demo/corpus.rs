@@ -499,20 +499,30 @@ impl Meaning {
     /// tokenizer then spells the value with other tokens than the descriptions use (`Greek`
     /// against ` Greek`), so that a small base model cannot copy it.
     pub fn notation(&self) -> String {
-        let mut slots = vec![format!("name: {}", self.name)];
-        let mut push = |key: &str, value: Option<&str>| {
-            if let Some(value) = value {
-                slots.push(format!("{key}: {value}"));
-            }
-        };
-        push("type", self.eat_type);
-        push("food", self.food);
-        push("price", self.price);
-        push("rating", self.rating);
-        push("area", self.area);
-        push("family friendly", self.family.map(yes_no));
-        push("near", self.near);
-        slots.join(" | ")
+        let name = format!("name: {}", self.name);
+        let values = self
+            .shown()
+            .map(|(attribute, value)| format!("{}: {value}", attribute.task_key()));
+        std::iter::once(name)
+            .chain(values)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+
+    /// The shown attributes in E2E's order, each with its value as every notation writes it
+    /// (family friendly as [`yes_no`]).
+    pub fn shown(&self) -> impl Iterator<Item = (Attribute, &'static str)> {
+        [
+            (Attribute::EatType, self.eat_type),
+            (Attribute::Food, self.food),
+            (Attribute::Price, self.price),
+            (Attribute::Rating, self.rating),
+            (Attribute::Area, self.area),
+            (Attribute::Family, self.family.map(yes_no)),
+            (Attribute::Near, self.near),
+        ]
+        .into_iter()
+        .filter_map(|(attribute, value)| Some((attribute, value?)))
     }
 
     /// The one phrasing the data-to-text task trains towards: every shown attribute, in a
@@ -611,22 +621,10 @@ impl Meaning {
     /// model learns to write out values it has read in a list (which prompts then steer it to
     /// do from the task's own notation).
     pub fn guide_entry(&self, rng: &mut StdRng) -> String {
-        let family = self.family.map(yes_no);
-        let fields = [
-            ("Type", self.eat_type),
-            ("Food", self.food),
-            ("Price", self.price),
-            ("Rating", self.rating),
-            ("Area", self.area),
-            ("Children", family),
-            ("Near", self.near),
-        ];
-        let shown = fields
-            .iter()
-            .filter_map(|(key, value)| Some((*key, (*value)?)));
+        let shown = self.shown();
         if rng.random_bool(0.5) {
             let entries: Vec<String> = shown
-                .map(|(key, value)| format!("{key} = {value}."))
+                .map(|(attribute, value)| format!("{} = {value}.", attribute.guide_key()))
                 .collect();
             format!("Guide entry: {}. {}", self.name, entries.join(" "))
         } else {
@@ -665,24 +663,14 @@ impl Meaning {
 
     /// The shown attribute values, each with the phrases that mention it: E2E's slot check.
     fn slots(&self) -> Vec<Slot> {
-        let mut slots = vec![Slot::mentions(&self.name)];
-        for value in [
-            self.eat_type,
-            self.food,
-            self.price,
-            self.rating,
-            self.area,
-            self.near,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            slots.push(Slot::mentions(value));
-        }
-        if let Some(family) = self.family {
-            slots.push(Slot::FamilyFriendly(family));
-        }
-        slots
+        let values = self.shown().map(|(attribute, value)| match attribute {
+            // Said in words ("family friendly", "not family friendly"), never as yes/no.
+            Attribute::Family => Slot::FamilyFriendly(value == yes_no(true)),
+            _ => Slot::mentions(value),
+        });
+        std::iter::once(Slot::mentions(&self.name))
+            .chain(values)
+            .collect()
     }
 
     /// How many of the shown attribute values `text` mentions, of how many.
@@ -690,6 +678,46 @@ impl Meaning {
         let slots = self.slots();
         let found = slots.iter().filter(|slot| slot.realised_in(text)).count();
         (found, slots.len())
+    }
+}
+
+/// One of E2E's attributes (besides the name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attribute {
+    EatType,
+    Food,
+    Price,
+    Rating,
+    Area,
+    Family,
+    Near,
+}
+
+impl Attribute {
+    /// Its key in the data-to-text task's notation (`food: Italian`).
+    fn task_key(self) -> &'static str {
+        match self {
+            Attribute::EatType => "type",
+            Attribute::Food => "food",
+            Attribute::Price => "price",
+            Attribute::Rating => "rating",
+            Attribute::Area => "area",
+            Attribute::Family => "family friendly",
+            Attribute::Near => "near",
+        }
+    }
+
+    /// Its key in a guide's entry (`Food = Italian.`).
+    fn guide_key(self) -> &'static str {
+        match self {
+            Attribute::EatType => "Type",
+            Attribute::Food => "Food",
+            Attribute::Price => "Price",
+            Attribute::Rating => "Rating",
+            Attribute::Area => "Area",
+            Attribute::Family => "Children",
+            Attribute::Near => "Near",
+        }
     }
 }
 
@@ -827,20 +855,10 @@ mod tests {
             for question in &questions {
                 let answer = question.split(" A: ").nth(1).expect("answered");
                 let answer = answer.trim_end_matches('.').to_lowercase();
-                let shown = [
-                    meaning.eat_type,
-                    meaning.food,
-                    meaning.price,
-                    meaning.rating,
-                    meaning.area,
-                    meaning.near,
-                    meaning.family.map(yes_no),
-                ];
                 assert!(
-                    shown
-                        .iter()
-                        .flatten()
-                        .any(|value| answer.ends_with(&value.to_lowercase())),
+                    meaning
+                        .shown()
+                        .any(|(_, value)| answer.ends_with(&value.to_lowercase())),
                     "{question}"
                 );
             }
