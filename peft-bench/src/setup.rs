@@ -3,7 +3,6 @@
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
-use burn::tensor::DType;
 use clap::{Args, ValueEnum};
 use peft_core::PeftAdapter;
 use peft_decoder::Adapted;
@@ -130,11 +129,8 @@ impl Setup {
     /// `--dtype`, except for full fine-tuning, which trains f32 weights under a half-precision
     /// forward pass.
     pub fn random_base(&self, config: &ModelConfig, device: &Device) -> Model {
-        let weights = match self.method {
-            Method::Full => DType::F32,
-            _ => self.device.dtype.dtype(),
-        };
-        cast_floats(config.random_model(device), weights)
+        let weights = self.device.dtype.of_weights(self.method == Method::Full);
+        cast_floats(config.random_model(device), weights.dtype())
     }
 
     /// The adapter `--method` asks for on `base`, as `peft-train` builds it (none for `full`

@@ -157,10 +157,7 @@ impl<M: Module + Decoder> Adapted<M> {
     /// The base as the forward pass runs it: `base` itself, or for full fine-tuning in mixed
     /// precision a copy in the half type whose weights are casts of the f32 ones, so that the
     /// gradients reach the f32 weights (a clone of a module shares its tensors).
-    pub fn running_base(&self) -> M
-    where
-        M: Clone,
-    {
+    pub fn running_base(&self) -> M {
         match self.compute_dtype {
             Some(dtype) => cast_floats_tracked(self.base.clone(), dtype),
             None => self.base.clone(),

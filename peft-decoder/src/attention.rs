@@ -14,7 +14,6 @@ use peft_core::LayerKv;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::fused_attention as fused;
-use crate::precision::in_dtype;
 
 /// Added to the score of a key a query must not see. Finite so that a query that sees nothing
 /// (a padding position) gets a finite, ignored output instead of NaNs, and small enough in
@@ -62,16 +61,6 @@ pub fn attend(
     scale: f64,
     dropout: &Dropout,
 ) -> Tensor<4> {
-    // In mixed precision the adapter's prefix and the mask are f32 and the activations half.
-    let dtype = query.dtype();
-    let score_bias = in_dtype(score_bias, dtype);
-    let prefix = prefix.map(|prefix| {
-        LayerKv::new(
-            in_dtype(prefix.key.clone(), dtype),
-            in_dtype(prefix.value.clone(), dtype),
-        )
-    });
-    let prefix = prefix.as_ref();
     let device = query.device();
     let dropout_acts = dropout.prob > 0.0 && dropout.training.is_enabled() && device.is_autodiff();
     if dropout_acts || !FUSED_ATTENTION.load(Ordering::Relaxed) || !fused::runs_on(&device) {

@@ -114,6 +114,8 @@ impl ForwardInput<'_> {
                 model.n_layer()
             );
         }
+        // Built in f32 and used in the activations' type (half in mixed precision), once per
+        // forward pass rather than at every layer.
         score_bias(
             prefix_len,
             past_len,
@@ -121,6 +123,7 @@ impl ForwardInput<'_> {
             self.key_mask.clone(),
             &self.embeddings.device(),
         )
+        .cast(self.embeddings.dtype())
     }
 }
 

@@ -25,7 +25,6 @@ use peft_core::{Conditioning, LayerKv, PrefixKv};
 use crate::batch::{PadSide, PaddedRows, bool_tensor, positions_from_mask};
 use crate::decoder::{Decoder, ForwardInput, KvCache};
 use crate::error::InputError;
-use crate::precision::in_dtype;
 
 /// One row of a batch: its tokens and what conditions them.
 #[derive(Clone, Copy, Debug)]
@@ -87,13 +86,26 @@ impl AdaptedInput {
                 mask
             })
             .collect();
+        let embeddings = embeddings(model, rows, width, side);
+        // The adapter's prefix is f32; in mixed precision the activations are half. Cast here,
+        // once per input, not at every layer of every decoding step.
+        let dtype = embeddings.dtype();
+        let prefix = batch_prefix(rows, prefix_width).map(|prefix| {
+            PrefixKv::new(
+                prefix
+                    .layers
+                    .into_iter()
+                    .map(|kv| LayerKv::new(kv.key.cast(dtype), kv.value.cast(dtype)))
+                    .collect(),
+            )
+        });
         Ok(Self {
-            embeddings: embeddings(model, rows, width, side),
+            embeddings,
             masks,
             prefix_width,
             width,
             side,
-            prefix: batch_prefix(rows, prefix_width),
+            prefix,
         })
     }
 
@@ -231,7 +243,7 @@ fn embeddings(
             Some(prompt) => {
                 let [batch, _, d] = tokens.dims();
                 let p = prompt.dims()[1];
-                let prompt = in_dtype(prompt.clone(), tokens.dtype());
+                let prompt = prompt.clone().cast(tokens.dtype());
                 Tensor::cat(vec![prompt.expand([batch, p, d]), tokens], 1)
             }
             None => tokens,
@@ -246,13 +258,13 @@ fn embeddings(
             let padding = width - content(r);
             let dtype = tokens.dtype();
             let mut own = Vec::with_capacity(2);
-            own.extend(r.conditioning.prompt.clone().map(|p| in_dtype(p, dtype)));
+            own.extend(r.conditioning.prompt.clone().map(|p| p.cast(dtype)));
             own.push(tokens);
             let own = Tensor::cat(own, 1);
             if padding == 0 {
                 return own;
             }
-            let pad = in_dtype(Tensor::<3>::zeros([1, padding, d], &device), dtype);
+            let pad = Tensor::<3>::zeros([1, padding, d], &device).cast(dtype);
             match side {
                 PadSide::Left => Tensor::cat(vec![pad, own], 1),
                 PadSide::Right => Tensor::cat(vec![own, pad], 1),

@@ -8,9 +8,11 @@
 //!
 //! The device keeps f32 as its default float type, so everything created at run time (masks,
 //! the adapter, the loss) is f32; only the base's weights are cast ([`cast_floats`]), and
-//! where the two meet the f32 side is cast to the activations' type: the adapter's virtual
-//! tokens (`layout`), its prefix keys/values and the score bias (`attention`), rotary phases
-//! (the Llama family). The loss casts logits up to f32 (`loss`).
+//! where the two meet the f32 side is cast to the activations' type, once per input: the
+//! adapter's virtual tokens and prefix keys/values (`layout`), the score bias
+//! (`ForwardInput::attention_bias`), rotary phases (the Llama family). The loss casts logits
+//! up to f32 (`loss`). `Tensor::cast` to the type a tensor already has returns it unchanged,
+//! so f32 runs pay nothing for these casts.
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
@@ -55,14 +57,5 @@ impl ModuleMapper for FloatCaster {
             let cast = tensor.cast(dtype).detach();
             if tracked { cast.require_grad() } else { cast }
         })
-    }
-}
-
-/// `tensor` in `dtype` (itself when it already is).
-pub fn in_dtype<const D: usize>(tensor: Tensor<D>, dtype: DType) -> Tensor<D> {
-    if tensor.dtype() == dtype {
-        tensor
-    } else {
-        tensor.cast(dtype)
     }
 }

@@ -52,6 +52,13 @@ impl Precision {
     pub fn is_half(self) -> bool {
         self != Precision::F32
     }
+
+    /// The type to store a model's weights in for a run in this one: itself, except f32 for
+    /// weights that are `trained` (full fine-tuning keeps f32 master weights and runs only its
+    /// forward passes in the half type).
+    pub fn of_weights(self, trained: bool) -> Precision {
+        if trained { Precision::F32 } else { self }
+    }
 }
 
 impl DeviceArg {

@@ -39,8 +39,8 @@ use burn::train::{
     StoppingCondition, SupervisedTraining,
 };
 use peft_decoder::Adapted;
+use peft_runtime::LoadedModel;
 use peft_runtime::Model;
-use peft_runtime::{LoadedModel, Precision};
 
 use crate::data::Dataset;
 use crate::data::token_cache::{TokenCache, load_tokenized};
@@ -63,10 +63,10 @@ use crate::train::trainee::{ExampleBatcher, Trainee};
 pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
     // Full fine-tuning trains the weights themselves: they stay f32 (master weights), and
     // only its forward passes run in `--dtype` (see `Adapted::computing_in`).
-    let weights = match args.adapter.method {
-        Method::Full => Precision::F32,
-        _ => args.device.dtype,
-    };
+    let weights = args
+        .device
+        .dtype
+        .of_weights(args.adapter.method == Method::Full);
     let loaded = LoadedModel::load_weights_in(&args.model, &args.device, weights, true)?;
     loaded.device.seed(args.settings.seed);
     std::fs::create_dir_all(&args.output_dir)
