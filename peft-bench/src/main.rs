@@ -10,6 +10,11 @@ mod setup;
 mod train;
 
 use anyhow::Result;
+
+/// mimalloc, as in `peft-train` and `peft-serve` (see the workspace's Cargo.toml for why): the
+/// benchmark measures what users run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]

@@ -11,6 +11,9 @@ use peft_serve::api::{AppState, router};
 use peft_serve::engine::{BatchLimits, Engine};
 use peft_serve::registry::Registry;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     version,

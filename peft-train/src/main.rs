@@ -4,6 +4,9 @@ use clap::Parser;
 use peft_train::cli::Cli;
 use peft_train::train::Interrupted;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     peft_runtime::init_logging();
     if let Err(err) = peft_train::run(Cli::parse()) {
