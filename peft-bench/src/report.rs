@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::setup::{Attention, Method, Setup};
+use crate::setup::{Fusion, Method, Setup};
 
 #[derive(Debug, Serialize)]
 pub struct Record {
@@ -21,7 +21,9 @@ pub struct Record {
     /// The base model's float type (`--dtype`; the adapter is f32 in every case).
     pub dtype: &'static str,
     /// Fused or decomposed attention (peft-rs only; the reference always runs PyTorch's SDPA).
-    pub attention: Attention,
+    pub attention: Fusion,
+    /// Fused or decomposed LayerNorm and GELU (peft-rs only).
+    pub layers: Fusion,
     pub threads: usize,
     pub trainable_params: usize,
     pub timed_steps: usize,
@@ -59,6 +61,7 @@ impl Record {
             virtual_tokens: setup.virtual_tokens_used(),
             dtype: setup.device.dtype.name(),
             attention: setup.attention,
+            layers: setup.layers,
             threads: worker_threads(),
             trainable_params,
             timed_steps: 0,

@@ -58,15 +58,20 @@ pub struct Setup {
     /// How attention runs where the backend has the fused operation (flex, ndarray, LibTorch):
     /// `decomposed` measures what Burn's own attention gives, for comparison.
     #[arg(long, value_enum, default_value = "fused")]
-    pub attention: Attention,
+    pub attention: Fusion,
+    /// How GPT-2's LayerNorms and GELU run where the backend has the fused operations:
+    /// `decomposed` measures Burn's element-wise forms, for comparison.
+    #[arg(long, value_enum, default_value = "fused")]
+    pub layers: Fusion,
 }
 
+/// Whether an operation peft-decoder fuses (`fused_attention`, `fused_layers`) runs fused.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Attention {
-    /// One operation with its own backward (peft-decoder's `fused_attention`).
+pub enum Fusion {
+    /// One operation with its own backward.
     Fused,
-    /// Separate matrix products and softmax, differentiated op by op.
+    /// Burn's separate element-wise operations and matrix products, differentiated op by op.
     Decomposed,
 }
 
@@ -103,7 +108,8 @@ impl Setup {
 
     /// The device, with its default float type set before any tensor exists.
     pub fn device(&self, autodiff: bool) -> Result<Device> {
-        peft_decoder::attention::set_fused_attention(self.attention == Attention::Fused);
+        peft_decoder::attention::set_fused_attention(self.attention == Fusion::Fused);
+        peft_decoder::fused_layers::set_fused_layers(self.layers == Fusion::Fused);
         self.device.open(autodiff)
     }
 

@@ -9,19 +9,10 @@ use peft_core::LayerKv;
 use peft_decoder::attention::{attend, attend_decomposed, score_bias};
 use peft_decoder::fused_attention::runs_on;
 
-const TOLERANCE: f32 = 1e-5;
+mod common;
+use common::devices;
 
-fn devices() -> Vec<(&'static str, Device)> {
-    #[allow(unused_mut)] // pushed to when ndarray or tch is compiled in
-    let mut devices = vec![("flex", Device::flex())];
-    #[cfg(feature = "ndarray")]
-    #[allow(deprecated)]
-    devices.push(("ndarray", Device::ndarray()));
-    #[cfg(feature = "tch")]
-    #[allow(deprecated)]
-    devices.push(("tch", Device::libtorch()));
-    devices
-}
+const TOLERANCE: f32 = 1e-5;
 
 /// One attention call's operands: `batch` rows of `queries` new tokens after `past` cached ones,
 /// with `prefix` prefix positions (`shared`: one prefix broadcast over the batch, as a

@@ -10,8 +10,8 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
 };
 use burn::prelude::*;
-use burn::tensor::activation::sigmoid;
 use peft_core::LayerKv;
+use peft_decoder::fused_layers::{gelu_tanh, layer_norm};
 use peft_decoder::{Decoder, ForwardInput, InputError, KvCache};
 
 use crate::attention::CausalSelfAttention;
@@ -41,23 +41,9 @@ impl Mlp {
     }
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let hidden = gelu_new(self.c_fc.forward(x));
+        let hidden = gelu_tanh(self.c_fc.forward(x));
         self.dropout.forward(self.c_proj.forward(hidden))
     }
-}
-
-/// GPT-2's `gelu_new`, the tanh approximation of GELU: `x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))/2`.
-///
-/// Computed as `x·σ(2√(2/π)·x·(1 + 0.044715·x²))`, the same function since `(1 + tanh z)/2 =
-/// σ(2z)`: Burn's autodiff has a sigmoid with its own backward step, while the textbook form
-/// costs a power and a tanh, each with a backward pass of its own (on CPU these element-wise
-/// passes, not the matrix products, were a third of a training step).
-pub fn gelu_new(x: Tensor<3>) -> Tensor<3> {
-    const TWO_SQRT_2_OVER_PI: f64 =
-        2.0 * core::f64::consts::FRAC_2_SQRT_PI * core::f64::consts::FRAC_1_SQRT_2;
-    let inner =
-        x.clone() * (x.clone() * x.clone() * (0.044715 * TWO_SQRT_2_OVER_PI) + TWO_SQRT_2_OVER_PI);
-    x * sigmoid(inner)
 }
 
 /// One pre-LayerNorm transformer block.
@@ -67,6 +53,8 @@ pub struct Block {
     pub attn: CausalSelfAttention,
     pub ln_2: LayerNorm,
     pub mlp: Mlp,
+    /// The LayerNorms' epsilon (Burn's `LayerNorm` keeps its own private).
+    layer_norm_epsilon: f64,
 }
 
 impl Block {
@@ -77,6 +65,7 @@ impl Block {
             attn: CausalSelfAttention::new(config, layer, device),
             ln_2: norm.init(device),
             mlp: Mlp::new(config, device),
+            layer_norm_epsilon: config.layer_norm_epsilon,
         }
     }
 
@@ -87,11 +76,15 @@ impl Block {
         prefix: Option<&LayerKv>,
         cache: Option<&mut Option<LayerKv>>,
     ) -> Tensor<3> {
+        let epsilon = self.layer_norm_epsilon;
         let x = x.clone()
-            + self
-                .attn
-                .forward(self.ln_1.forward(x), score_bias, prefix, cache);
-        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+            + self.attn.forward(
+                layer_norm(&self.ln_1, epsilon, x),
+                score_bias,
+                prefix,
+                cache,
+            );
+        x.clone() + self.mlp.forward(layer_norm(&self.ln_2, epsilon, x))
     }
 }
 
@@ -106,6 +99,7 @@ pub struct Gpt2 {
     pub ln_f: LayerNorm,
     dropout: Dropout,
     n_positions: usize,
+    layer_norm_epsilon: f64,
 }
 
 impl Gpt2 {
@@ -128,6 +122,7 @@ impl Gpt2 {
                 .init(device),
             dropout: DropoutConfig::new(config.embd_pdrop).init(),
             n_positions: config.n_positions,
+            layer_norm_epsilon: config.layer_norm_epsilon,
         }
     }
 
@@ -175,7 +170,7 @@ impl Gpt2 {
             let slot = cache.as_deref_mut().map(|c| c.layer_mut(layer));
             x = block.forward(x, bias.clone(), prefix, slot);
         }
-        self.ln_f.forward(x)
+        layer_norm(&self.ln_f, self.layer_norm_epsilon, x)
     }
 
     /// Next-token logits `[B, T, vocab]` from hidden states, through the tied `wte`.

@@ -8,10 +8,11 @@
 //! them, so nothing but the inputs is kept between forward and backward.
 
 use burn::backend::{Backend, TensorMetadata, tensor::FloatTensor};
-use burn::tensor::{DType, FloatDType, Shape, TensorData, read_sync};
+use burn::tensor::Shape;
 use rayon::prelude::*;
 
 use super::FusedAttentionOps;
+use crate::extension::{f32_values, tensor_of};
 
 /// Query rows per block: bounds the scratch to `QUERY_BLOCK × S` floats per buffer while
 /// keeping the matrix products large enough to run at full speed.
@@ -49,31 +50,6 @@ macro_rules! cpu_fused_attention {
 cpu_fused_attention!(burn::backend::Flex);
 #[cfg(feature = "ndarray")]
 cpu_fused_attention!(burn::backend::NdArray);
-
-/// A CPU tensor's values as f32 (half types are widened: the kernel accumulates in f32).
-fn values<B: Backend>(tensor: FloatTensor<B>) -> Vec<f32> {
-    let tensor = match tensor.dtype() {
-        DType::F32 => tensor,
-        _ => B::float_cast(tensor, FloatDType::F32),
-    };
-    let data = read_sync(B::float_into_data(tensor)).expect("a CPU backend reads its own tensor");
-    data.try_into_vec::<f32>()
-        .expect("the tensor was cast to f32 above")
-}
-
-/// `values` of `shape` as a tensor of `dtype` on `device`.
-fn tensor<B: Backend>(
-    values: Vec<f32>,
-    shape: Shape,
-    dtype: DType,
-    device: &B::Device,
-) -> FloatTensor<B> {
-    let tensor = B::float_from_data(TensorData::new(values, shape), device);
-    match dtype {
-        DType::F32 => tensor,
-        other => B::float_cast(tensor, FloatDType::from(other)),
-    }
-}
 
 /// The sizes the kernel needs, read from the operands' shapes.
 #[derive(Clone, Copy)]
@@ -118,10 +94,10 @@ fn forward<B: Backend>(
     let (dtype, device, shape) = (query.dtype(), query.device(), query.shape());
     let dims = Dims::of(&shape, &key.shape(), &bias.shape());
     let (q, k, v, bias) = (
-        values::<B>(query),
-        values::<B>(key),
-        values::<B>(value),
-        values::<B>(bias),
+        f32_values::<B>(query),
+        f32_values::<B>(key),
+        f32_values::<B>(value),
+        f32_values::<B>(bias),
     );
     let (t, s, d) = (dims.queries, dims.keys, dims.head_dim);
     let mut out = vec![0.0f32; q.len()];
@@ -156,7 +132,7 @@ fn forward<B: Backend>(
                 );
             }
         });
-    tensor::<B>(out, shape, dtype, &device)
+    tensor_of::<B>(out, shape, dtype, &device)
 }
 
 fn backward<B: Backend>(
@@ -171,11 +147,11 @@ fn backward<B: Backend>(
     let (query_shape, key_shape) = (query.shape(), key.shape());
     let dims = Dims::of(&query_shape, &key_shape, &bias.shape());
     let (q, k, v, bias, d_out) = (
-        values::<B>(query),
-        values::<B>(key),
-        values::<B>(value),
-        values::<B>(bias),
-        values::<B>(output_grad),
+        f32_values::<B>(query),
+        f32_values::<B>(key),
+        f32_values::<B>(value),
+        f32_values::<B>(bias),
+        f32_values::<B>(output_grad),
     );
     let (t, s, d) = (dims.queries, dims.keys, dims.head_dim);
     let scale = scale as f32;
@@ -238,9 +214,9 @@ fn backward<B: Backend>(
             }
         });
     (
-        tensor::<B>(d_q, query_shape, dtype, &device),
-        tensor::<B>(d_k, key_shape.clone(), dtype, &device),
-        tensor::<B>(d_v, key_shape, dtype, &device),
+        tensor_of::<B>(d_q, query_shape, dtype, &device),
+        tensor_of::<B>(d_k, key_shape.clone(), dtype, &device),
+        tensor_of::<B>(d_v, key_shape, dtype, &device),
     )
 }
 

@@ -21,7 +21,9 @@ mod cpu;
 #[cfg(feature = "tch")]
 mod libtorch;
 
-use burn::backend::{Backend, Dispatch, DispatchDevice, backend_extension, tensor::FloatTensor};
+use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
+
+pub use crate::extension::runs_on;
 use burn::prelude::*;
 
 /// The fused attention operation, implemented per backend.
@@ -52,19 +54,6 @@ pub trait FusedAttentionOps: Backend {
         output_grad: FloatTensor<Self>,
         scale: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
-}
-
-/// Whether [`fused_attention`] runs on `device`'s backend (with or without autodiff).
-pub fn runs_on(device: &Device) -> bool {
-    match device.clone().inner().as_dispatch() {
-        #[cfg(feature = "flex")]
-        DispatchDevice::Flex(_) => true,
-        #[cfg(feature = "ndarray")]
-        DispatchDevice::NdArray(_) => true,
-        #[cfg(feature = "tch")]
-        DispatchDevice::LibTorch(_) => true,
-        _ => false,
-    }
 }
 
 /// `softmax(query·keyᵀ·scale + bias)·value` as one operation (see the module documentation).

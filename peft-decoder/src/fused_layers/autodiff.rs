@@ -1,0 +1,124 @@
+//! The fused LayerNorm and GELU as autodiff nodes: the forward runs the inner backend's kernel
+//! and keeps only its input (and LayerNorm's gamma); the backward asks the same backend for the
+//! gradients.
+
+use burn::backend::autodiff::{
+    Autodiff,
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::backend::{AutodiffBackend, Backend, tensor::FloatTensor};
+
+use super::FusedLayerOps;
+
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl<B: Backend + FusedLayerOps> Backward<B, 3> for LayerNormBackward {
+    /// Input, gamma and epsilon: the backward recomputes the row statistics from them.
+    type State = (FloatTensor<B>, FloatTensor<B>, f64);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let output_grad = grads.consume::<B>(&ops.node);
+        let (input, gamma, epsilon) = ops.state;
+        let (d_input, d_gamma, d_beta) =
+            B::fused_layer_norm_backward(input, gamma, output_grad, epsilon);
+        let [input_node, gamma_node, beta_node] = ops.parents;
+        for (node, grad) in [
+            (input_node, d_input),
+            (gamma_node, d_gamma),
+            (beta_node, d_beta),
+        ] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GeluTanhBackward;
+
+impl<B: Backend + FusedLayerOps> Backward<B, 1> for GeluTanhBackward {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let output_grad = grads.consume::<B>(&ops.node);
+        let [input_node] = ops.parents;
+        if let Some(node) = input_node {
+            grads.register::<B>(node.id, B::fused_gelu_tanh_backward(ops.state, output_grad));
+        }
+    }
+}
+
+impl<B: Backend + FusedLayerOps, C: CheckpointStrategy> FusedLayerOps for Autodiff<B, C> {
+    fn fused_layer_norm(
+        input: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let nodes = [input.node(), gamma.node(), beta.node()];
+        let (input, gamma, beta) = (
+            input.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+        );
+        let output = B::fused_layer_norm(input.clone(), gamma.clone(), beta, epsilon);
+        match LayerNormBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((input, gamma, epsilon), output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    }
+
+    /// Gradients as constants (no graph of their own): the node above calls the inner
+    /// backend's, so this is only reached by code that asks for them directly.
+    fn fused_layer_norm_backward(
+        input: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (d_input, d_gamma, d_beta) = B::fused_layer_norm_backward(
+            input.into_primitive(),
+            gamma.into_primitive(),
+            output_grad.into_primitive(),
+            epsilon,
+        );
+        (
+            Self::from_inner(d_input),
+            Self::from_inner(d_gamma),
+            Self::from_inner(d_beta),
+        )
+    }
+
+    fn fused_gelu_tanh(input: FloatTensor<Self>) -> FloatTensor<Self> {
+        let nodes = [input.node()];
+        let input = input.into_primitive();
+        let output = B::fused_gelu_tanh(input.clone());
+        match GeluTanhBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(input, output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    }
+
+    /// A constant, as for LayerNorm above.
+    fn fused_gelu_tanh_backward(
+        input: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::from_inner(B::fused_gelu_tanh_backward(
+            input.into_primitive(),
+            output_grad.into_primitive(),
+        ))
+    }
+}

@@ -1,0 +1,122 @@
+//! LayerNorm and GPT-2's tanh GELU as single operations with their own backward.
+//!
+//! Burn's autodiff records both as the element-wise operations they decompose into (a mean, a
+//! subtraction, a variance, a square root, a division, a scale and a shift; a cube, a sigmoid
+//! and products), each a pass over the activations forward, one or more backward, and each
+//! keeping its own operands for the backward. Here each is one pass forward and one backward,
+//! and keeps only its input. LibTorch runs PyTorch's own kernels (`layer_norm`, `gelu` with
+//! `approximate="tanh"`, and their backward), flex and ndarray the kernels in [`cpu`];
+//! `Autodiff` records one node per call ([`autodiff`]). Other backends keep the decomposed form
+//! ([`runs_on`](crate::extension::runs_on)).
+
+// ndarray is deprecated upstream but still one of this project's CPU backends; the routing the
+// extension macro generates names it.
+#![allow(deprecated)]
+
+mod autodiff;
+mod cpu;
+#[cfg(feature = "tch")]
+mod libtorch;
+
+use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::module::Param;
+use burn::nn::LayerNorm;
+use burn::prelude::*;
+use burn::tensor::activation::sigmoid;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::extension::runs_on;
+
+/// The fused operations, implemented per backend. Normalisation is over the last dimension.
+#[backend_extension(
+    Flex: cfg(feature = "flex"),
+    NdArray: cfg(feature = "ndarray"),
+    LibTorch: cfg(feature = "tch"),
+    Autodiff,
+)]
+pub trait FusedLayerOps: Backend {
+    /// `(input − mean)/√(variance + epsilon)·gamma + beta`, with the biased variance, as
+    /// PyTorch's `layer_norm` computes it; `gamma` and `beta` are `[d]`.
+    fn fused_layer_norm(
+        input: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self>;
+
+    /// The gradients of `sum(output_grad ∘ fused_layer_norm(input, gamma, beta, epsilon))`
+    /// with respect to input, gamma and beta, in that order (beta's value plays no part).
+    fn fused_layer_norm_backward(
+        input: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))/2` element-wise: GPT-2's `gelu_new`, PyTorch's
+    /// `gelu(approximate="tanh")`.
+    fn fused_gelu_tanh(input: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// The gradient of `sum(output_grad ∘ fused_gelu_tanh(input))` with respect to input.
+    fn fused_gelu_tanh_backward(
+        input: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+/// Whether [`layer_norm`] and [`gelu_tanh`] may use the fused operations (the default).
+static FUSED_LAYERS: AtomicBool = AtomicBool::new(true);
+
+/// Turns the fused LayerNorm and GELU off (or back on) for the whole process, so that
+/// benchmarks can compare them with the decomposed forms on the same backend. Results are the
+/// same either way, to rounding.
+pub fn set_fused_layers(enabled: bool) {
+    FUSED_LAYERS.store(enabled, Ordering::Relaxed);
+}
+
+fn fused_on(device: &Device) -> bool {
+    FUSED_LAYERS.load(Ordering::Relaxed) && runs_on(device)
+}
+
+/// `norm` applied to `input` over its last dimension: one fused operation where the backend has
+/// it, Burn's own `LayerNorm::forward` otherwise. Burn keeps `epsilon` private to the module,
+/// so the caller, who configured it, passes it again.
+pub fn layer_norm<const D: usize>(norm: &LayerNorm, epsilon: f64, input: Tensor<D>) -> Tensor<D> {
+    let Some(beta) = norm.beta.as_ref().filter(|_| fused_on(&input.device())) else {
+        return norm.forward(input);
+    };
+    // The parameters in the activations' type (a half-precision base keeps them so already).
+    let in_input_type = |param: &Param<Tensor<1>>| param.val().cast(input.dtype());
+    let (gamma, beta) = (in_input_type(&norm.gamma), in_input_type(beta));
+    Tensor::from_dispatch(<Dispatch as FusedLayerOps>::fused_layer_norm(
+        input.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        epsilon,
+    ))
+}
+
+/// GPT-2's `gelu_new` (see [`FusedLayerOps::fused_gelu_tanh`]): one fused operation where the
+/// backend has it, [`gelu_tanh_decomposed`] otherwise.
+pub fn gelu_tanh<const D: usize>(input: Tensor<D>) -> Tensor<D> {
+    if !fused_on(&input.device()) {
+        return gelu_tanh_decomposed(input);
+    }
+    Tensor::from_dispatch(<Dispatch as FusedLayerOps>::fused_gelu_tanh(
+        input.into_dispatch(),
+    ))
+}
+
+/// The tanh GELU in Burn's element-wise operations, computed as `x·σ(2√(2/π)·x·(1 +
+/// 0.044715·x²))`: the same function since `(1 + tanh z)/2 = σ(2z)`, and cheaper to
+/// differentiate than the textbook form (Burn's sigmoid has a backward step of its own, where a
+/// power and a tanh would each add passes).
+pub fn gelu_tanh_decomposed<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let inner =
+        x.clone() * (x.clone() * x.clone() * (0.044715 * TWO_SQRT_2_OVER_PI) + TWO_SQRT_2_OVER_PI);
+    x * sigmoid(inner)
+}
+
+/// `2√(2/π)`: the tanh GELU's argument, doubled for the sigmoid form.
+const TWO_SQRT_2_OVER_PI: f64 =
+    2.0 * core::f64::consts::FRAC_2_SQRT_PI * core::f64::consts::FRAC_1_SQRT_2;

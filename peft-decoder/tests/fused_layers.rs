@@ -1,0 +1,150 @@
+//! The fused LayerNorm and tanh GELU against the decomposed forms they replace (Burn's
+//! `LayerNorm::forward`, `gelu_tanh_decomposed`): the same outputs and the same gradients for
+//! the input, gamma and beta, on every CPU backend compiled in, for a small shape and one that
+//! spans several of the kernels' chunks.
+
+use burn::module::Param;
+use burn::nn::{LayerNorm, LayerNormConfig};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use peft_decoder::extension::runs_on;
+use peft_decoder::fused_layers::{gelu_tanh, gelu_tanh_decomposed, layer_norm};
+
+mod common;
+use common::devices;
+
+/// f32, relative to the largest magnitude compared (at least 1): gamma's and beta's gradients
+/// are sums over every row, and grow with them.
+const TOLERANCE: f32 = 1e-5;
+
+/// `[batch, len, width]` shapes: a small one, and one of 33 rows of GPT-2's width (several
+/// LayerNorm chunks of 16 rows, GELU chunks of 16,384 values, and a partial last chunk of each).
+const SHAPES: [[usize; 3]; 2] = [[2, 5, 7], [3, 11, 768]];
+
+const EPSILON: f64 = 1e-5;
+
+fn assert_close<const D: usize>(fused: Tensor<D>, decomposed: Tensor<D>, what: &str) {
+    let scale = decomposed.clone().abs().max().into_scalar::<f32>().max(1.0);
+    let difference = (fused - decomposed).abs().max().into_scalar::<f32>();
+    assert!(
+        difference <= TOLERANCE * scale,
+        "{what}: fused and decomposed differ by {difference} (largest magnitude {scale})"
+    );
+}
+
+/// A LayerNorm with random gamma and beta (tracked), whatever its init.
+fn random_norm(width: usize, device: &Device) -> LayerNorm {
+    let mut norm = LayerNormConfig::new(width)
+        .with_epsilon(EPSILON)
+        .init(device);
+    let random = |mean| {
+        Param::from_tensor(Tensor::<1>::random(
+            [width],
+            Distribution::Normal(mean, 0.5),
+            device,
+        ))
+    };
+    norm.gamma = random(1.0);
+    norm.beta = Some(random(0.0));
+    norm
+}
+
+#[test]
+fn fused_layer_norm_matches_the_decomposed_outputs_and_gradients() {
+    for (backend, device) in devices() {
+        let device = device.autodiff();
+        assert!(
+            runs_on(&device),
+            "{backend}: the fused layers are built for it"
+        );
+        for shape in SHAPES {
+            let at = format!("{backend}, LayerNorm over {shape:?}");
+            let norm = random_norm(shape[2], &device);
+            // Off-centre rows with unequal spread, as residual streams have.
+            let input =
+                Tensor::<3>::random(shape, Distribution::Normal(3.0, 2.0), &device).require_grad();
+            let weights = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let run = |forward: &dyn Fn(Tensor<3>) -> Tensor<3>| {
+                let output = forward(input.clone());
+                let grads = (output.clone() * weights.clone()).sum().backward();
+                let grad = |tensor: Tensor<1>, name: &str| {
+                    tensor
+                        .grad(&grads)
+                        .unwrap_or_else(|| panic!("{at}: no gradient for {name}"))
+                };
+                let beta = norm.beta.as_ref().expect("random_norm sets beta").val();
+                (
+                    output.inner(),
+                    input.grad(&grads).expect("the input is tracked"),
+                    grad(norm.gamma.val(), "gamma"),
+                    grad(beta, "beta"),
+                )
+            };
+            let fused = run(&|x| layer_norm(&norm, EPSILON, x));
+            let decomposed = run(&|x| norm.forward(x));
+            assert_close(fused.0, decomposed.0, &format!("{at}: outputs"));
+            assert_close(fused.1, decomposed.1, &format!("{at}: input gradients"));
+            assert_close(fused.2, decomposed.2, &format!("{at}: gamma gradients"));
+            assert_close(fused.3, decomposed.3, &format!("{at}: beta gradients"));
+        }
+    }
+}
+
+#[test]
+fn fused_gelu_matches_the_decomposed_outputs_and_gradients() {
+    for (backend, device) in devices() {
+        let device = device.autodiff();
+        for shape in SHAPES {
+            let at = format!("{backend}, GELU over {shape:?}");
+            // Wide enough to reach both tails, where the gate saturates.
+            let input = Tensor::<3>::random(shape, Distribution::Uniform(-8.0, 8.0), &device)
+                .require_grad();
+            let weights = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let run = |forward: fn(Tensor<3>) -> Tensor<3>| {
+                let output = forward(input.clone());
+                let grads = (output.clone() * weights.clone()).sum().backward();
+                (
+                    output.inner(),
+                    input.grad(&grads).expect("the input is tracked"),
+                )
+            };
+            let (fused, fused_grad) = run(gelu_tanh);
+            let (decomposed, decomposed_grad) = run(gelu_tanh_decomposed);
+            assert_close(fused, decomposed, &format!("{at}: outputs"));
+            assert_close(
+                fused_grad,
+                decomposed_grad,
+                &format!("{at}: input gradients"),
+            );
+        }
+    }
+}
+
+#[test]
+fn the_fused_layers_are_exact_where_they_are_known() {
+    // Anchors independent of the decomposed forms: GELU(0) = 0 and GELU(x) → x for large x
+    // (tanh → 1); a LayerNorm of a constant row is beta, and of [1, 3] with unit gamma is
+    // [-1, 1] up to epsilon.
+    for (backend, device) in devices() {
+        let gelu = gelu_tanh(Tensor::<1>::from_floats([0.0, 20.0, -20.0], &device));
+        let gelu: Vec<f32> = gelu.into_data().try_to_vec::<f32>().expect("f32");
+        assert_eq!(
+            gelu,
+            vec![0.0, 20.0, 0.0],
+            "{backend}: GELU at 0 and the tails"
+        );
+        let norm = LayerNormConfig::new(2).with_epsilon(EPSILON).init(&device);
+        let rows = Tensor::<2>::from_floats([[5.0, 5.0], [1.0, 3.0]], &device);
+        let normalised: Vec<f32> = layer_norm(&norm, EPSILON, rows)
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        let expected = [0.0, 0.0, -1.0, 1.0];
+        for (value, expected) in normalised.iter().zip(expected) {
+            assert!(
+                (value - expected).abs() < 1e-4,
+                "{backend}: LayerNorm gave {normalised:?}"
+            );
+        }
+    }
+}
