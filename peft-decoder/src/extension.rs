@@ -45,3 +45,26 @@ pub(crate) fn tensor_of<B: Backend>(
         other => B::float_cast(tensor, FloatDType::from(other)),
     }
 }
+
+/// The gradients of `sum(output_grad ∘ forward(inputs))` with respect to each input, by
+/// PyTorch's autograd: how the LibTorch extensions reach PyTorch's fused backward kernels,
+/// which tch does not expose as functions. `forward` runs again on copies of the inputs that
+/// track gradients (the forward is the cheaper half).
+#[cfg(feature = "tch")]
+#[allow(deprecated)] // burn-tch is deprecated upstream but still one of this project's backends
+pub(crate) fn torch_gradients<const N: usize>(
+    inputs: [&tch::Tensor; N],
+    output_grad: &tch::Tensor,
+    forward: impl FnOnce(&[tch::Tensor; N]) -> tch::Tensor,
+) -> [burn::backend::libtorch::TchTensor; N] {
+    let grads = tch::with_grad(|| {
+        let inputs = inputs.map(|tensor| tensor.detach().set_requires_grad(true));
+        let output = forward(&inputs);
+        let objective = (&output * output_grad).sum(output.kind());
+        tch::Tensor::run_backward(&[objective], &inputs, false, false)
+    });
+    let grads: [tch::Tensor; N] = grads
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("autograd returns one gradient per input"));
+    grads.map(burn::backend::libtorch::TchTensor::new)
+}

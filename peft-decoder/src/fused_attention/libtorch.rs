@@ -10,6 +10,7 @@ use burn::backend::libtorch::{LibTorch, TchTensor};
 use burn::backend::tensor::FloatTensor;
 
 use super::FusedAttentionOps;
+use crate::extension::torch_gradients;
 
 fn attention(
     query: &tch::Tensor,
@@ -61,20 +62,11 @@ impl FusedAttentionOps for LibTorch {
         output_grad: FloatTensor<Self>,
         scale: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let mut grads = tch::with_grad(|| {
-            let inputs = [&query.tensor, &key.tensor, &value.tensor]
-                .map(|tensor| tensor.detach().set_requires_grad(true));
-            let output = attention(&inputs[0], &inputs[1], &inputs[2], &bias.tensor, scale);
-            let objective = (&output * &output_grad.tensor).sum(output.kind());
-            tch::Tensor::run_backward(&[objective], &inputs, false, false)
-        })
-        .into_iter()
-        .map(TchTensor::new);
-        let mut next = || {
-            grads
-                .next()
-                .expect("autograd returns one gradient per input")
-        };
-        (next(), next(), next())
+        let [d_query, d_key, d_value] = torch_gradients(
+            [&query.tensor, &key.tensor, &value.tensor],
+            &output_grad.tensor,
+            |[query, key, value]| attention(query, key, value, &bias.tensor, scale),
+        );
+        (d_query, d_key, d_value)
     }
 }

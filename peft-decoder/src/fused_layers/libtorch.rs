@@ -5,6 +5,7 @@ use burn::backend::libtorch::{LibTorch, TchTensor};
 use burn::backend::tensor::FloatTensor;
 
 use super::FusedLayerOps;
+use crate::extension::torch_gradients;
 
 /// The normalised (last) dimension, as `layer_norm` takes it.
 fn last_dimension(tensor: &tch::Tensor) -> Vec<i64> {
@@ -31,9 +32,8 @@ impl FusedLayerOps for LibTorch {
         TchTensor::new(output)
     }
 
-    /// PyTorch's backward of the same call (tch does not expose `native_layer_norm_backward`):
-    /// the forward is run again on inputs that track gradients and autograd runs the fused
-    /// backward kernel. Beta's gradient is the output gradient summed over the rows.
+    /// PyTorch's fused backward kernel, through autograd (tch does not expose
+    /// `native_layer_norm_backward`). Beta's gradient is the output gradient summed over rows.
     fn fused_layer_norm_backward(
         input: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -41,27 +41,19 @@ impl FusedLayerOps for LibTorch {
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let output_grad = &output_grad.tensor;
-        let mut grads = tch::with_grad(|| {
-            let inputs = [&input.tensor, &gamma.tensor]
-                .map(|tensor| tensor.detach().set_requires_grad(true));
-            let output = inputs[0].layer_norm(
-                last_dimension(&inputs[0]),
-                Some(&inputs[1]),
-                None::<&tch::Tensor>,
-                epsilon,
-                true,
-            );
-            let objective = (&output * output_grad).sum(output.kind());
-            tch::Tensor::run_backward(&[objective], &inputs, false, false)
-        })
-        .into_iter()
-        .map(TchTensor::new);
-        let mut next = || {
-            grads
-                .next()
-                .expect("autograd returns one gradient per input")
-        };
-        let (d_input, d_gamma) = (next(), next());
+        let [d_input, d_gamma] = torch_gradients(
+            [&input.tensor, &gamma.tensor],
+            output_grad,
+            |[input, gamma]| {
+                input.layer_norm(
+                    last_dimension(input),
+                    Some(gamma),
+                    None::<&tch::Tensor>,
+                    epsilon,
+                    true,
+                )
+            },
+        );
         let width = *output_grad.size().last().unwrap_or(&0);
         let d_beta = output_grad.reshape([-1, width]).sum_dim_intlist(
             [0i64].as_slice(),

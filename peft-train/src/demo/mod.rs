@@ -51,6 +51,10 @@ pub struct DemoArgs {
     pub study: bool,
     #[command(flatten)]
     pub device: DeviceArg,
+    /// Seed of every training run (batch order, initialisation, dropout): the README's figures
+    /// are the default's; another shows how far the results move from run to run.
+    #[arg(long, default_value_t = TrainSettings::default().seed)]
+    pub seed: u64,
     /// Developer use (`cargo xtask demo-base`): pretrain the demo's base model from scratch
     /// into this directory instead of running the demo.
     #[arg(long, hide = true)]
@@ -152,7 +156,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     };
     let tasks = tasks::write_tasks(&out.join("data"), PLAN.sizes)?;
     if args.study {
-        return study::run(&model, &tasks, out, &args.device);
+        return study::run(&model, &tasks, out, &args.device, args.seed);
     }
 
     let mut results = Vec::new();
@@ -169,6 +173,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
                 task,
                 &out.join("runs"),
                 &args.device,
+                args.seed,
             )?;
             rows.push((label, trial.assessment));
         }
@@ -226,6 +231,7 @@ fn run_trial(
     task: &Task,
     runs: &Path,
     device: &DeviceArg,
+    seed: u64,
 ) -> Result<Trial> {
     let run_dir = runs.join(run_name(task, spec, train));
     let _ = std::fs::remove_dir_all(&run_dir);
@@ -244,6 +250,7 @@ fn run_trial(
             schedule: Schedule::Linear,
             warmup_steps: 10,
             grad_clip: Some(1.0),
+            seed,
             ..TrainSettings::default()
         },
         no_token_cache: false,

@@ -24,7 +24,7 @@ struct Section {
     configurations: Vec<(String, AdapterSpec)>,
 }
 
-pub fn run(model: &str, tasks: &[Task], out: &Path, device: &DeviceArg) -> Result<()> {
+pub fn run(model: &str, tasks: &[Task], out: &Path, device: &DeviceArg, seed: u64) -> Result<()> {
     let started = Instant::now();
     let find = |name| {
         tasks
@@ -39,6 +39,7 @@ pub fn run(model: &str, tasks: &[Task], out: &Path, device: &DeviceArg) -> Resul
         model,
         runs: out.join("study-runs"),
         device,
+        seed,
         done: HashMap::new(),
     };
 
@@ -138,6 +139,7 @@ struct Trials<'a> {
     model: &'a str,
     runs: std::path::PathBuf,
     device: &'a DeviceArg,
+    seed: u64,
     done: HashMap<String, Trial>,
 }
 
@@ -152,7 +154,15 @@ impl Trials<'_> {
             return trial.on(self.model, task, self.device);
         }
         println!("study: {key}");
-        let trial = run_trial(self.model, spec, train, task, &self.runs, self.device)?;
+        let trial = run_trial(
+            self.model,
+            spec,
+            train,
+            task,
+            &self.runs,
+            self.device,
+            self.seed,
+        )?;
         self.done.insert(key, trial.clone());
         Ok(trial)
     }
