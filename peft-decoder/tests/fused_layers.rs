@@ -1,14 +1,14 @@
-//! The fused LayerNorm and tanh GELU against the decomposed forms they replace (Burn's
-//! `LayerNorm::forward`, `gelu_tanh_decomposed`): the same outputs and the same gradients for
-//! the input, gamma and beta, on every CPU backend compiled in, for a small shape and one that
-//! spans several of the kernels' chunks.
+//! The fused normalisations and activations against the decomposed forms they replace (Burn's
+//! `LayerNorm::forward`, `RmsNorm::forward` and `silu`, and `gelu_tanh_decomposed`): the same
+//! outputs and the same gradients for the input, gamma and beta, on every CPU backend compiled
+//! in, for a small shape and one that spans several of the kernels' chunks.
 
 use burn::module::Param;
-use burn::nn::{LayerNorm, LayerNormConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, RmsNormConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use peft_decoder::extension::runs_on;
-use peft_decoder::fused_layers::{gelu_tanh, gelu_tanh_decomposed, layer_norm};
+use peft_decoder::fused_layers::{gelu_tanh, gelu_tanh_decomposed, layer_norm, rms_norm, silu};
 
 mod common;
 use common::devices;
@@ -90,13 +90,18 @@ fn fused_layer_norm_matches_the_decomposed_outputs_and_gradients() {
     }
 }
 
-#[test]
-fn fused_gelu_matches_the_decomposed_outputs_and_gradients() {
+/// An element-wise activation's fused and decomposed forms give the same outputs and input
+/// gradients.
+fn check_activation(
+    name: &str,
+    fused: fn(Tensor<3>) -> Tensor<3>,
+    decomposed: fn(Tensor<3>) -> Tensor<3>,
+) {
     for (backend, device) in devices() {
         let device = device.autodiff();
         for shape in SHAPES {
-            let at = format!("{backend}, GELU over {shape:?}");
-            // Wide enough to reach both tails, where the gate saturates.
+            let at = format!("{backend}, {name} over {shape:?}");
+            // Wide enough to reach both tails, where the sigmoids saturate.
             let input = Tensor::<3>::random(shape, Distribution::Uniform(-8.0, 8.0), &device)
                 .require_grad();
             let weights = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), &device);
@@ -108,14 +113,59 @@ fn fused_gelu_matches_the_decomposed_outputs_and_gradients() {
                     input.grad(&grads).expect("the input is tracked"),
                 )
             };
-            let (fused, fused_grad) = run(gelu_tanh);
-            let (decomposed, decomposed_grad) = run(gelu_tanh_decomposed);
+            let (fused, fused_grad) = run(fused);
+            let (decomposed, decomposed_grad) = run(decomposed);
             assert_close(fused, decomposed, &format!("{at}: outputs"));
             assert_close(
                 fused_grad,
                 decomposed_grad,
                 &format!("{at}: input gradients"),
             );
+        }
+    }
+}
+
+#[test]
+fn fused_gelu_matches_the_decomposed_outputs_and_gradients() {
+    check_activation("GELU", gelu_tanh, gelu_tanh_decomposed);
+}
+
+#[test]
+fn fused_silu_matches_the_decomposed_outputs_and_gradients() {
+    check_activation("SiLU", silu, burn::tensor::activation::silu);
+}
+
+#[test]
+fn fused_rms_norm_matches_the_decomposed_outputs_and_gradients() {
+    for (backend, device) in devices() {
+        let device = device.autodiff();
+        for shape in SHAPES {
+            let at = format!("{backend}, RMSNorm over {shape:?}");
+            let mut norm = RmsNormConfig::new(shape[2])
+                .with_epsilon(EPSILON)
+                .init(&device);
+            norm.gamma = Param::from_tensor(Tensor::<1>::random(
+                [shape[2]],
+                Distribution::Normal(1.0, 0.5),
+                &device,
+            ));
+            let input =
+                Tensor::<3>::random(shape, Distribution::Normal(1.0, 2.0), &device).require_grad();
+            let weights = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let run = |forward: &dyn Fn(Tensor<3>) -> Tensor<3>| {
+                let output = forward(input.clone());
+                let grads = (output.clone() * weights.clone()).sum().backward();
+                (
+                    output.inner(),
+                    input.grad(&grads).expect("the input is tracked"),
+                    norm.gamma.val().grad(&grads).expect("gamma is tracked"),
+                )
+            };
+            let fused = run(&|x| rms_norm(&norm, x));
+            let decomposed = run(&|x| norm.forward(x));
+            assert_close(fused.0, decomposed.0, &format!("{at}: outputs"));
+            assert_close(fused.1, decomposed.1, &format!("{at}: input gradients"));
+            assert_close(fused.2, decomposed.2, &format!("{at}: gamma gradients"));
         }
     }
 }

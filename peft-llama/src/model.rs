@@ -9,9 +9,9 @@ use burn::nn::{
     RmsNormConfig,
 };
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 use peft_core::LayerKv;
 use peft_decoder::attention::{attend, repeat_heads, with_cached};
+use peft_decoder::fused_layers::{rms_norm, silu};
 use peft_decoder::{Decoder, ForwardInput, KvCache};
 
 use crate::config::LlamaConfig;
@@ -68,7 +68,7 @@ impl Attention {
         let [batch, len, _] = x.dims();
         let x = x.reshape([batch, len, heads, self.head_dim]);
         let x = match norm {
-            Some(norm) => norm.forward(x),
+            Some(norm) => rms_norm(norm, x),
             None => x,
         };
         x.swap_dims(1, 2)
@@ -183,14 +183,17 @@ impl Layer {
         cache: Option<&mut Option<LayerKv>>,
     ) -> Tensor<3> {
         let attended = self.self_attn.forward(
-            self.input_layernorm.forward(x.clone()),
+            rms_norm(&self.input_layernorm, x.clone()),
             phases,
             score_bias,
             prefix,
             cache,
         );
         let x = x + attended;
-        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+        x.clone()
+            + self
+                .mlp
+                .forward(rms_norm(&self.post_attention_layernorm, x))
     }
 }
 
@@ -265,7 +268,7 @@ impl Decoder for Llama {
             let slot = cache.as_deref_mut().map(|c| c.layer_mut(index));
             x = layer.forward(x, &phases, bias.clone(), prefix, slot);
         }
-        self.model.norm.forward(x)
+        rms_norm(&self.model.norm, x)
     }
 
     fn token_embeddings(&self) -> Tensor<2> {

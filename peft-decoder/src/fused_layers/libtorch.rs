@@ -1,5 +1,7 @@
-//! The fused LayerNorm and GELU on LibTorch: PyTorch's own kernels (`layer_norm`, which
-//! accumulates half types in f32, and `gelu` with `approximate="tanh"`) and their backward.
+//! The fused normalisations and activations on LibTorch: PyTorch's own kernels (`layer_norm`,
+//! which accumulates half types in f32, `gelu` with `approximate="tanh"`, `silu`) and their
+//! backward. The RMSNorm is written out in PyTorch operations as Hugging Face's `LlamaRMSNorm`
+//! is (f32 statistics), since `torch.rms_norm` keeps half types' statistics in the half type.
 
 use burn::backend::libtorch::{LibTorch, TchTensor};
 use burn::backend::tensor::FloatTensor;
@@ -75,4 +77,49 @@ impl FusedLayerOps for LibTorch {
             input.tensor.gelu_backward(&output_grad.tensor, "tanh")
         }))
     }
+
+    fn fused_rms_norm(
+        input: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        TchTensor::new(tch::no_grad(|| {
+            rms_norm(&input.tensor, &gamma.tensor, epsilon)
+        }))
+    }
+
+    fn fused_rms_norm_backward(
+        input: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let [d_input, d_gamma] = torch_gradients(
+            [&input.tensor, &gamma.tensor],
+            &output_grad.tensor,
+            |[input, gamma]| rms_norm(input, gamma, epsilon),
+        );
+        (d_input, d_gamma)
+    }
+
+    fn fused_silu(input: FloatTensor<Self>) -> FloatTensor<Self> {
+        TchTensor::new(tch::no_grad(|| input.tensor.silu()))
+    }
+
+    fn fused_silu_backward(
+        input: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        TchTensor::new(tch::no_grad(|| {
+            input.tensor.silu_backward(&output_grad.tensor)
+        }))
+    }
+}
+
+/// `input/√(mean(input²) + epsilon)·gamma` with the statistics in f32, as `LlamaRMSNorm`.
+fn rms_norm(input: &tch::Tensor, gamma: &tch::Tensor, epsilon: f64) -> tch::Tensor {
+    let wide = input.to_kind(tch::Kind::Float);
+    let mean_square = wide.square().mean_dim(-1, true, tch::Kind::Float);
+    let normalised = wide * (mean_square + epsilon).rsqrt();
+    normalised.to_kind(input.kind()) * gamma
 }

@@ -1,11 +1,13 @@
-//! LayerNorm and GPT-2's tanh GELU as single operations with their own backward.
+//! The normalisations and activations of the model families as single operations with their
+//! own backward: LayerNorm and the tanh GELU (GPT-2), RMSNorm and SiLU (the Llama family).
 //!
-//! Burn's autodiff records both as the element-wise operations they decompose into (a mean, a
+//! Burn's autodiff records each as the element-wise operations it decomposes into (a mean, a
 //! subtraction, a variance, a square root, a division, a scale and a shift; a cube, a sigmoid
 //! and products), each a pass over the activations forward, one or more backward, and each
 //! keeping its own operands for the backward. Here each is one pass forward and one backward,
 //! and keeps only its input. LibTorch runs PyTorch's own kernels (`layer_norm`, `gelu` with
-//! `approximate="tanh"`, and their backward), flex and ndarray the kernels in [`cpu`];
+//! `approximate="tanh"`, `rms_norm`, `silu`, and their backward), flex and ndarray the kernels
+//! in [`cpu`];
 //! `Autodiff` records one node per call ([`autodiff`]). Other backends keep the decomposed form
 //! ([`runs_on`](crate::extension::runs_on)).
 
@@ -20,7 +22,7 @@ mod libtorch;
 
 use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
 use burn::module::Param;
-use burn::nn::LayerNorm;
+use burn::nn::{LayerNorm, RmsNorm};
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,12 +64,38 @@ pub trait FusedLayerOps: Backend {
         input: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+
+    /// `input/√(mean(input²) + epsilon)·gamma`, the mean taken in f32, as Hugging Face's
+    /// `LlamaRMSNorm` computes it; `gamma` is `[d]`.
+    fn fused_rms_norm(
+        input: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self>;
+
+    /// The gradients of `sum(output_grad ∘ fused_rms_norm(input, gamma, epsilon))` with
+    /// respect to input and gamma, in that order.
+    fn fused_rms_norm_backward(
+        input: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `x·σ(x)` element-wise.
+    fn fused_silu(input: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// The gradient of `sum(output_grad ∘ fused_silu(input))` with respect to input.
+    fn fused_silu_backward(
+        input: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
-/// Whether [`layer_norm`] and [`gelu_tanh`] may use the fused operations (the default).
+/// Whether [`layer_norm`], [`rms_norm`], [`gelu_tanh`] and [`silu`] may use the fused operations (the default).
 static FUSED_LAYERS: AtomicBool = AtomicBool::new(true);
 
-/// Turns the fused LayerNorm and GELU off (or back on) for the whole process, so that
+/// Turns the fused normalisations and activations off (or back on) for the whole process, so that
 /// benchmarks can compare them with the decomposed forms on the same backend. Results are the
 /// same either way, to rounding.
 pub fn set_fused_layers(enabled: bool) {
@@ -85,15 +113,32 @@ pub fn layer_norm<const D: usize>(norm: &LayerNorm, epsilon: f64, input: Tensor<
     let Some(beta) = norm.beta.as_ref().filter(|_| fused_on(&input.device())) else {
         return norm.forward(input);
     };
-    // The parameters in the activations' type (a half-precision base keeps them so already).
-    let in_input_type = |param: &Param<Tensor<1>>| param.val().cast(input.dtype());
-    let (gamma, beta) = (in_input_type(&norm.gamma), in_input_type(beta));
+    let (gamma, beta) = (in_type_of(&norm.gamma, &input), in_type_of(beta, &input));
     Tensor::from_dispatch(<Dispatch as FusedLayerOps>::fused_layer_norm(
         input.into_dispatch(),
         gamma.into_dispatch(),
         beta.into_dispatch(),
         epsilon,
     ))
+}
+
+/// `norm` applied to `input` over its last dimension: one fused operation where the backend has
+/// it, Burn's own `RmsNorm::forward` otherwise.
+pub fn rms_norm<const D: usize>(norm: &RmsNorm, input: Tensor<D>) -> Tensor<D> {
+    if !fused_on(&input.device()) {
+        return norm.forward(input);
+    }
+    let gamma = in_type_of(&norm.gamma, &input);
+    Tensor::from_dispatch(<Dispatch as FusedLayerOps>::fused_rms_norm(
+        input.into_dispatch(),
+        gamma.into_dispatch(),
+        norm.epsilon,
+    ))
+}
+
+/// A norm's parameter in the activations' type (a half-precision base keeps it so already).
+fn in_type_of<const D: usize>(param: &Param<Tensor<1>>, input: &Tensor<D>) -> Tensor<1> {
+    param.val().cast(input.dtype())
 }
 
 /// GPT-2's `gelu_new` (see [`FusedLayerOps::fused_gelu_tanh`]): one fused operation where the
@@ -103,6 +148,16 @@ pub fn gelu_tanh<const D: usize>(input: Tensor<D>) -> Tensor<D> {
         return gelu_tanh_decomposed(input);
     }
     Tensor::from_dispatch(<Dispatch as FusedLayerOps>::fused_gelu_tanh(
+        input.into_dispatch(),
+    ))
+}
+
+/// `x·σ(x)`: one fused operation where the backend has it, Burn's `silu` otherwise.
+pub fn silu<const D: usize>(input: Tensor<D>) -> Tensor<D> {
+    if !fused_on(&input.device()) {
+        return burn::tensor::activation::silu(input);
+    }
+    Tensor::from_dispatch(<Dispatch as FusedLayerOps>::fused_silu(
         input.into_dispatch(),
     ))
 }
