@@ -10,18 +10,15 @@ use burn::backend::{Backend, TensorMetadata, tensor::FloatTensor};
 use burn::tensor::Shape;
 use rayon::prelude::*;
 
-use super::{FusedLayerOps, TWO_SQRT_2_OVER_PI};
+use super::{FusedLayerOps, GELU_CUBIC, TWO_SQRT_2_OVER_PI};
 use crate::extension::{f32_values, tensor_of};
 
-/// Rows of a LayerNorm per task: enough work per task to amortise scheduling, and enough tasks
-/// to share between cores.
+/// Rows of a norm per task: enough work per task to amortise scheduling, and enough tasks to
+/// share between cores.
 const ROWS_PER_TASK: usize = 16;
 
-/// Elements of a GELU per task.
+/// Elements of an activation per task.
 const ELEMENTS_PER_TASK: usize = 16 * 1024;
-
-/// The tanh GELU's cubic coefficient.
-const CUBIC: f32 = 0.044715;
 
 /// The extension on a CPU backend: the kernels below, through the backend's own tensor data.
 macro_rules! cpu_fused_layers {
@@ -273,13 +270,13 @@ fn sigmoid(x: f32) -> f32 {
 
 /// `σ(2√(2/π)·(x + 0.044715·x³))`, which is `(1 + tanh(√(2/π)·(x + 0.044715·x³)))/2`.
 fn gate(x: f32) -> f32 {
-    sigmoid(TWO_SQRT_2_OVER_PI as f32 * x * (1.0 + CUBIC * x * x))
+    sigmoid(TWO_SQRT_2_OVER_PI as f32 * x * (1.0 + GELU_CUBIC as f32 * x * x))
 }
 
 /// d/dx x·gate(x) = s + x·s·(1 − s)·2√(2/π)·(1 + 3·0.044715·x²), with s = gate(x).
 fn gelu_tanh_slope(x: f32) -> f32 {
     let s = gate(x);
-    let inner_slope = TWO_SQRT_2_OVER_PI as f32 * (1.0 + 3.0 * CUBIC * x * x);
+    let inner_slope = TWO_SQRT_2_OVER_PI as f32 * (1.0 + 3.0 * GELU_CUBIC as f32 * x * x);
     s + x * s * (1.0 - s) * inner_slope
 }
 

@@ -92,7 +92,8 @@ pub trait FusedLayerOps: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// Whether [`layer_norm`], [`rms_norm`], [`gelu_tanh`] and [`silu`] may use the fused operations (the default).
+/// Whether [`layer_norm`], [`rms_norm`], [`gelu_tanh`] and [`silu`] may use the fused operations
+/// (the default).
 static FUSED_LAYERS: AtomicBool = AtomicBool::new(true);
 
 /// Turns the fused normalisations and activations off (or back on) for the whole process, so that
@@ -167,10 +168,13 @@ pub fn silu<const D: usize>(input: Tensor<D>) -> Tensor<D> {
 /// differentiate than the textbook form (Burn's sigmoid has a backward step of its own, where a
 /// power and a tanh would each add passes).
 pub fn gelu_tanh_decomposed<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let inner =
-        x.clone() * (x.clone() * x.clone() * (0.044715 * TWO_SQRT_2_OVER_PI) + TWO_SQRT_2_OVER_PI);
+    let inner = x.clone()
+        * (x.clone() * x.clone() * (GELU_CUBIC * TWO_SQRT_2_OVER_PI) + TWO_SQRT_2_OVER_PI);
     x * sigmoid(inner)
 }
+
+/// The tanh GELU's cubic coefficient: `√(2/π)·(x + 0.044715·x³)`.
+const GELU_CUBIC: f64 = 0.044715;
 
 /// `2√(2/π)`: the tanh GELU's argument, doubled for the sigmoid form.
 const TWO_SQRT_2_OVER_PI: f64 =
