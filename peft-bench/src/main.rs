@@ -38,6 +38,7 @@ enum Command {
 }
 
 fn main() {
+    peft_runtime::allocator::keep_freed_memory();
     if let Err(err) = run() {
         eprintln!("error: {err:#}");
         std::process::exit(1);

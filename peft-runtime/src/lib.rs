@@ -22,6 +22,7 @@
 //! # }
 //! ```
 
+pub mod allocator;
 pub mod args;
 pub mod backend;
 pub mod family;

@@ -52,6 +52,7 @@ fn parse_adapter(s: &str) -> Result<(String, PathBuf), String> {
 }
 
 fn main() {
+    peft_runtime::allocator::keep_freed_memory();
     peft_runtime::init_logging();
     if let Err(err) = run(Args::parse()) {
         eprintln!("error: {err:#}");

@@ -8,6 +8,7 @@ use peft_train::train::Interrupted;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    peft_runtime::allocator::keep_freed_memory();
     peft_runtime::init_logging();
     if let Err(err) = peft_train::run(Cli::parse()) {
         if err.downcast_ref::<Interrupted>().is_some() {
