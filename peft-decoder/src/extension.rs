@@ -1,5 +1,6 @@
-//! What this crate's backend extensions ([`crate::fused_attention`], [`crate::fused_layers`])
-//! share: the backends they are built for, and how their CPU kernels read and write tensors.
+//! What this crate's backend extensions ([`crate::fused_attention`], [`crate::fused_layers`],
+//! [`crate::fused_adamw`]) share: the backends they are built for, and how their CPU
+//! kernels read and write tensors.
 
 use burn::backend::{Backend, DispatchDevice, TensorMetadata, tensor::FloatTensor};
 use burn::prelude::*;
@@ -21,7 +22,8 @@ pub fn runs_on(device: &Device) -> bool {
 }
 
 /// A CPU tensor's values as f32, in row-major order (half types are widened: the kernels
-/// accumulate in f32).
+/// accumulate in f32). An f32 tensor whose storage is not shared gives its buffer up without
+/// a copy (on flex), so a kernel can update it in place.
 pub(crate) fn f32_values<B: Backend>(tensor: FloatTensor<B>) -> Vec<f32> {
     let tensor = match tensor.dtype() {
         DType::F32 => tensor,

@@ -23,6 +23,7 @@ pub mod checkpoint;
 pub mod decoder;
 pub mod error;
 pub mod extension;
+pub mod fused_adamw;
 pub mod fused_attention;
 pub mod fused_layers;
 pub mod generate;

@@ -1,11 +1,12 @@
 //! How long a run is and how its steps go: epochs and optimizer steps, the learning-rate
 //! schedule, the optimizer.
 
-use burn::optim::AdamWConfig;
 use burn::optim::lr_scheduler::LrSchedulerConfig;
 use burn::optim::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::optim::lr_scheduler::linear::LinearLrSchedulerConfig;
 use burn::optim::lr_scheduler::sequential::SequentialLrSchedulerConfig;
+
+use peft_decoder::fused_adamw::FusedAdamW;
 
 use crate::train::{Schedule, TrainSettings};
 
@@ -64,12 +65,11 @@ pub(crate) fn lr_schedule(settings: &TrainSettings, total_steps: usize) -> LrSch
 
 /// The optimizer every training run uses (and `peft-bench` measures): PyTorch's `AdamW`
 /// (betas 0.9, 0.999) with this weight decay and epsilon — Burn's own default epsilon is
-/// 1e-5, PyTorch's 1e-8. Gradient clipping is the trainee's (by the global norm, see
-/// [`crate::train::clip`]), not Burn's per-tensor clipping.
-pub fn adamw(weight_decay: f64, epsilon: f64) -> AdamWConfig {
-    AdamWConfig::new()
-        .with_weight_decay(weight_decay as f32)
-        .with_epsilon(epsilon as f32)
+/// 1e-5, PyTorch's 1e-8 — as one fused pass per parameter on the CPU backends. Gradient
+/// clipping is the trainee's (by the global norm, see [`crate::train::clip`]), not Burn's
+/// per-tensor clipping.
+pub fn adamw(weight_decay: f64, epsilon: f64) -> FusedAdamW {
+    FusedAdamW::new(weight_decay as f32, epsilon as f32)
 }
 
 #[cfg(test)]
