@@ -13,6 +13,7 @@ use burn::tensor::activation::softmax;
 use peft_core::LayerKv;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::decoder::LayerCache;
 use crate::fused_attention as fused;
 
 /// Added to the score of a key a query must not see. Finite so that a query that sees nothing
@@ -22,19 +23,11 @@ pub const MASKED_SCORE: f64 = -1e4;
 
 /// This call's keys and values appended to those `cache` holds (if any), which then holds
 /// them all; without a cache, this call's alone.
-pub fn with_cached(new: LayerKv, cache: Option<&mut Option<LayerKv>>) -> LayerKv {
-    let Some(slot) = cache else {
-        return new;
-    };
-    let joined = match slot.take() {
-        Some(past) => LayerKv::new(
-            Tensor::cat(vec![past.key, new.key], 2),
-            Tensor::cat(vec![past.value, new.value], 2),
-        ),
+pub fn with_cached(new: LayerKv, cache: Option<&mut LayerCache>) -> LayerKv {
+    match cache {
+        Some(cache) => cache.append(new),
         None => new,
-    };
-    *slot = Some(joined.clone());
-    joined
+    }
 }
 
 /// Whether [`attend`] may use the fused operation where the backend has one (the default).

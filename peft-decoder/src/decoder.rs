@@ -60,22 +60,19 @@ pub struct ForwardInput<'a> {
 /// Keys and values of tokens already processed, one entry per layer.
 #[derive(Clone, Debug)]
 pub struct KvCache {
-    layers: Vec<Option<LayerKv>>,
+    layers: Vec<LayerCache>,
 }
 
 impl KvCache {
     pub fn new(n_layer: usize) -> Self {
         Self {
-            layers: vec![None; n_layer],
+            layers: vec![LayerCache::default(); n_layer],
         }
     }
 
     /// Number of cached token positions.
     pub fn len(&self) -> usize {
-        self.layers
-            .first()
-            .and_then(|layer| layer.as_ref())
-            .map_or(0, LayerKv::len)
+        self.layers.first().map_or(0, |layer| layer.len)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -84,12 +81,72 @@ impl KvCache {
 
     /// Keeps only the rows `keep` (for dropping finished sequences from a batch).
     pub fn select_rows(&mut self, keep: Tensor<1, Int>) {
-        for kv in self.layers.iter_mut().flatten() {
-            *kv = LayerKv::new(
-                kv.key.clone().select(0, keep.clone()),
-                kv.value.clone().select(0, keep.clone()),
-            );
+        for layer in &mut self.layers {
+            if let Some(kv) = &mut layer.buffer {
+                *kv = LayerKv::new(
+                    kv.key.clone().select(0, keep.clone()),
+                    kv.value.clone().select(0, keep.clone()),
+                );
+            }
         }
+    }
+}
+
+/// One layer's cached keys and values, `[B, heads, capacity, head_dim]` buffers of which the
+/// first `len` positions are held. Each call's keys and values are written into the free
+/// positions, in place where the backend can (flex, LibTorch: the buffer is not shared between
+/// calls), instead of concatenating the whole cache anew for every decoded token; a full buffer
+/// is copied once into one twice as large.
+#[derive(Clone, Debug, Default)]
+pub struct LayerCache {
+    buffer: Option<LayerKv>,
+    len: usize,
+}
+
+/// Positions a layer's first buffer has room for at least, so that a short prompt's first
+/// decoded tokens do not each grow it.
+const MIN_CACHE_CAPACITY: usize = 64;
+
+impl LayerCache {
+    /// Appends `new` (`[B, heads, T, head_dim]`) and returns every held key and value, the new
+    /// ones last.
+    pub fn append(&mut self, new: LayerKv) -> LayerKv {
+        let [batch, heads, added, head_dim] = new.key.dims();
+        let (start, end) = (self.len, self.len + added);
+        let buffer = match self.buffer.take() {
+            Some(buffer) if buffer.len() >= end => buffer,
+            held => {
+                let capacity = end.next_power_of_two().max(MIN_CACHE_CAPACITY);
+                let room = |past: Option<Tensor<4>>, like: &Tensor<4>| {
+                    let free = Tensor::<4>::zeros(
+                        [batch, heads, capacity - start, head_dim],
+                        &like.device(),
+                    )
+                    .cast(like.dtype());
+                    match past {
+                        Some(past) => Tensor::cat(vec![past.narrow(2, 0, start), free], 2),
+                        None => free,
+                    }
+                };
+                let (key, value) = match held {
+                    Some(held) => (Some(held.key), Some(held.value)),
+                    None => (None, None),
+                };
+                LayerKv::new(room(key, &new.key), room(value, &new.value))
+            }
+        };
+        let at = [0..batch, 0..heads, start..end, 0..head_dim];
+        let buffer = LayerKv::new(
+            buffer.key.slice_assign(at.clone(), new.key),
+            buffer.value.slice_assign(at, new.value),
+        );
+        let held = LayerKv::new(
+            buffer.key.clone().narrow(2, 0, end),
+            buffer.value.clone().narrow(2, 0, end),
+        );
+        self.buffer = Some(buffer);
+        self.len = end;
+        held
     }
 }
 
@@ -128,8 +185,8 @@ impl ForwardInput<'_> {
 }
 
 impl KvCache {
-    /// The cache slot of layer `layer`, for that layer's attention to read and extend.
-    pub fn layer_mut(&mut self, layer: usize) -> &mut Option<LayerKv> {
+    /// The cache of layer `layer`, for that layer's attention to read and extend.
+    pub fn layer_mut(&mut self, layer: usize) -> &mut LayerCache {
         &mut self.layers[layer]
     }
 }

@@ -34,7 +34,7 @@ pub mod precision;
 
 pub use adapted::Adapted;
 pub use batch::{PadSide, PaddedRows};
-pub use decoder::{Decoder, ForwardInput, KvCache};
+pub use decoder::{Decoder, ForwardInput, KvCache, LayerCache};
 pub use error::InputError;
 pub use generate::{
     GenerationConfig, RowFlow, Sampling, generate, generate_mixed, generate_mixed_streaming,

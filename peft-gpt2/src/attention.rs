@@ -4,6 +4,7 @@
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 use peft_core::LayerKv;
+use peft_decoder::LayerCache;
 use peft_decoder::attention::{attend, with_cached};
 
 use crate::config::Gpt2Config;
@@ -50,7 +51,7 @@ impl CausalSelfAttention {
         x: Tensor<3>,
         score_bias: Tensor<4>,
         prefix: Option<&LayerKv>,
-        cache: Option<&mut Option<LayerKv>>,
+        cache: Option<&mut LayerCache>,
     ) -> Tensor<3> {
         let [batch, len, width] = x.dims();
         let head_dim = width / self.n_head;

@@ -12,7 +12,7 @@ use burn::nn::{
 use burn::prelude::*;
 use peft_core::LayerKv;
 use peft_decoder::fused_layers::{gelu_tanh, layer_norm};
-use peft_decoder::{Decoder, ForwardInput, InputError, KvCache};
+use peft_decoder::{Decoder, ForwardInput, InputError, KvCache, LayerCache};
 
 use crate::attention::CausalSelfAttention;
 use crate::config::Gpt2Config;
@@ -74,7 +74,7 @@ impl Block {
         x: Tensor<3>,
         score_bias: Tensor<4>,
         prefix: Option<&LayerKv>,
-        cache: Option<&mut Option<LayerKv>>,
+        cache: Option<&mut LayerCache>,
     ) -> Tensor<3> {
         let epsilon = self.layer_norm_epsilon;
         let x = x.clone()

@@ -12,7 +12,7 @@ use burn::prelude::*;
 use peft_core::LayerKv;
 use peft_decoder::attention::{attend, repeat_heads, with_cached};
 use peft_decoder::fused_layers::{rms_norm, silu};
-use peft_decoder::{Decoder, ForwardInput, KvCache};
+use peft_decoder::{Decoder, ForwardInput, KvCache, LayerCache};
 
 use crate::config::LlamaConfig;
 use crate::rope::{Rope, rotate};
@@ -80,7 +80,7 @@ impl Attention {
         phases: &(Tensor<4>, Tensor<4>),
         score_bias: Tensor<4>,
         prefix: Option<&LayerKv>,
-        cache: Option<&mut Option<LayerKv>>,
+        cache: Option<&mut LayerCache>,
     ) -> Tensor<3> {
         let [batch, len, _] = x.dims();
         let (cos, sin) = phases;
@@ -180,7 +180,7 @@ impl Layer {
         phases: &(Tensor<4>, Tensor<4>),
         score_bias: Tensor<4>,
         prefix: Option<&LayerKv>,
-        cache: Option<&mut Option<LayerKv>>,
+        cache: Option<&mut LayerCache>,
     ) -> Tensor<3> {
         let attended = self.self_attn.forward(
             rms_norm(&self.input_layernorm, x.clone()),

@@ -1,0 +1,90 @@
+//! The KV cache holds exactly what concatenating every call's keys and values would: across the
+//! growth of its buffers, after rows are dropped, and on every CPU backend.
+
+mod common;
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use peft_core::LayerKv;
+use peft_decoder::{KvCache, LayerCache};
+
+/// `[batch, 2 heads, len, 3]` with values that differ at every position of every call.
+fn kv(batch: usize, len: usize, call: usize, device: &Device) -> LayerKv {
+    let count = batch * 2 * len * 3;
+    let values = |salt: f32| {
+        let data: Vec<f32> = (0..count)
+            .map(|i| (i as f32 + 1000.0 * call as f32 + salt).sin())
+            .collect();
+        Tensor::<4>::from_data(TensorData::new(data, [batch, 2, len, 3]), device)
+    };
+    LayerKv::new(values(0.0), values(0.5))
+}
+
+fn assert_same(what: &str, held: &Tensor<4>, expected: &Tensor<4>) {
+    assert_eq!(held.dims(), expected.dims(), "{what}: shapes");
+    let (held, expected) = (held.to_data(), expected.to_data());
+    assert_eq!(
+        held.iter::<f32>().collect::<Vec<_>>(),
+        expected.iter::<f32>().collect::<Vec<_>>(),
+        "{what}: values"
+    );
+}
+
+#[test]
+fn the_cache_holds_every_call_in_order_across_growth() {
+    for (name, device) in common::devices() {
+        let mut cache = LayerCache::default();
+        let mut all: Option<LayerKv> = None;
+        // A 5-position prompt, then single tokens past the first buffer's 64 positions and
+        // past the second's 128, then a 3-position call.
+        let calls = std::iter::once(5)
+            .chain(std::iter::repeat_n(1, 130))
+            .chain(std::iter::once(3));
+        for (call, len) in calls.enumerate() {
+            let new = kv(2, len, call, &device);
+            all = Some(match all {
+                Some(all) => LayerKv::new(
+                    Tensor::cat(vec![all.key, new.key.clone()], 2),
+                    Tensor::cat(vec![all.value, new.value.clone()], 2),
+                ),
+                None => new.clone(),
+            });
+            let held = cache.append(new);
+            let expected = all.as_ref().unwrap();
+            assert_same(
+                &format!("{name}, call {call}: keys"),
+                &held.key,
+                &expected.key,
+            );
+            assert_same(
+                &format!("{name}, call {call}: values"),
+                &held.value,
+                &expected.value,
+            );
+        }
+    }
+}
+
+#[test]
+fn dropping_rows_keeps_the_other_rows_cache() {
+    let device = Device::flex();
+    let mut cache = KvCache::new(1);
+    let first = kv(3, 4, 0, &device);
+    cache.layer_mut(0).append(first.clone());
+    cache.select_rows(Tensor::from_data(
+        TensorData::new(vec![0i64, 2], [2]),
+        &device,
+    ));
+    assert_eq!(cache.len(), 4);
+    let next = kv(2, 1, 1, &device);
+    let held = cache.layer_mut(0).append(next.clone());
+    let kept = |t: &Tensor<4>| {
+        Tensor::cat(
+            vec![t.clone().narrow(0, 0, 1), t.clone().narrow(0, 2, 1)],
+            0,
+        )
+    };
+    let expected = Tensor::cat(vec![kept(&first.key), next.key], 2);
+    assert_same("keys after dropping row 1", &held.key, &expected);
+    assert_eq!(cache.len(), 5);
+}
