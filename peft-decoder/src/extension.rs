@@ -34,6 +34,75 @@ pub(crate) fn f32_values<B: Backend>(tensor: FloatTensor<B>) -> Vec<f32> {
         .expect("the tensor was cast to f32 above")
 }
 
+/// A `[B, heads, rows, cols]` tensor's values for a kernel that works on one (batch, head) pair
+/// at a time: pair `i`'s `rows × cols` values, row-major. A flex f32 tensor whose pairs already
+/// lie so in its buffer (a contiguous tensor, or the held positions of the KV cache's larger
+/// buffer, see [`crate::LayerCache`]) is read where it is, without a copy; any other tensor is
+/// copied out contiguously.
+pub(crate) struct HeadBlocks {
+    storage: BlockStorage,
+    /// Where pair 0 starts, and the distance from one pair to the next.
+    offset: usize,
+    stride: usize,
+    len: usize,
+}
+
+enum BlockStorage {
+    Copied(Vec<f32>),
+    #[cfg(feature = "flex")]
+    Flex(burn::backend::flex::FlexTensor),
+}
+
+impl HeadBlocks {
+    pub(crate) fn of<B: Backend>(tensor: FloatTensor<B>) -> Self {
+        let shape = tensor.shape();
+        let len = shape[2] * shape[3];
+        #[cfg(feature = "flex")]
+        if let Some(blocks) = Self::in_place(&tensor, len) {
+            return blocks;
+        }
+        Self {
+            storage: BlockStorage::Copied(f32_values::<B>(tensor)),
+            offset: 0,
+            stride: len,
+            len,
+        }
+    }
+
+    /// The blocks of a flex f32 tensor whose rows of a pair are contiguous and whose pairs are
+    /// evenly spaced without overlapping.
+    #[cfg(feature = "flex")]
+    fn in_place<T: 'static>(tensor: &T, len: usize) -> Option<Self> {
+        let flex =
+            (tensor as &dyn std::any::Any).downcast_ref::<burn::backend::flex::FlexTensor>()?;
+        let layout = flex.layout();
+        let (shape, strides) = (layout.shape(), layout.strides());
+        let (heads, cols) = (shape[1], shape[3]);
+        let stride = usize::try_from(strides[1]).ok()?;
+        let dense_pairs = strides[3] == 1
+            && strides[2] == cols as isize
+            && strides[0] == (heads * stride) as isize
+            && stride >= len
+            && (len == 0 || stride > 0);
+        (flex.dtype() == DType::F32 && dense_pairs).then(|| Self {
+            storage: BlockStorage::Flex(flex.clone()),
+            offset: layout.start_offset(),
+            stride,
+            len,
+        })
+    }
+
+    /// The values of (batch, head) pair `pair`.
+    pub(crate) fn pair(&self, pair: usize) -> &[f32] {
+        let values: &[f32] = match &self.storage {
+            BlockStorage::Copied(values) => values,
+            #[cfg(feature = "flex")]
+            BlockStorage::Flex(tensor) => tensor.storage::<f32>(),
+        };
+        &values[self.offset + pair * self.stride..][..self.len]
+    }
+}
+
 /// `values` of `shape` as a tensor of `dtype` on `device`.
 pub(crate) fn tensor_of<B: Backend>(
     values: Vec<f32>,

@@ -88,3 +88,42 @@ fn dropping_rows_keeps_the_other_rows_cache() {
     assert_same("keys after dropping row 1", &held.key, &expected);
     assert_eq!(cache.len(), 5);
 }
+
+/// Attention over the cache's held positions (a view into its larger buffer, which the flex
+/// kernel reads in place) equals attention over a contiguous copy of them, on every CPU
+/// backend, forward and backward.
+#[test]
+fn attention_reads_the_held_positions_of_the_cache() {
+    use burn::nn::DropoutConfig;
+    use peft_decoder::attention::{attend, score_bias};
+    for (name, device) in common::devices() {
+        let device = device.autodiff();
+        let mut cache = LayerCache::default();
+        cache.append(kv(2, 9, 0, &device));
+        let held = cache.append(kv(2, 2, 1, &device));
+        let [_, _, keys, _] = held.key.dims();
+        let copy = LayerKv::new(
+            Tensor::from_data(held.key.to_data(), &device),
+            Tensor::from_data(held.value.to_data(), &device),
+        );
+        let query = kv(2, 2, 7, &device).key.require_grad();
+        let bias = score_bias(0, keys - 2, 2, None, &device);
+        let dropout = DropoutConfig::new(0.0).init();
+        let attention = |keys: &LayerKv| {
+            let out = attend(query.clone(), None, keys, bias.clone(), 0.5, &dropout);
+            let grads = out.clone().sum().backward();
+            (out, query.grad(&grads).unwrap())
+        };
+        let (from_cache, grad_from_cache) = attention(&held);
+        let (from_copy, grad_from_copy) = attention(&copy);
+        let max_diff = |a: Tensor<4>, b: Tensor<4>| (a - b).abs().max().into_scalar::<f32>();
+        assert!(
+            max_diff(from_cache, from_copy) < 1e-6,
+            "{name}: outputs differ"
+        );
+        assert!(
+            max_diff(grad_from_cache, grad_from_copy) < 1e-6,
+            "{name}: query gradients differ"
+        );
+    }
+}

@@ -12,7 +12,7 @@ use burn::tensor::Shape;
 use rayon::prelude::*;
 
 use super::FusedAttentionOps;
-use crate::extension::{f32_values, tensor_of};
+use crate::extension::{HeadBlocks, f32_values, tensor_of};
 
 /// Query rows per block: bounds the scratch to `QUERY_BLOCK × S` floats per buffer while
 /// keeping the matrix products large enough to run at full speed.
@@ -94,21 +94,17 @@ fn forward<B: Backend>(
     let (dtype, device, shape) = (query.dtype(), query.device(), query.shape());
     let dims = Dims::of(&shape, &key.shape(), &bias.shape());
     let (q, k, v, bias) = (
-        f32_values::<B>(query),
-        f32_values::<B>(key),
-        f32_values::<B>(value),
+        HeadBlocks::of::<B>(query),
+        HeadBlocks::of::<B>(key),
+        HeadBlocks::of::<B>(value),
         f32_values::<B>(bias),
     );
     let (t, s, d) = (dims.queries, dims.keys, dims.head_dim);
-    let mut out = vec![0.0f32; q.len()];
+    let mut out = vec![0.0f32; shape.num_elements()];
     out.par_chunks_mut(t * d)
         .enumerate()
         .for_each(|(pair, out)| {
-            let (q, k, v) = (
-                &q[pair * t * d..][..t * d],
-                &k[pair * s * d..][..s * d],
-                &v[pair * s * d..][..s * d],
-            );
+            let (q, k, v) = (q.pair(pair), k.pair(pair), v.pair(pair));
             let bias = &bias[dims.bias_offset(pair)..][..t * s];
             let mut probs = vec![0.0f32; QUERY_BLOCK.min(t) * s];
             for start in (0..t).step_by(QUERY_BLOCK) {
@@ -147,27 +143,23 @@ fn backward<B: Backend>(
     let (query_shape, key_shape) = (query.shape(), key.shape());
     let dims = Dims::of(&query_shape, &key_shape, &bias.shape());
     let (q, k, v, bias, d_out) = (
-        f32_values::<B>(query),
-        f32_values::<B>(key),
-        f32_values::<B>(value),
+        HeadBlocks::of::<B>(query),
+        HeadBlocks::of::<B>(key),
+        HeadBlocks::of::<B>(value),
         f32_values::<B>(bias),
         f32_values::<B>(output_grad),
     );
     let (t, s, d) = (dims.queries, dims.keys, dims.head_dim);
     let scale = scale as f32;
-    let mut d_q = vec![0.0f32; q.len()];
-    let mut d_k = vec![0.0f32; k.len()];
-    let mut d_v = vec![0.0f32; v.len()];
+    let mut d_q = vec![0.0f32; query_shape.num_elements()];
+    let mut d_k = vec![0.0f32; key_shape.num_elements()];
+    let mut d_v = vec![0.0f32; key_shape.num_elements()];
     d_q.par_chunks_mut(t * d)
         .zip(d_k.par_chunks_mut(s * d))
         .zip(d_v.par_chunks_mut(s * d))
         .enumerate()
         .for_each(|(pair, ((d_q, d_k), d_v))| {
-            let (q, k, v) = (
-                &q[pair * t * d..][..t * d],
-                &k[pair * s * d..][..s * d],
-                &v[pair * s * d..][..s * d],
-            );
+            let (q, k, v) = (q.pair(pair), k.pair(pair), v.pair(pair));
             let d_out = &d_out[pair * t * d..][..t * d];
             let bias = &bias[dims.bias_offset(pair)..][..t * s];
             let block = QUERY_BLOCK.min(t) * s;
