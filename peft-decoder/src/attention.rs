@@ -21,12 +21,17 @@ use crate::fused_attention as fused;
 /// magnitude to be representable in f16; `exp(-1e4)` is exactly 0 in every float type.
 pub const MASKED_SCORE: f64 = -1e4;
 
-/// This call's keys and values appended to those `cache` holds (if any), which then holds
-/// them all; without a cache, this call's alone.
-pub fn with_cached(new: LayerKv, cache: Option<&mut LayerCache>) -> LayerKv {
+/// The keys and values a call attends: with a cache, everything it holds after this call's
+/// are appended — the prefix at its front, so that no prefix is left to attend separately
+/// (`None`); without one, the prefix as given and this call's keys and values alone.
+pub fn with_cached<'a>(
+    new: LayerKv,
+    prefix: Option<&'a LayerKv>,
+    cache: Option<&mut LayerCache>,
+) -> (Option<&'a LayerKv>, LayerKv) {
     match cache {
-        Some(cache) => cache.append(new),
-        None => new,
+        Some(cache) => (None, cache.append(new, prefix)),
+        None => (prefix, new),
     }
 }
 

@@ -92,14 +92,17 @@ impl KvCache {
     }
 }
 
-/// One layer's cached keys and values, `[B, heads, capacity, head_dim]` buffers of which the
-/// first `len` positions are held. Each call's keys and values are written into the free
+/// One layer's cached keys and values: `[B, heads, capacity, head_dim]` buffers holding, in
+/// order, the prefix of a prefix-tuning adapter (written once, by the first call) and the keys
+/// and values of the tokens processed so far — the order in which attention reads them, so
+/// that no call joins them anew. Each call's keys and values are written into the free
 /// positions, in place where the backend can (flex, LibTorch: the buffer is not shared between
-/// calls), instead of concatenating the whole cache anew for every decoded token; a full buffer
-/// is copied once into one twice as large.
+/// calls); a full buffer is copied once into one twice as large.
 #[derive(Clone, Debug, Default)]
 pub struct LayerCache {
     buffer: Option<LayerKv>,
+    prefix_len: usize,
+    /// Token positions held after the prefix.
     len: usize,
 }
 
@@ -108,11 +111,21 @@ pub struct LayerCache {
 const MIN_CACHE_CAPACITY: usize = 64;
 
 impl LayerCache {
-    /// Appends `new` (`[B, heads, T, head_dim]`) and returns every held key and value, the new
-    /// ones last.
-    pub fn append(&mut self, new: LayerKv) -> LayerKv {
+    /// Appends `new` (`[B, heads, T, head_dim]`) and returns every held key and value: the
+    /// prefix, then the tokens, the new ones last. The first call also writes `prefix`
+    /// (`[1 or B, heads, P, head_dim]`) ahead of its tokens; later calls are given the same
+    /// prefix (the batch's adapters do not change during generation) and do not write it again.
+    pub fn append(&mut self, new: LayerKv, prefix: Option<&LayerKv>) -> LayerKv {
         let [batch, heads, added, head_dim] = new.key.dims();
-        let (start, end) = (self.len, self.len + added);
+        let prefix = match self.buffer {
+            None => prefix.filter(|prefix| !prefix.is_empty()),
+            Some(_) => None,
+        };
+        if let Some(prefix) = prefix {
+            self.prefix_len = prefix.len();
+        }
+        let start = self.prefix_len + self.len;
+        let end = start + added;
         let buffer = match self.buffer.take() {
             Some(buffer) if buffer.len() >= end => buffer,
             held => {
@@ -135,17 +148,25 @@ impl LayerCache {
                 LayerKv::new(room(key, &new.key), room(value, &new.value))
             }
         };
-        let at = [0..batch, 0..heads, start..end, 0..head_dim];
-        let buffer = LayerKv::new(
-            buffer.key.slice_assign(at.clone(), new.key),
-            buffer.value.slice_assign(at, new.value),
-        );
+        let write = |buffer: Tensor<4>, from: usize, values: Tensor<4>| {
+            let [_, _, len, _] = values.dims();
+            let values = values
+                .expand([batch, heads, len, head_dim])
+                .cast(buffer.dtype());
+            buffer.slice_assign([0..batch, 0..heads, from..from + len, 0..head_dim], values)
+        };
+        let (mut key, mut value) = (buffer.key, buffer.value);
+        if let Some(prefix) = prefix {
+            key = write(key, 0, prefix.key.clone());
+            value = write(value, 0, prefix.value.clone());
+        }
+        let buffer = LayerKv::new(write(key, start, new.key), write(value, start, new.value));
         let held = LayerKv::new(
             buffer.key.clone().narrow(2, 0, end),
             buffer.value.clone().narrow(2, 0, end),
         );
         self.buffer = Some(buffer);
-        self.len = end;
+        self.len += added;
         held
     }
 }

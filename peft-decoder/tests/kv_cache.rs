@@ -49,7 +49,7 @@ fn the_cache_holds_every_call_in_order_across_growth() {
                 ),
                 None => new.clone(),
             });
-            let held = cache.append(new);
+            let held = cache.append(new, None);
             let expected = all.as_ref().unwrap();
             assert_same(
                 &format!("{name}, call {call}: keys"),
@@ -70,14 +70,14 @@ fn dropping_rows_keeps_the_other_rows_cache() {
     let device = Device::flex();
     let mut cache = KvCache::new(1);
     let first = kv(3, 4, 0, &device);
-    cache.layer_mut(0).append(first.clone());
+    cache.layer_mut(0).append(first.clone(), None);
     cache.select_rows(Tensor::from_data(
         TensorData::new(vec![0i64, 2], [2]),
         &device,
     ));
     assert_eq!(cache.len(), 4);
     let next = kv(2, 1, 1, &device);
-    let held = cache.layer_mut(0).append(next.clone());
+    let held = cache.layer_mut(0).append(next.clone(), None);
     let kept = |t: &Tensor<4>| {
         Tensor::cat(
             vec![t.clone().narrow(0, 0, 1), t.clone().narrow(0, 2, 1)],
@@ -99,8 +99,8 @@ fn attention_reads_the_held_positions_of_the_cache() {
     for (name, device) in common::devices() {
         let device = device.autodiff();
         let mut cache = LayerCache::default();
-        cache.append(kv(2, 9, 0, &device));
-        let held = cache.append(kv(2, 2, 1, &device));
+        cache.append(kv(2, 9, 0, &device), None);
+        let held = cache.append(kv(2, 2, 1, &device), None);
         let [_, _, keys, _] = held.key.dims();
         let copy = LayerKv::new(
             Tensor::from_data(held.key.to_data(), &device),
@@ -125,5 +125,38 @@ fn attention_reads_the_held_positions_of_the_cache() {
             max_diff(grad_from_cache, grad_from_copy) < 1e-6,
             "{name}: query gradients differ"
         );
+    }
+}
+
+/// A prefix given with the first call is held at the front of the keys, once, whether shared by
+/// the batch or one per row; the cache's length counts tokens only.
+#[test]
+fn the_prefix_is_held_ahead_of_the_tokens() {
+    let device = Device::flex();
+    for prefix_batch in [1, 2] {
+        let prefix = kv(prefix_batch, 3, 99, &device);
+        let per_row = |t: &Tensor<4>| t.clone().expand([2, 2, 3, 3]);
+        let mut cache = KvCache::new(1);
+        let mut tokens = kv(2, 4, 0, &device);
+        let mut held = cache.layer_mut(0).append(tokens.clone(), Some(&prefix));
+        for call in 1..70 {
+            let new = kv(2, 1, call, &device);
+            tokens = LayerKv::new(
+                Tensor::cat(vec![tokens.key, new.key.clone()], 2),
+                Tensor::cat(vec![tokens.value, new.value.clone()], 2),
+            );
+            held = cache.layer_mut(0).append(new, Some(&prefix));
+        }
+        assert_eq!(
+            cache.len(),
+            4 + 69,
+            "the length counts tokens, not the prefix"
+        );
+        let expected = |prefix: &Tensor<4>, tokens: &Tensor<4>| {
+            Tensor::cat(vec![per_row(prefix), tokens.clone()], 2)
+        };
+        let what = format!("prefix batch {prefix_batch}");
+        assert_same(&what, &held.key, &expected(&prefix.key, &tokens.key));
+        assert_same(&what, &held.value, &expected(&prefix.value, &tokens.value));
     }
 }

@@ -68,7 +68,7 @@ impl CausalSelfAttention {
         };
         let (query, new_kv) = (part(0), LayerKv::new(part(1), part(2)));
 
-        let keys = with_cached(new_kv, cache);
+        let (prefix, keys) = with_cached(new_kv, prefix, cache);
         let context = attend(
             query,
             prefix,

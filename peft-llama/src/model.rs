@@ -98,7 +98,7 @@ impl Attention {
         let (query, key) = (rotate(query, cos, sin), rotate(key, cos, sin));
         // The cache and the prefix keep the key/value heads; each is repeated for its group
         // of query heads only here, as Hugging Face's `repeat_kv` does.
-        let keys = with_cached(LayerKv::new(key, value), cache);
+        let (prefix, keys) = with_cached(LayerKv::new(key, value), prefix, cache);
         let groups = self.n_head / self.n_kv_head;
         let repeat = |kv: &LayerKv| {
             LayerKv::new(
