@@ -130,16 +130,18 @@ impl LayerCache {
             Some(buffer) if buffer.len() >= end => buffer,
             held => {
                 let capacity = end.next_power_of_two().max(MIN_CACHE_CAPACITY);
-                let room = |past: Option<Tensor<4>>, like: &Tensor<4>| {
-                    let free = Tensor::<4>::zeros(
-                        [batch, heads, capacity - start, head_dim],
-                        &like.device(),
-                    )
-                    .cast(like.dtype());
-                    match past {
-                        Some(past) => Tensor::cat(vec![past.narrow(2, 0, start), free], 2),
-                        None => free,
-                    }
+                let zeros = |len: usize, like: &Tensor<4>| {
+                    Tensor::<4>::zeros([batch, heads, len, head_dim], &like.device())
+                        .cast(like.dtype())
+                };
+                // A first buffer is all free (a prefix is written into it below); a full one
+                // keeps its held positions.
+                let room = |past: Option<Tensor<4>>, like: &Tensor<4>| match past {
+                    Some(past) => Tensor::cat(
+                        vec![past.narrow(2, 0, start), zeros(capacity - start, like)],
+                        2,
+                    ),
+                    None => zeros(capacity, like),
                 };
                 let (key, value) = match held {
                     Some(held) => (Some(held.key), Some(held.value)),

@@ -129,34 +129,41 @@ fn attention_reads_the_held_positions_of_the_cache() {
 }
 
 /// A prefix given with the first call is held at the front of the keys, once, whether shared by
-/// the batch or one per row; the cache's length counts tokens only.
+/// the batch or one per row, across buffer growths; the cache's length counts tokens only. A
+/// long prefix and first call (40 + 20 positions in a first buffer of 64) are the case where
+/// the first buffer must leave room for both.
 #[test]
 fn the_prefix_is_held_ahead_of_the_tokens() {
     let device = Device::flex();
+    let (prefix_len, first) = (40, 20);
     for prefix_batch in [1, 2] {
-        let prefix = kv(prefix_batch, 3, 99, &device);
-        let per_row = |t: &Tensor<4>| t.clone().expand([2, 2, 3, 3]);
-        let mut cache = KvCache::new(1);
-        let mut tokens = kv(2, 4, 0, &device);
-        let mut held = cache.layer_mut(0).append(tokens.clone(), Some(&prefix));
-        for call in 1..70 {
-            let new = kv(2, 1, call, &device);
-            tokens = LayerKv::new(
-                Tensor::cat(vec![tokens.key, new.key.clone()], 2),
-                Tensor::cat(vec![tokens.value, new.value.clone()], 2),
-            );
-            held = cache.layer_mut(0).append(new, Some(&prefix));
-        }
-        assert_eq!(
-            cache.len(),
-            4 + 69,
-            "the length counts tokens, not the prefix"
-        );
+        let prefix = kv(prefix_batch, prefix_len, 99, &device);
+        let per_row = |t: &Tensor<4>| t.clone().expand([2, 2, prefix_len, 3]);
         let expected = |prefix: &Tensor<4>, tokens: &Tensor<4>| {
             Tensor::cat(vec![per_row(prefix), tokens.clone()], 2)
         };
-        let what = format!("prefix batch {prefix_batch}");
-        assert_same(&what, &held.key, &expected(&prefix.key, &tokens.key));
-        assert_same(&what, &held.value, &expected(&prefix.value, &tokens.value));
+        let mut cache = KvCache::new(1);
+        let mut tokens = kv(2, first, 0, &device);
+        for call in 0..70 {
+            let new = if call == 0 {
+                tokens.clone()
+            } else {
+                let new = kv(2, 1, call, &device);
+                tokens = LayerKv::new(
+                    Tensor::cat(vec![tokens.key, new.key.clone()], 2),
+                    Tensor::cat(vec![tokens.value, new.value.clone()], 2),
+                );
+                new
+            };
+            let held = cache.layer_mut(0).append(new, Some(&prefix));
+            let what = format!("prefix batch {prefix_batch}, call {call}");
+            assert_same(&what, &held.key, &expected(&prefix.key, &tokens.key));
+            assert_same(&what, &held.value, &expected(&prefix.value, &tokens.value));
+        }
+        assert_eq!(
+            cache.len(),
+            first + 69,
+            "the length counts tokens, not the prefix"
+        );
     }
 }
