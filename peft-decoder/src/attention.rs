@@ -3,9 +3,11 @@
 //!
 //! The keys a query sees are, in order: the prefix (from a prefix-tuning adapter, shared by the
 //! batch or one per row), the cached keys of earlier tokens, and the keys of the current tokens.
-//! The prefix is attended as its own segment — its scores and its weighted values are separate
-//! matrix products that broadcast over the batch — so a `[1, heads, p, head_dim]` prefix is never
-//! copied per example.
+//! Without a KV cache (training, evaluation) the prefix is attended as its own segment — its
+//! scores and its weighted values are separate matrix products that broadcast over the batch —
+//! so a `[1, heads, p, head_dim]` prefix is never copied per example. With one (generation), the
+//! cache holds the prefix, copied once per row, at the front of its buffers
+//! ([`LayerCache`]), so that each decoded token reads all its keys as one run.
 
 use burn::nn::Dropout;
 use burn::prelude::*;

@@ -143,10 +143,7 @@ impl LayerCache {
                     ),
                     None => zeros(capacity, like),
                 };
-                let (key, value) = match held {
-                    Some(held) => (Some(held.key), Some(held.value)),
-                    None => (None, None),
-                };
+                let (key, value) = held.map(|held| (held.key, held.value)).unzip();
                 LayerKv::new(room(key, &new.key), room(value, &new.value))
             }
         };
