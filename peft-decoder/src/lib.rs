@@ -27,6 +27,7 @@ pub mod fused_adamw;
 pub mod fused_attention;
 pub mod fused_layers;
 pub mod generate;
+pub mod init;
 pub mod layout;
 pub mod loss;
 pub mod mixed;

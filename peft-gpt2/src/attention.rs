@@ -8,7 +8,8 @@ use peft_decoder::LayerCache;
 use peft_decoder::attention::{attend, with_cached};
 
 use crate::config::Gpt2Config;
-use crate::init::{INIT_STD, hf_linear, residual_projection_std};
+use crate::init::{INIT_STD, residual_projection_std};
+use peft_decoder::init::hf_linear;
 
 #[derive(Module, Debug)]
 pub struct CausalSelfAttention {
@@ -34,8 +35,8 @@ impl CausalSelfAttention {
             scale /= (layer + 1) as f64;
         }
         Self {
-            c_attn: hf_linear(d, 3 * d, INIT_STD, device),
-            c_proj: hf_linear(d, d, residual_projection_std(config), device),
+            c_attn: hf_linear(d, 3 * d, true, INIT_STD, device),
+            c_proj: hf_linear(d, d, true, residual_projection_std(config), device),
             attn_dropout: DropoutConfig::new(config.attn_pdrop).init(),
             resid_dropout: DropoutConfig::new(config.resid_pdrop).init(),
             n_head: config.n_head,

@@ -6,9 +6,7 @@
 //! [`Gpt2::forward`] takes those embeddings, explicit positions, an attention mask and optional
 //! per-layer prefix keys/values (prefix tuning), plus an optional [`KvCache`] for generation.
 
-use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
-};
+use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
 use peft_core::LayerKv;
 use peft_decoder::fused_layers::{gelu_tanh, layer_norm};
@@ -17,7 +15,8 @@ use peft_decoder::{Decoder, ForwardInput, InputError, KvCache, LayerCache};
 use crate::attention::CausalSelfAttention;
 use crate::config::Gpt2Config;
 use crate::error::{Error, Result};
-use crate::init::{INIT_STD, hf_linear, normal, residual_projection_std};
+use crate::init::{INIT_STD, residual_projection_std};
+use peft_decoder::init::{hf_embedding, hf_linear};
 
 #[derive(Module, Debug)]
 pub struct Mlp {
@@ -29,10 +28,11 @@ pub struct Mlp {
 impl Mlp {
     fn new(config: &Gpt2Config, device: &Device) -> Self {
         Self {
-            c_fc: hf_linear(config.n_embd, config.mlp_width(), INIT_STD, device),
+            c_fc: hf_linear(config.n_embd, config.mlp_width(), true, INIT_STD, device),
             c_proj: hf_linear(
                 config.mlp_width(),
                 config.n_embd,
+                true,
                 residual_projection_std(config),
                 device,
             ),
@@ -108,12 +108,8 @@ impl Gpt2 {
     pub fn new(config: &Gpt2Config, device: &Device) -> Self {
         let d = config.n_embd;
         Self {
-            wte: EmbeddingConfig::new(config.vocab_size, d)
-                .with_initializer(normal(INIT_STD))
-                .init(device),
-            wpe: EmbeddingConfig::new(config.n_positions, d)
-                .with_initializer(normal(INIT_STD))
-                .init(device),
+            wte: hf_embedding(config.vocab_size, d, INIT_STD, device),
+            wpe: hf_embedding(config.n_positions, d, INIT_STD, device),
             h: (0..config.n_layer)
                 .map(|layer| Block::new(config, layer, device))
                 .collect(),

@@ -64,6 +64,8 @@ pub struct LlamaConfig {
     /// RMSNorm over each head's queries and keys before the rotary phases (Qwen3).
     pub qk_norm: bool,
     pub eos_token_id: Option<u32>,
+    /// Standard deviation of fresh weights (`initializer_range`): a random model's only.
+    pub initializer_range: f64,
 }
 
 /// `config.json` as written, before defaults and checks.
@@ -89,6 +91,7 @@ struct RawConfig {
     sliding_window: Option<usize>,
     use_sliding_window: Option<bool>,
     eos_token_id: Option<serde_json::Value>,
+    initializer_range: Option<f64>,
 }
 
 impl LlamaConfig {
@@ -214,6 +217,9 @@ impl LlamaConfig {
             mlp_bias: raw.mlp_bias.unwrap_or(false),
             qk_norm: family == Family::Qwen3,
             eos_token_id: eos_id(raw.eos_token_id.as_ref()),
+            initializer_range: raw
+                .initializer_range
+                .unwrap_or(peft_decoder::init::DEFAULT_INITIALIZER_RANGE),
         })
     }
 

@@ -4,14 +4,12 @@
 //! phases (and Qwen3's per-head query/key norms), a SwiGLU MLP, an LM head tied to the token
 //! embedding or not.
 
-use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm,
-    RmsNormConfig,
-};
+use burn::nn::{Dropout, DropoutConfig, Embedding, Linear, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
 use peft_core::LayerKv;
 use peft_decoder::attention::{attend, repeat_heads, with_cached};
 use peft_decoder::fused_layers::{rms_norm, silu};
+use peft_decoder::init::{hf_embedding, hf_linear};
 use peft_decoder::{Decoder, ForwardInput, KvCache, LayerCache};
 
 use crate::config::LlamaConfig;
@@ -38,9 +36,7 @@ impl Attention {
         let (d, hd) = (config.hidden_size, config.head_dim);
         let (heads, kv) = (config.num_attention_heads, config.num_key_value_heads);
         let linear = |inputs, outputs, bias| {
-            LinearConfig::new(inputs, outputs)
-                .with_bias(bias)
-                .init(device)
+            hf_linear(inputs, outputs, bias, config.initializer_range, device)
         };
         let norm = || {
             config.qk_norm.then(|| {
@@ -137,7 +133,7 @@ impl Mlp {
             config.intermediate_size,
             config.mlp_bias,
         );
-        let linear = |i, o| LinearConfig::new(i, o).with_bias(bias).init(device);
+        let linear = |i, o| hf_linear(i, o, bias, config.initializer_range, device);
         Self {
             gate_proj: linear(d, width),
             up_proj: linear(d, width),
@@ -217,13 +213,18 @@ pub struct Llama {
 }
 
 impl Llama {
-    /// A randomly initialised model of `config`'s shape (weights are lazy: loading a
-    /// checkpoint afterwards never materialises the random ones).
+    /// A randomly initialised model of `config`'s shape, as Hugging Face initialises one
+    /// (`peft_decoder::init`; weights are lazy: loading a checkpoint afterwards never
+    /// materialises the random ones).
     pub fn new(config: &LlamaConfig, device: &Device) -> Self {
         Self {
             model: LlamaModel {
-                embed_tokens: EmbeddingConfig::new(config.vocab_size, config.hidden_size)
-                    .init(device),
+                embed_tokens: hf_embedding(
+                    config.vocab_size,
+                    config.hidden_size,
+                    config.initializer_range,
+                    device,
+                ),
                 layers: (0..config.num_hidden_layers)
                     .map(|_| Layer::new(config, device))
                     .collect(),
@@ -232,9 +233,13 @@ impl Llama {
                     .init(device),
             },
             lm_head: (!config.tie_word_embeddings).then(|| {
-                LinearConfig::new(config.hidden_size, config.vocab_size)
-                    .with_bias(false)
-                    .init(device)
+                hf_linear(
+                    config.hidden_size,
+                    config.vocab_size,
+                    false,
+                    config.initializer_range,
+                    device,
+                )
             }),
             rope: Rope::new(config),
             max_positions: config.max_positions,
