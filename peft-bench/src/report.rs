@@ -40,6 +40,12 @@ pub struct Record {
     pub peak_rss_mib: f64,
     /// Peak device memory where the backend reports it (the Python reference on CUDA), MiB.
     pub device_peak_mib: Option<f64>,
+    /// Training: the loss of the first step (before any update) and of the last, to check that
+    /// variants of one setup (fused or decomposed, one backend or another) compute the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_loss: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_loss: Option<f32>,
     /// Mixed-adapter mode: the same batch with one adapter for every row, tokens/s.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub single_adapter_tokens_per_s: Option<f64>,
@@ -73,6 +79,8 @@ impl Record {
             new_tokens: None,
             peak_rss_mib: 0.0,
             device_peak_mib: None,
+            first_loss: None,
+            last_loss: None,
             single_adapter_tokens_per_s: None,
             one_at_a_time_tokens_per_s: None,
         }

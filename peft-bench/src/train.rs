@@ -57,6 +57,7 @@ pub fn run(args: &TrainBench) -> Result<Record> {
     let mut learner = Learner::new(trainee, optimizer, ConstantLr::new(1e-3));
 
     let mut timings = Vec::with_capacity(args.steps);
+    let mut losses = Vec::with_capacity(args.warmup + args.steps);
     for step in 0..args.warmup + args.steps {
         let started = Instant::now();
         let batch = batcher.batch(examples.clone(), &device);
@@ -68,6 +69,7 @@ pub fn run(args: &TrainBench) -> Result<Record> {
         if !loss.is_finite() {
             bail!("step {step}: loss is {loss}");
         }
+        losses.push(loss);
         device
             .sync()
             .map_err(|e| anyhow::anyhow!("device error: {e:?}"))?;
@@ -77,5 +79,7 @@ pub fn run(args: &TrainBench) -> Result<Record> {
     }
     let mut record = Record::new("train", setup, trainable);
     record.set_steps(&timings, setup.batch * setup.seq);
+    record.first_loss = losses.first().copied();
+    record.last_loss = losses.last().copied();
     Ok(record.finish())
 }

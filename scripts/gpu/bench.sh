@@ -9,22 +9,29 @@
 # Prepare here (x86-64; the device machine has no cargo): with the environment of
 # scripts/test.sh (LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1, a venv with the CUDA
 # build of torch 2.11 on PATH),
-#   cargo build --release -p peft-bench --no-default-features --features tch
+#   cargo build --release -p peft-bench -p peft-train --no-default-features --features tch
 #   echo /gpu/ >> .git/info/exclude && mkdir -p gpu
-#   strip -o gpu/peft-bench target/release/peft-bench && gzip -f gpu/peft-bench
-# then, with the device tool, carry `gpu` and run `scripts/gpu/bench.sh`. The binary links the
-# machine's own torch 2.11 (its `lib` is put on LD_LIBRARY_PATH here).
+#   for b in peft-bench peft-train; do strip -o gpu/$b target/release/$b && gzip -f gpu/$b; done
+# (~23 min on 2 cores from clean; 30 MB together) then, with the device tool, carry `gpu` and run
+#   scripts/gpu/parity.sh; BENCH_BUDGET_S=380 BENCH_RUN_TIMEOUT_S=150 scripts/gpu/bench.sh
+# (parity.sh checks first that the GPU computes what the CPU does). The binaries link the
+# machine's own torch 2.11 (its `lib` is put on LD_LIBRARY_PATH here). The first run, on an
+# H200, is in BENCHMARKS.md; its records in docs/gpu/.
 #
 # The cases run in the order of BENCH_CASES, most important first, and no new case starts once
 # BENCH_BUDGET_S seconds (default 420) have passed, so that the call ends inside the device
 # time with what it measured. A case is `mode:model:method:BATCHxSEQ:dtype`:
 #   train — training steps, both implementations; `+compile` after the dtype adds PEFT under
-#           torch.compile (~90 s of compilation);
+#           torch.compile (~90 s of compilation), `+decomposed` adds peft-rs with Burn's own
+#           attention, LayerNorm and GELU (`--attention decomposed --layers decomposed`);
+#   compiled — PEFT alone under torch.compile, joining the `train` row of the same shape (last
+#           in the list: its compilation is the slowest run);
 #   infer — prefill and 64 KV-cached new tokens, both implementations;
 #   mixed — peft-rs only: 8 requests with 8 different adapters in one batch, against the same
 #           batch with one adapter and one batch per adapter.
-# Other knobs: BENCH_STEPS (10), BENCH_DEVICE (tch-cuda) and BENCH_TORCH_DEVICE (cuda) — tch /
-# cpu try the whole script on a CPU, with tiny BENCH_CASES.
+# Other knobs: BENCH_STEPS (10), BENCH_RUN_TIMEOUT_S (300, one process's limit),
+# BENCH_DEVICE (tch-cuda) and BENCH_TORCH_DEVICE (cuda) — tch / cpu try the whole script on a
+# CPU, with tiny BENCH_CASES.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-target/bench}"
@@ -32,25 +39,20 @@ mkdir -p "$out"
 records="$out/gpu.jsonl"
 : > "$records"
 
-bench="${PEFT_BENCH:-/tmp/peft-bench}"
-if [ ! -x "$bench" ]; then
-    gunzip -c gpu/peft-bench.gz > "$bench" && chmod +x "$bench" || {
-        echo "no peft-bench: carry gpu/peft-bench.gz (see this script's header)" >&2
-        exit 1
-    }
-fi
-torch_lib="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')" || exit 1
-export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+source scripts/gpu/common.sh
+bench="$(unpack peft-bench "${PEFT_BENCH:-}")" || exit 1
 export PYTHONUNBUFFERED=1
 
 device="${BENCH_DEVICE:-tch-cuda}"
 torch_device="${BENCH_TORCH_DEVICE:-cuda}"
 steps="${BENCH_STEPS:-10}"
 budget="${BENCH_BUDGET_S:-420}"
-cases="${BENCH_CASES:-train:gpt2:prompt:32x512:bf16+compile train:gpt2:prefix:32x512:bf16 \
-train:gpt2:full:32x512:bf16 train:gpt2:prompt:8x1004:bf16 train:gpt2:prompt:32x128:bf16 \
-infer:gpt2:prompt:32x128:bf16 mixed:gpt2:prompt:8x16:bf16 train:gpt2:prompt:32x512:f32 \
-train:gpt2-medium:prompt:16x512:bf16 train:llama-3.2-1b:prompt:8x256:bf16}"
+run_timeout="${BENCH_RUN_TIMEOUT_S:-300}"
+cases="${BENCH_CASES:-train:gpt2:prompt:32x512:bf16+decomposed train:gpt2:prefix:32x512:bf16 \
+train:gpt2:full:32x512:bf16 train:gpt2:prompt:8x1004:bf16 train:llama-3.2-1b:prompt:8x256:bf16 \
+infer:gpt2:prompt:32x128:bf16 mixed:gpt2:prompt:8x16:bf16 train:gpt2:prefix:8x1004:bf16 \
+train:gpt2:full:8x1004:bf16 train:gpt2:prompt:32x512:f32 compiled:gpt2:prompt:32x512:bf16 \
+train:gpt2:prompt:32x128:bf16 train:gpt2-medium:prompt:16x512:bf16}"
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
     python3 -c 'import torch, transformers, peft; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")'
@@ -66,7 +68,7 @@ record() {
             > "$out/memory.txt" 2> /dev/null &
         sampler=$!
     fi
-    line="$(timeout 300 "$@" 2> "$out/last-error.txt" | grep '^{' | tail -n 1)"
+    line="$(timeout "$run_timeout" "$@" 2> "$out/last-error.txt" | grep '^{' | tail -n 1)"
     if [ -n "$sampler" ]; then
         kill "$sampler" 2> /dev/null
         wait "$sampler" 2> /dev/null
@@ -92,22 +94,32 @@ for case in $cases; do
     fi
     IFS=: read -r mode model method shape dtype <<< "$case"
     compile=0
-    if [ "${dtype%+compile}" != "$dtype" ]; then
-        compile=1
-        dtype="${dtype%+compile}"
-    fi
+    decomposed=0
+    case "$dtype" in
+        *+compile) compile=1 ;;
+        *+decomposed) decomposed=1 ;;
+    esac
+    dtype="${dtype%+*}"
     batch="${shape%x*}"
     seq="${shape#*x}"
     common=(--model "$model" --method "$method" --batch "$batch" --seq "$seq" --dtype "$dtype")
     case "$mode" in
         train)
             record "$bench" train "${common[@]}" --steps "$steps" --device "$device"
+            if [ "$decomposed" = 1 ]; then
+                record "$bench" train "${common[@]}" --steps "$steps" --device "$device" \
+                    --attention decomposed --layers decomposed
+            fi
             record python3 scripts/reference/bench_peft.py train "${common[@]}" --steps "$steps" \
                 --device "$torch_device"
             if [ "$compile" = 1 ]; then
                 record python3 scripts/reference/bench_peft.py train "${common[@]}" \
                     --steps "$steps" --device "$torch_device" --compile
             fi
+            ;;
+        compiled)
+            record python3 scripts/reference/bench_peft.py train "${common[@]}" --steps "$steps" \
+                --device "$torch_device" --compile
             ;;
         infer)
             record "$bench" infer "${common[@]}" --new-tokens 64 --device "$device"

@@ -23,7 +23,12 @@ def main(path):
     cases = {}
     for r in runs:
         key = (r["mode"], r["model"], r["method"], r["batch"], r["seq"], r["dtype"])
-        cases.setdefault(key, {})[r["implementation"]] = r
+        implementation = r["implementation"]
+        # peft-rs with Burn's own attention, LayerNorm and GELU (`+decomposed` cases): the
+        # fused operations' gain, on its own row.
+        if r.get("attention") == "decomposed":
+            implementation += "-decomposed"
+        cases.setdefault(key, {})[implementation] = r
 
     print("| case | peft-rs tok/s | PEFT eager tok/s | ratio | PEFT compiled tok/s | ratio "
           "| GPU peak MiB peft-rs / PEFT eager |")
@@ -45,6 +50,13 @@ def main(path):
         print(f"| {name} | {fmt(tok(ours))} | {fmt(tok(eager))} | {ratio(tok(ours), tok(eager))} "
               f"| {fmt(tok(compiled))} | {ratio(tok(ours), tok(compiled))} "
               f"| {fmt(peak(ours))} / {fmt(peak(eager))} |")
+        decomposed = by.get("peft-rs-decomposed")
+        if decomposed:
+            print(f"| {name}, peft-rs with decomposed attention and layers "
+                  f"| {fmt(tok(decomposed))} | {fmt(tok(eager))} "
+                  f"| {ratio(tok(decomposed), tok(eager))} | {fmt(tok(compiled))} "
+                  f"| {ratio(tok(decomposed), tok(compiled))} "
+                  f"| {fmt(peak(decomposed))} / {fmt(peak(eager))} |")
         if mode == "infer":
             prefill = lambda r: r and r.get("prefill_tokens_per_s")
             print(f"| {mode} {model} {method} {batch}×{seq} {dtype} (prefill) "

@@ -142,7 +142,7 @@ def bench_train(args, model, config):
     ids = torch.randint(0, config.vocab_size, (args.batch, args.seq), generator=generator)
     ids = ids.to(args.device)
     warmup = 2 if args.warmup is None else args.warmup
-    times = []
+    times, losses = [], []
     for step in range(warmup + args.steps):
         started = time.perf_counter()
         with autocast(args):
@@ -154,10 +154,14 @@ def bench_train(args, model, config):
         sync(args)
         if not torch.isfinite(torch.tensor(value)):
             sys.exit(f"step {step}: loss is {value}")
+        losses.append(value)
         if step >= warmup:
             times.append(time.perf_counter() - started)
     count = sum(p.numel() for p in trainable)
-    return record(args, "train", count, times, args.batch * args.seq)
+    out = record(args, "train", count, times, args.batch * args.seq)
+    # As peft-bench reports them: the loss before any update, and the last step's.
+    out["first_loss"], out["last_loss"] = losses[0], losses[-1]
+    return out
 
 
 @torch.no_grad()
