@@ -6,10 +6,10 @@ use burn::prelude::*;
 use peft_core::LayerKv;
 use peft_decoder::LayerCache;
 use peft_decoder::attention::{attend, with_cached};
+use peft_decoder::init::hf_linear;
 
 use crate::config::Gpt2Config;
 use crate::init::{INIT_STD, residual_projection_std};
-use peft_decoder::init::hf_linear;
 
 #[derive(Module, Debug)]
 pub struct CausalSelfAttention {

@@ -10,13 +10,13 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Li
 use burn::prelude::*;
 use peft_core::LayerKv;
 use peft_decoder::fused_layers::{gelu_tanh, layer_norm};
+use peft_decoder::init::{hf_embedding, hf_linear};
 use peft_decoder::{Decoder, ForwardInput, InputError, KvCache, LayerCache};
 
 use crate::attention::CausalSelfAttention;
 use crate::config::Gpt2Config;
 use crate::error::{Error, Result};
 use crate::init::{INIT_STD, residual_projection_std};
-use peft_decoder::init::{hf_embedding, hf_linear};
 
 #[derive(Module, Debug)]
 pub struct Mlp {

@@ -10,10 +10,9 @@
 #           scored on the CPU: losses within 1e-4.
 # Prints one line per check and `parity: PASS` or `parity: FAIL` last; records in $OUT/parity.txt.
 #
-# Prepare as scripts/gpu/bench.sh's header says, and also
-#   strip -o gpu/peft-train target/release/peft-train && gzip -f gpu/peft-train
-# (both built with `--no-default-features --features tch`). BENCH_DEVICE (tch-cuda) and
-# BENCH_DEVICE_REFERENCE (tch) pick the two devices; tch / tch runs the script on a CPU.
+# Prepare as scripts/gpu/bench.sh's header says (it packs peft-train too). BENCH_DEVICE
+# (tch-cuda) and BENCH_DEVICE_REFERENCE (tch) pick the two devices; tch / tch runs the script
+# on a CPU.
 # PARITY_CHECKS ("eval train") picks the checks.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,11 +30,12 @@ cpu="${BENCH_DEVICE_REFERENCE:-tch}"
 data=fixtures/data/text.jsonl
 failed=0
 checks="${PARITY_CHECKS:-eval train}"
+wants() { [[ " $checks " == *" $1 "* ]]; }
 
 # compare NAME TOLERANCE A.json B.json: the largest per-example loss difference of two eval
 # reports; over TOLERANCE (or "report" for none) fails the run.
 compare() {
-    python3 - "$@" << 'EOF' | tee -a "$log"
+    python3 - "$@" << 'EOF' | tee -a "$log" || failed=1
 import json, sys
 name, tolerance, a, b = sys.argv[1:5]
 left, right = (json.load(open(p)) for p in (a, b))
@@ -45,8 +45,8 @@ diff = max(diff, abs(left["mean_loss"] - right["mean_loss"]))
 verdict = "reported" if tolerance == "report" else ("ok" if diff <= float(tolerance) else "FAIL")
 print(f"{name}: mean loss {left['mean_loss']:.6f} vs {right['mean_loss']:.6f}, "
       f"max |diff| {diff:.2e} ({verdict}, tolerance {tolerance})")
+sys.exit(verdict == "FAIL")
 EOF
-    grep -q "^$1: .*(FAIL" "$log" && failed=1
 }
 
 # run LABEL COMMAND...: a failed command fails the parity check, with its last words.
@@ -60,7 +60,7 @@ run() {
     fi
 }
 
-for case in $([[ " $checks " == *" eval "* ]] && echo tiny-gpt2:prompt tiny-gpt2:prefix tiny-gpt2:prefix-projection \
+for case in $(wants eval && echo tiny-gpt2:prompt tiny-gpt2:prefix tiny-gpt2:prefix-projection \
     tiny-llama:tiny-llama-prefix-projection tiny-qwen2:tiny-qwen2-prompt \
     tiny-qwen3:tiny-qwen3-prefix); do
     model="${case%%:*}"
@@ -84,14 +84,16 @@ done
 # the checkpoint's dropout (which full fine-tuning runs, drawing from that generator) set to
 # zero; both send every gradient through the fused attention's backward.
 no_dropout="$work/tiny-gpt2-no-dropout"
-cp -r fixtures/tiny-gpt2 "$no_dropout"
-python3 - "$no_dropout/config.json" << 'EOF'
+if wants train; then
+    cp -r fixtures/tiny-gpt2 "$no_dropout"
+    python3 - "$no_dropout/config.json" << 'EOF'
 import json, sys
 config = json.load(open(sys.argv[1]))
 config.update({key: 0.0 for key in config if key.endswith("pdrop")})
 json.dump(config, open(sys.argv[1], "w"), indent=2)
 EOF
-for method in $([[ " $checks " == *" train "* ]] && echo prompt full); do
+fi
+for method in $(wants train && echo prompt full); do
     flags=(--model fixtures/tiny-gpt2 --method prompt --num-virtual-tokens 4 --prompt-init text --prompt-init-text "The food")
     if [ "$method" = full ]; then
         flags=(--method full --model "$no_dropout")
