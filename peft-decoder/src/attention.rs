@@ -50,9 +50,8 @@ pub fn set_fused_attention(enabled: bool) {
 /// the attention probabilities. `query` is `[B, heads, T, head_dim]`; keys and values have as
 /// many heads (grouped-query models repeat theirs first, see [`repeat_heads`]).
 ///
-/// Runs as one fused operation with its own backward ([`fused_attention`]) where the backend
-/// has it and no dropout acts on the probabilities (a frozen base, inference, or a dropout of
-/// 0); otherwise as [`attend_decomposed`].
+/// Runs as one fused operation with its own backward ([`fused_attention`]), dropout included,
+/// where the backend has it; otherwise as [`attend_decomposed`].
 pub fn attend(
     query: Tensor<4>,
     prefix: Option<&LayerKv>,
@@ -62,10 +61,20 @@ pub fn attend(
     dropout: &Dropout,
 ) -> Tensor<4> {
     let device = query.device();
-    let dropout_acts = dropout.prob > 0.0 && dropout.training.is_enabled() && device.is_autodiff();
-    if dropout_acts || !FUSED_ATTENTION.load(Ordering::Relaxed) || !fused::runs_on(&device) {
+    if !FUSED_ATTENTION.load(Ordering::Relaxed) || !fused::runs_on(&device) {
         return attend_decomposed(query, prefix, keys, score_bias, scale, dropout);
     }
+    // Burn's `Dropout` acts only in training, on an autodiff device.
+    let dropout = if dropout.training.is_enabled() && device.is_autodiff() {
+        dropout.prob
+    } else {
+        0.0
+    };
+    let seed = if dropout > 0.0 {
+        fused::dropout_seed(&device)
+    } else {
+        0
+    };
     let (key, value) = match prefix {
         // The fused kernel takes one key sequence: the prefix, repeated per row, then the rest.
         Some(prefix) => {
@@ -82,7 +91,7 @@ pub fn attend(
         }
         None => (keys.key.clone(), keys.value.clone()),
     };
-    fused::fused_attention(query, key, value, score_bias, scale)
+    fused::fused_attention(query, key, value, score_bias, scale, dropout, seed)
 }
 
 /// [`attend`] as separate matrix products, softmax and dropout: what every backend can run,

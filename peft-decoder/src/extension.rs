@@ -128,10 +128,24 @@ pub(crate) fn torch_gradients<const N: usize>(
     output_grad: &tch::Tensor,
     forward: impl FnOnce(&[tch::Tensor; N]) -> tch::Tensor,
 ) -> [burn::backend::libtorch::TchTensor; N] {
-    let grads = tch::with_grad(|| {
+    tch::with_grad(|| {
         let inputs = inputs.map(|tensor| tensor.detach().set_requires_grad(true));
         let output = forward(&inputs);
-        let objective = (&output * output_grad).sum(output.kind());
+        graph_gradients(&output, output_grad, inputs.each_ref())
+    })
+}
+
+/// The gradients of `sum(output_grad ∘ output)` with respect to `inputs`, through the autograd
+/// graph `output` carries from them (which this consumes).
+#[cfg(feature = "tch")]
+#[allow(deprecated)] // as above
+pub(crate) fn graph_gradients<const N: usize>(
+    output: &tch::Tensor,
+    output_grad: &tch::Tensor,
+    inputs: [&tch::Tensor; N],
+) -> [burn::backend::libtorch::TchTensor; N] {
+    let grads = tch::with_grad(|| {
+        let objective = (output * output_grad).sum(output.kind());
         tch::Tensor::run_backward(&[objective], &inputs, false, false)
     });
     let grads: [tch::Tensor; N] = grads

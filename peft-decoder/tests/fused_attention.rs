@@ -1,18 +1,32 @@
 //! The fused attention against the decomposed one it replaces: the same outputs and the same
 //! gradients for query, keys, values and prefix (f32, 1e-5), on every CPU backend compiled in,
-//! with a shared or per-row prefix, padding, a KV cache, and more queries than one block.
+//! with a shared or per-row prefix, padding, a KV cache, and more queries than one block; and
+//! its dropout: the CPU kernel's against the decomposed attention under the same mask,
+//! LibTorch's against PyTorch's own attention under the same generator state, and on every
+//! backend a backward that sees the forward's mask.
 
 use burn::nn::DropoutConfig;
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use burn::tensor::activation::softmax;
 use peft_core::LayerKv;
 use peft_decoder::attention::{attend, attend_decomposed, score_bias};
-use peft_decoder::fused_attention::runs_on;
+use peft_decoder::fused_attention::{cpu_dropout_keeps, fused_attention, runs_on};
 
 mod common;
 use common::devices;
 
 const TOLERANCE: f32 = 1e-5;
+
+/// Held by every test here: they draw from PyTorch's global generator (LibTorch's random
+/// tensors, dropout), which one of them seeds and relies on between two calls.
+static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn generator() -> std::sync::MutexGuard<'static, ()> {
+    GENERATOR
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// One attention call's operands: `batch` rows of `queries` new tokens after `past` cached ones,
 /// with `prefix` prefix positions (`shared`: one prefix broadcast over the batch, as a
@@ -148,8 +162,31 @@ fn max_difference(a: Tensor<4>, b: Tensor<4>) -> f32 {
     (a - b).abs().max().into_scalar()
 }
 
+type OutputAndGradients = (Tensor<4>, Vec<(&'static str, Tensor<4>)>);
+
+/// Asserts that two outputs and their gradients agree within [`TOLERANCE`].
+fn assert_same(
+    at: &str,
+    (output, grads): OutputAndGradients,
+    (expected, expected_grads): OutputAndGradients,
+) {
+    let difference = max_difference(output, expected);
+    assert!(
+        difference <= TOLERANCE,
+        "{at}: outputs differ by {difference}"
+    );
+    for ((name, grad), (_, expected)) in grads.into_iter().zip(expected_grads) {
+        let difference = max_difference(grad, expected);
+        assert!(
+            difference <= TOLERANCE,
+            "{at}: gradients of {name} differ by {difference}"
+        );
+    }
+}
+
 #[test]
 fn fused_attention_matches_the_decomposed_outputs_and_gradients() {
+    let _generator = generator();
     let no_dropout = DropoutConfig::new(0.0).init();
     let scale = 1.0 / (HEAD_DIM as f64).sqrt();
     for (backend, device) in devices() {
@@ -170,59 +207,279 @@ fn fused_attention_matches_the_decomposed_outputs_and_gradients() {
                     scale,
                     &no_dropout,
                 );
-                let grads = (output.clone() * operands.weights.clone()).sum().backward();
-                let gradients: Vec<_> = operands
-                    .tracked()
-                    .into_iter()
-                    .map(|(name, tensor)| {
-                        let grad = tensor
-                            .grad(&grads)
-                            .unwrap_or_else(|| panic!("{at}: no gradient for {name}"));
-                        (name, grad)
-                    })
-                    .collect();
-                (output.inner(), gradients)
+                output_and_gradients(&operands, output)
             };
             let (fused, fused_grads) = run(attend);
             let (decomposed, decomposed_grads) = run(attend_decomposed);
-            let difference = max_difference(fused, decomposed);
-            assert!(
-                difference <= TOLERANCE,
-                "{at}: outputs differ by {difference}"
-            );
-            for ((name, fused), (_, decomposed)) in fused_grads.into_iter().zip(decomposed_grads) {
-                let difference = max_difference(fused, decomposed);
-                assert!(
-                    difference <= TOLERANCE,
-                    "{at}: gradients of {name} differ by {difference}"
-                );
-            }
+            assert_same(&at, (fused, fused_grads), (decomposed, decomposed_grads));
         }
     }
 }
 
+/// The differentiated scalar's value and the gradients of the tracked operands, named.
+fn output_and_gradients(operands: &Operands, output: Tensor<4>) -> OutputAndGradients {
+    let grads = (output.clone() * operands.weights.clone()).sum().backward();
+    let gradients = operands
+        .tracked()
+        .into_iter()
+        .map(|(name, tensor)| {
+            let grad = tensor
+                .grad(&grads)
+                .unwrap_or_else(|| panic!("no gradient for {name}"));
+            (name, grad)
+        })
+        .collect();
+    (output.inner(), gradients)
+}
+
+/// The key sequence the fused kernel takes: the prefix (per row) followed by the keys.
+fn joined(operands: &Operands, batch: usize) -> (Tensor<4>, Tensor<4>) {
+    let keys = &operands.keys;
+    match &operands.prefix {
+        Some(prefix) => {
+            let per_row = |t: &Tensor<4>| {
+                let [_, heads, len, dim] = t.dims();
+                t.clone().expand([batch, heads, len, dim])
+            };
+            (
+                Tensor::cat(vec![per_row(&prefix.key), keys.key.clone()], 2),
+                Tensor::cat(vec![per_row(&prefix.value), keys.value.clone()], 2),
+            )
+        }
+        None => (keys.key.clone(), keys.value.clone()),
+    }
+}
+
 #[test]
-fn attention_dropout_keeps_the_decomposed_path_and_only_acts_in_training() {
-    // With dropout active the fused kernel (which has none) must not be used: the outputs of
-    // two calls then differ, as dropout's masks do.
+fn cpu_dropout_masks_drop_their_rate_and_differ_by_seed() {
+    let _generator = generator();
+    // GPT-2 small's attention at 4 × 128 with a 20-token prefix: 909,312 probabilities, so the
+    // share dropped is within 0.002 of the rate (over four standard deviations).
+    let shape = [4, 12, 128, 148];
+    for rate in [0.1, 0.5] {
+        let keeps = cpu_dropout_keeps(rate, 7, shape);
+        let dropped = keeps.iter().filter(|&&keep| !keep).count() as f64 / keeps.len() as f64;
+        assert!(
+            (dropped - rate).abs() < 0.002,
+            "rate {rate}: {dropped} of the probabilities dropped"
+        );
+        let other_seed = cpu_dropout_keeps(rate, 8, shape);
+        let agree = keeps
+            .iter()
+            .zip(&other_seed)
+            .filter(|(a, b)| a == b)
+            .count() as f64;
+        let expected = rate * rate + (1.0 - rate) * (1.0 - rate);
+        assert!(
+            (agree / keeps.len() as f64 - expected).abs() < 0.002,
+            "rate {rate}: seeds 7 and 8 agree on {agree} probabilities, as if not independent"
+        );
+    }
+}
+
+#[test]
+fn cpu_attention_dropout_is_the_decomposed_attention_under_its_mask() {
+    let _generator = generator();
+    let (rate, seed) = (0.3, 0x5EED);
+    let scale = 1.0 / (HEAD_DIM as f64).sqrt();
+    for (backend, device) in devices() {
+        if backend == "tch" {
+            continue; // PyTorch draws LibTorch's masks: see the next test
+        }
+        let device = device.autodiff();
+        for case in [&CASES[1], &CASES[2], &CASES[4]] {
+            let at = format!("{backend}, {}", case.name);
+            let operands = Operands::new(case, &device);
+            let (key, value) = joined(&operands, case.batch);
+            let fused = fused_attention(
+                operands.query.clone(),
+                key.clone(),
+                value.clone(),
+                operands.bias.clone(),
+                scale,
+                rate,
+                seed,
+            );
+            let [batch, heads, queries, _] = operands.query.dims();
+            let shape = [batch, heads, queries, key.dims()[2]];
+            let keeps = Tensor::<4, Bool>::from_data(
+                TensorData::new(cpu_dropout_keeps(rate, seed, shape), shape),
+                &device,
+            );
+            // The keys and values joined again: the fused call's backward consumes the graph of
+            // the first join.
+            let (key, value) = joined(&operands, case.batch);
+            let scores =
+                operands.query.clone().matmul(key.swap_dims(2, 3)) * scale + operands.bias.clone();
+            let probs = softmax(scores, 3).mask_fill(keeps.bool_not(), 0.0) / (1.0 - rate);
+            let reference = probs.matmul(value);
+            let (fused, fused_grads) = output_and_gradients(&operands, fused);
+            let (reference, reference_grads) = output_and_gradients(&operands, reference);
+            assert_same(&at, (fused, fused_grads), (reference, reference_grads));
+        }
+    }
+}
+
+#[cfg(feature = "tch")]
+#[test]
+fn libtorch_attention_dropout_is_pytorchs_under_the_same_generator_state() {
+    let _generator = generator();
+    // PyTorch's scaled-dot-product attention, called directly under the seed the fused call
+    // ran under, draws the same mask; its autograd gradients are then what the fused backward
+    // must give. A backward that ran the forward again would draw another mask and fail here.
+    let (rate, scale, seed) = (0.3, 1.0 / (HEAD_DIM as f64).sqrt(), 11);
+    #[allow(deprecated)]
+    let inner = Device::libtorch();
+    let device = inner.clone().autodiff();
+    let random = |shape: [usize; 4]| {
+        Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device).require_grad()
+    };
+    let operands = [
+        random([2, HEADS, 5, HEAD_DIM]),
+        random([2, HEADS, 9, HEAD_DIM]),
+        random([2, HEADS, 9, HEAD_DIM]),
+    ];
+    let bias = score_bias(4, 0, 5, None, &device);
+    let weights = Tensor::<4>::random(
+        [2, HEADS, 5, HEAD_DIM],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+
+    tch::manual_seed(seed);
+    let [query, key, value] = operands.clone();
+    let fused = fused_attention(query, key, value, bias.clone(), scale, rate, 0);
+    let grads = (fused.clone() * weights.clone()).sum().backward();
+
+    let to_torch = |tensor: &Tensor<4>| {
+        let shape = tensor.dims().map(|d| d as i64);
+        let values: Vec<f32> = tensor.clone().inner().into_data().iter::<f32>().collect();
+        tch::Tensor::from_slice(&values).reshape(shape)
+    };
+    let from_torch = |tensor: &tch::Tensor| {
+        let shape: Vec<usize> = tensor.size().iter().map(|&d| d as usize).collect();
+        let values = Vec::<f32>::try_from(tensor.detach().flatten(0, -1)).expect("f32");
+        Tensor::<4>::from_data(TensorData::new(values, shape), &inner)
+    };
+    let torch_operands = operands
+        .each_ref()
+        .map(|t| to_torch(t).set_requires_grad(true));
+    let [query_t, key_t, value_t] = &torch_operands;
+    tch::manual_seed(seed);
+    let reference = tch::Tensor::scaled_dot_product_attention(
+        query_t,
+        key_t,
+        value_t,
+        Some(&to_torch(&bias)),
+        rate,
+        false,
+        scale,
+        false,
+    );
+    (&reference * to_torch(&weights))
+        .sum(tch::Kind::Float)
+        .backward();
+
+    let difference = max_difference(fused.inner(), from_torch(&reference));
+    assert!(difference <= TOLERANCE, "outputs differ by {difference}");
+    for ((name, operand), reference) in ["query", "key", "value"]
+        .into_iter()
+        .zip(&operands)
+        .zip(&torch_operands)
+    {
+        let fused = operand
+            .grad(&grads)
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let difference = max_difference(fused, from_torch(&reference.grad()));
+        assert!(
+            difference <= TOLERANCE,
+            "gradients of {name} differ by {difference}"
+        );
+    }
+}
+
+#[test]
+fn attention_dropout_backward_sees_the_forward_mask() {
+    let _generator = generator();
+    // The output is linear in the values for a fixed mask: sum(w ∘ out) = sum(d_value ∘ value)
+    // (with the prefix's values) holds exactly when the backward applies the forward's mask.
     let dropout = DropoutConfig::new(0.5).init();
     let case = &CASES[1];
     for (backend, device) in devices() {
         let operands = Operands::new(case, &device.autodiff());
-        let call = || {
+        let output = attend(
+            operands.query.clone(),
+            operands.prefix.as_ref(),
+            &operands.keys,
+            operands.bias.clone(),
+            0.5,
+            &dropout,
+        );
+        let objective = (output.clone() * operands.weights.clone()).sum();
+        let grads = objective.clone().backward();
+        let through_values = operands
+            .tracked()
+            .into_iter()
+            .filter(|(name, _)| name.ends_with("value"))
+            .map(|(name, value)| {
+                let grad = value.grad(&grads).unwrap_or_else(|| panic!("{name}"));
+                (grad * value.clone().inner()).sum().into_scalar::<f32>()
+            })
+            .sum::<f32>();
+        let objective = objective.into_scalar::<f32>();
+        assert!(
+            (objective - through_values).abs() <= TOLERANCE * objective.abs().max(1.0),
+            "{backend}: sum(w ∘ out) = {objective}, through the value gradients {through_values}"
+        );
+    }
+}
+
+#[test]
+fn attention_dropout_acts_only_in_training() {
+    let _generator = generator();
+    let dropout = DropoutConfig::new(0.5).init();
+    let no_dropout = DropoutConfig::new(0.0).init();
+    let case = &CASES[1];
+    for (backend, device) in devices() {
+        let operands = Operands::new(case, &device.clone().autodiff());
+        let call = |dropout| {
             attend(
                 operands.query.clone(),
                 operands.prefix.as_ref(),
                 &operands.keys,
                 operands.bias.clone(),
                 0.5,
-                &dropout,
+                dropout,
             )
         };
-        let difference = max_difference(call(), call());
+        // Two training calls draw two masks.
+        let difference = max_difference(call(&dropout), call(&dropout));
         assert!(
             difference > 1e-3,
             "{backend}: dropout did not act ({difference})"
+        );
+        // Without autodiff (inference) there is none.
+        let inference = |dropout| {
+            attend(
+                operands.query.clone().inner(),
+                operands
+                    .prefix
+                    .as_ref()
+                    .map(|p| LayerKv::new(p.key.clone().inner(), p.value.clone().inner()))
+                    .as_ref(),
+                &LayerKv::new(
+                    operands.keys.key.clone().inner(),
+                    operands.keys.value.clone().inner(),
+                ),
+                operands.bias.clone().inner(),
+                0.5,
+                dropout,
+            )
+        };
+        let difference = max_difference(inference(&dropout), inference(&no_dropout));
+        assert!(
+            difference == 0.0,
+            "{backend}: dropout acted in inference ({difference})"
         );
     }
 }

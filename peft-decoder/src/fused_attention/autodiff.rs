@@ -1,5 +1,6 @@
 //! The fused attention as one autodiff node: the forward runs the inner backend's kernel and
-//! keeps only its inputs; the backward asks the same backend for all three gradients at once.
+//! keeps what that backend saves for its backward; the backward asks the same backend for all
+//! three gradients at once.
 
 use burn::backend::autodiff::{
     Autodiff,
@@ -9,26 +10,33 @@ use burn::backend::autodiff::{
 };
 use burn::backend::{AutodiffBackend, Backend, tensor::FloatTensor};
 
-use super::FusedAttentionOps;
+use super::{AttentionSaved, FusedAttentionOps};
 
 #[derive(Debug)]
 struct FusedAttentionBackward;
 
+/// What the backward needs: the backend's saved tensors and the call's scalars.
+#[derive(Clone, Debug)]
+struct Saved<B: Backend> {
+    tensors: AttentionSaved<B>,
+    scale: f64,
+    dropout: f64,
+    seed: u64,
+}
+
 impl<B: Backend + FusedAttentionOps> Backward<B, 3> for FusedAttentionBackward {
-    /// Query, key, value, bias and scale: the backward recomputes the probabilities from them.
-    type State = (
-        FloatTensor<B>,
-        FloatTensor<B>,
-        FloatTensor<B>,
-        FloatTensor<B>,
-        f64,
-    );
+    type State = Saved<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let output_grad = grads.consume::<B>(&ops.node);
-        let (query, key, value, bias, scale) = ops.state;
+        let Saved {
+            tensors,
+            scale,
+            dropout,
+            seed,
+        } = ops.state;
         let (d_query, d_key, d_value) =
-            B::fused_attention_backward(query, key, value, bias, output_grad, scale);
+            B::fused_attention_backward(tensors, output_grad, scale, dropout, seed);
         let [query_node, key_node, value_node] = ops.parents;
         for (node, grad) in [
             (query_node, d_query),
@@ -49,6 +57,8 @@ impl<B: Backend + FusedAttentionOps, C: CheckpointStrategy> FusedAttentionOps fo
         value: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         scale: f64,
+        dropout: f64,
+        seed: u64,
     ) -> FloatTensor<Self> {
         let nodes = [query.node(), key.node(), value.node()];
         let (query, key, value) = (
@@ -58,41 +68,76 @@ impl<B: Backend + FusedAttentionOps, C: CheckpointStrategy> FusedAttentionOps fo
         );
         // The bias is a mask: a constant here, whatever its own graph.
         let bias = bias.into_primitive();
-        let output = B::fused_attention(
-            query.clone(),
-            key.clone(),
-            value.clone(),
-            bias.clone(),
-            scale,
-        );
         match FusedAttentionBackward
             .prepare::<C>(nodes)
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish((query, key, value, bias, scale), output),
-            OpsKind::UnTracked(prep) => prep.finish(output),
+            OpsKind::Tracked(prep) => {
+                let (output, tensors) =
+                    B::fused_attention_forward(query, key, value, bias, scale, dropout, seed);
+                let saved = Saved {
+                    tensors,
+                    scale,
+                    dropout,
+                    seed,
+                };
+                prep.finish(saved, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(
+                query, key, value, bias, scale, dropout, seed,
+            )),
         }
     }
 
-    /// Gradients as constants (no graph of their own): the backward above calls the inner
-    /// backend's, so this is only reached by code that asks for them directly.
-    fn fused_attention_backward(
+    /// A forward whose saved tensors are constants (no graph of their own): the tracked path
+    /// above calls the inner backend's, so this is only reached by code that asks for it
+    /// directly.
+    fn fused_attention_forward(
         query: FloatTensor<Self>,
         key: FloatTensor<Self>,
         value: FloatTensor<Self>,
         bias: FloatTensor<Self>,
-        output_grad: FloatTensor<Self>,
         scale: f64,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let (d_query, d_key, d_value) = B::fused_attention_backward(
+        dropout: f64,
+        seed: u64,
+    ) -> (FloatTensor<Self>, AttentionSaved<Self>) {
+        let (output, saved) = B::fused_attention_forward(
             query.into_primitive(),
             key.into_primitive(),
             value.into_primitive(),
             bias.into_primitive(),
-            output_grad.into_primitive(),
             scale,
+            dropout,
+            seed,
         );
+        (
+            Self::from_inner(output),
+            AttentionSaved {
+                query: Self::from_inner(saved.query),
+                key: Self::from_inner(saved.key),
+                value: Self::from_inner(saved.value),
+                bias_or_graph: Self::from_inner(saved.bias_or_graph),
+            },
+        )
+    }
+
+    /// Gradients as constants (no graph of their own), as for the forward above.
+    fn fused_attention_backward(
+        saved: AttentionSaved<Self>,
+        output_grad: FloatTensor<Self>,
+        scale: f64,
+        dropout: f64,
+        seed: u64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let saved = AttentionSaved {
+            query: saved.query.into_primitive(),
+            key: saved.key.into_primitive(),
+            value: saved.value.into_primitive(),
+            bias_or_graph: saved.bias_or_graph.into_primitive(),
+        };
+        let (d_query, d_key, d_value) =
+            B::fused_attention_backward(saved, output_grad.into_primitive(), scale, dropout, seed);
         (
             Self::from_inner(d_query),
             Self::from_inner(d_key),

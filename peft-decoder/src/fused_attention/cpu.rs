@@ -5,13 +5,15 @@
 //! of `QUERY_BLOCK × S`, softmaxed row by row, and multiplied by the values. Memory beyond the
 //! inputs and outputs is therefore a few such buffers per core, never `[B, H, T, S]`. The
 //! backward recomputes each block's probabilities (as FlashAttention does) instead of storing
-//! them, so nothing but the inputs is kept between forward and backward.
+//! them, so nothing but the inputs is kept between forward and backward. Dropout's mask is
+//! recomputed the same way: each keep-or-drop is a hash of the call's seed and the
+//! probability's position ([`DropoutMask`]).
 
 use burn::backend::{Backend, TensorMetadata, tensor::FloatTensor};
 use burn::tensor::Shape;
 use rayon::prelude::*;
 
-use super::FusedAttentionOps;
+use super::{AttentionSaved, FusedAttentionOps};
 use crate::extension::{HeadBlocks, f32_values, tensor_of};
 
 /// Query rows per block: bounds the scratch to `QUERY_BLOCK × S` floats per buffer while
@@ -28,19 +30,50 @@ macro_rules! cpu_fused_attention {
                 value: FloatTensor<Self>,
                 bias: FloatTensor<Self>,
                 scale: f64,
+                dropout: f64,
+                seed: u64,
             ) -> FloatTensor<Self> {
-                forward::<Self>(query, key, value, bias, scale)
+                let mask = DropoutMask::new(dropout, seed);
+                forward::<Self>(query, key, value, bias, scale, mask)
             }
 
-            fn fused_attention_backward(
+            fn fused_attention_forward(
                 query: FloatTensor<Self>,
                 key: FloatTensor<Self>,
                 value: FloatTensor<Self>,
                 bias: FloatTensor<Self>,
+                scale: f64,
+                dropout: f64,
+                seed: u64,
+            ) -> (FloatTensor<Self>, AttentionSaved<Self>) {
+                let mask = DropoutMask::new(dropout, seed);
+                let output = forward::<Self>(
+                    query.clone(),
+                    key.clone(),
+                    value.clone(),
+                    bias.clone(),
+                    scale,
+                    mask,
+                );
+                // The operands: the backward recomputes the probabilities and the mask.
+                let saved = AttentionSaved {
+                    query,
+                    key,
+                    value,
+                    bias_or_graph: bias,
+                };
+                (output, saved)
+            }
+
+            fn fused_attention_backward(
+                saved: AttentionSaved<Self>,
                 output_grad: FloatTensor<Self>,
                 scale: f64,
+                dropout: f64,
+                seed: u64,
             ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-                backward::<Self>(query, key, value, bias, output_grad, scale)
+                let mask = DropoutMask::new(dropout, seed);
+                backward::<Self>(saved, output_grad, scale, mask)
             }
         }
     };
@@ -90,6 +123,7 @@ fn forward<B: Backend>(
     value: FloatTensor<B>,
     bias: FloatTensor<B>,
     scale: f64,
+    mask: Option<DropoutMask>,
 ) -> FloatTensor<B> {
     let (dtype, device, shape) = (query.dtype(), query.device(), query.shape());
     let dims = Dims::of(&shape, &key.shape(), &bias.shape());
@@ -118,6 +152,9 @@ fn forward<B: Backend>(
                     d,
                     scale as f32,
                 );
+                if let Some(mask) = &mask {
+                    mask.apply(probs, ((pair * t + start) * s) as u64);
+                }
                 // out[rows, d] = probs[rows, S] · v[S, d]
                 matmul(
                     &mut out[start * d..][..rows * d],
@@ -132,13 +169,17 @@ fn forward<B: Backend>(
 }
 
 fn backward<B: Backend>(
-    query: FloatTensor<B>,
-    key: FloatTensor<B>,
-    value: FloatTensor<B>,
-    bias: FloatTensor<B>,
+    saved: AttentionSaved<B>,
     output_grad: FloatTensor<B>,
     scale: f64,
+    mask: Option<DropoutMask>,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let AttentionSaved {
+        query,
+        key,
+        value,
+        bias_or_graph: bias,
+    } = saved;
     let (dtype, device) = (query.dtype(), query.device());
     let (query_shape, key_shape) = (query.shape(), key.shape());
     let dims = Dims::of(&query_shape, &key_shape, &bias.shape());
@@ -164,21 +205,33 @@ fn backward<B: Backend>(
             let bias = &bias[dims.bias_offset(pair)..][..t * s];
             let block = QUERY_BLOCK.min(t) * s;
             let (mut probs, mut d_scores) = (vec![0.0f32; block], vec![0.0f32; block]);
+            // The probabilities after dropout, where it acts (the softmax backward needs both).
+            let mut dropped = vec![0.0f32; if mask.is_some() { block } else { 0 }];
             for start in (0..t).step_by(QUERY_BLOCK) {
                 let rows = QUERY_BLOCK.min(t - start);
                 let (probs, d_scores) = (&mut probs[..rows * s], &mut d_scores[..rows * s]);
                 let q_block = &q[start * d..][..rows * d];
                 let d_out_block = &d_out[start * d..][..rows * d];
                 probabilities(probs, q_block, k, &bias[start * s..][..rows * s], d, scale);
-                // d_v[S, d] += probsᵀ · d_out
+                let first = ((pair * t + start) * s) as u64;
+                let attended = match &mask {
+                    Some(mask) => {
+                        let dropped = &mut dropped[..rows * s];
+                        dropped.copy_from_slice(probs);
+                        mask.apply(dropped, first);
+                        &*dropped
+                    }
+                    None => &*probs,
+                };
+                // d_v[S, d] += attendedᵀ · d_out
                 matmul(
                     d_v,
-                    Mat::rows(probs, rows, s).t(),
+                    Mat::rows(attended, rows, s).t(),
                     Mat::rows(d_out_block, rows, d),
                     true,
                     1.0,
                 );
-                // d_probs[rows, S] = d_out · vᵀ
+                // d_attended[rows, S] = d_out · vᵀ, then through dropout to d_probs
                 matmul(
                     d_scores,
                     Mat::rows(d_out_block, rows, d),
@@ -186,6 +239,9 @@ fn backward<B: Backend>(
                     false,
                     1.0,
                 );
+                if let Some(mask) = &mask {
+                    mask.apply(d_scores, first);
+                }
                 // Softmax backward: d_score = p ∘ (d_p − Σ p ∘ d_p), row by row.
                 for (p, g) in probs.chunks(s).zip(d_scores.chunks_mut(s)) {
                     let dot: f32 = p.iter().zip(g.iter()).map(|(p, g)| p * g).sum();
@@ -210,6 +266,65 @@ fn backward<B: Backend>(
         tensor_of::<B>(d_k, key_shape.clone(), dtype, &device),
         tensor_of::<B>(d_v, key_shape, dtype, &device),
     )
+}
+
+/// Dropout on the probabilities of one call: whether each is kept is a hash of the call's seed
+/// and the probability's index in the row-major `[B, H, T, S]` tensor, so the backward (and a
+/// test) regenerates exactly the forward's mask without storing it.
+#[derive(Clone, Copy)]
+struct DropoutMask {
+    /// The call's seed, mixed once.
+    key: u64,
+    /// A probability is kept when its hash's top 24 bits are at least this (`rate · 2²⁴`).
+    threshold: u32,
+    /// `1 / (1 − rate)`: what kept probabilities are scaled by.
+    keep_scale: f32,
+}
+
+impl DropoutMask {
+    /// The mask for dropping with probability `rate`; none when `rate` is 0.
+    fn new(rate: f64, seed: u64) -> Option<Self> {
+        (rate > 0.0).then(|| Self {
+            key: mix(seed ^ GOLDEN_GAMMA),
+            threshold: (rate * (1u64 << 24) as f64) as u32,
+            keep_scale: (1.0 / (1.0 - rate)) as f32,
+        })
+    }
+
+    fn keeps(&self, index: u64) -> bool {
+        (mix(self.key ^ index.wrapping_mul(GOLDEN_GAMMA)) >> 40) as u32 >= self.threshold
+    }
+
+    /// Drops or scales `values`, the probabilities from index `first` on.
+    fn apply(&self, values: &mut [f32], first: u64) {
+        for (index, value) in (first..).zip(values.iter_mut()) {
+            *value = if self.keeps(index) {
+                *value * self.keep_scale
+            } else {
+                0.0
+            };
+        }
+    }
+}
+
+/// SplitMix64's increment and finaliser: a fast bijective hash whose outputs pass statistical
+/// tests of randomness for consecutive inputs, as indices are.
+const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+fn mix(x: u64) -> u64 {
+    let x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Whether the CPU kernel keeps each probability of a `[B, H, T, S]` attention (`shape`) for
+/// dropout `rate` and `seed`, in row-major order: what tests hold the kernel to.
+pub fn cpu_dropout_keeps(rate: f64, seed: u64, shape: [usize; 4]) -> Vec<bool> {
+    let count = shape.iter().product::<usize>() as u64;
+    match DropoutMask::new(rate, seed) {
+        Some(mask) => (0..count).map(|index| mask.keeps(index)).collect(),
+        None => vec![true; count as usize],
+    }
 }
 
 /// `probs[rows, S] = softmax(q·kᵀ·scale + bias)` for one block of query rows.

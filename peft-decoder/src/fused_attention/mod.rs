@@ -9,8 +9,11 @@
 //! routed here: [`runs_on`] says so and callers keep the decomposed path there.
 //!
 //! The bias is a constant (the causal and padding mask as an additive score bias): it receives no
-//! gradient. There is no dropout inside; callers use the decomposed path when attention dropout
-//! is active.
+//! gradient. Dropout on the probabilities happens inside, so that full fine-tuning (GPT-2's
+//! attention dropout) stays fused too; the backward must see the forward's mask, which each
+//! backend ensures in its own way: LibTorch keeps PyTorch's autograd graph of the forward (its
+//! kernels draw the mask from PyTorch's generator and record what regenerates it), the CPU
+//! kernel derives every keep-or-drop from a seed and the element's position ([`dropout_seed`]).
 
 // ndarray is deprecated upstream but still one of this project's CPU backends; the routing the
 // extension macro generates names it.
@@ -21,10 +24,26 @@ mod cpu;
 #[cfg(feature = "tch")]
 mod libtorch;
 
-use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::backend::{Backend, Dispatch, ExtensionType, backend_extension, tensor::FloatTensor};
+use burn::tensor::Distribution;
+
+use burn::prelude::*;
 
 pub use crate::extension::runs_on;
-use burn::prelude::*;
+pub use cpu::cpu_dropout_keeps;
+
+/// What a backend keeps from a tracked forward for its backward. The CPU kernel keeps the
+/// operands and recomputes the probabilities and the dropout mask from them; LibTorch keeps
+/// the query, key and value as the leaves of PyTorch's autograd graph of the forward, and the
+/// output that carries that graph.
+#[derive(Clone, Debug, ExtensionType)]
+pub struct AttentionSaved<B: Backend> {
+    pub query: FloatTensor<B>,
+    pub key: FloatTensor<B>,
+    pub value: FloatTensor<B>,
+    /// The bias (CPU kernel), or the output carrying PyTorch's graph (LibTorch).
+    pub bias_or_graph: FloatTensor<B>,
+}
 
 /// The fused attention operation, implemented per backend.
 #[backend_extension(
@@ -34,36 +53,56 @@ use burn::prelude::*;
     Autodiff,
 )]
 pub trait FusedAttentionOps: Backend {
-    /// `softmax(query·keyᵀ·scale + bias)·value`. `query` is `[B, H, T, d]`, `key` and `value`
-    /// `[B, H, S, d]`, `bias` `[B or 1, H or 1, T, S]`; returns `[B, H, T, d]`.
+    /// `dropout(softmax(query·keyᵀ·scale + bias))·value`, dropping each probability with
+    /// probability `dropout` (and scaling the kept ones by `1 / (1 − dropout)`). `query` is
+    /// `[B, H, T, d]`, `key` and `value` `[B, H, S, d]`, `bias` `[B or 1, H or 1, T, S]`;
+    /// returns `[B, H, T, d]`. `seed` picks the mask on the backends that draw their own
+    /// ([`dropout_seed`]).
     fn fused_attention(
         query: FloatTensor<Self>,
         key: FloatTensor<Self>,
         value: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         scale: f64,
+        dropout: f64,
+        seed: u64,
     ) -> FloatTensor<Self>;
 
-    /// The gradients of `sum(output_grad ∘ fused_attention(query, key, value, bias, scale))` with
-    /// respect to query, key and value, in that order.
-    fn fused_attention_backward(
+    /// [`FusedAttentionOps::fused_attention`] for a forward that will be differentiated: the
+    /// output, and what [`FusedAttentionOps::fused_attention_backward`] needs.
+    fn fused_attention_forward(
         query: FloatTensor<Self>,
         key: FloatTensor<Self>,
         value: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        scale: f64,
+        dropout: f64,
+        seed: u64,
+    ) -> (FloatTensor<Self>, AttentionSaved<Self>);
+
+    /// The gradients of `sum(output_grad ∘ output)` with respect to query, key and value, in
+    /// that order, for the forward that saved `saved` (with the same `scale`, `dropout` and
+    /// `seed`).
+    fn fused_attention_backward(
+        #[extension_type] saved: AttentionSaved<Self>,
         output_grad: FloatTensor<Self>,
         scale: f64,
+        dropout: f64,
+        seed: u64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-/// `softmax(query·keyᵀ·scale + bias)·value` as one operation (see the module documentation).
-/// Only call it where [`runs_on`] holds for the tensors' device.
+/// `dropout(softmax(query·keyᵀ·scale + bias))·value` as one operation (see the module
+/// documentation), with `seed` from [`dropout_seed`] when `dropout` is above 0. Only call it
+/// where [`runs_on`] holds for the tensors' device.
 pub fn fused_attention(
     query: Tensor<4>,
     key: Tensor<4>,
     value: Tensor<4>,
     bias: Tensor<4>,
     scale: f64,
+    dropout: f64,
+    seed: u64,
 ) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as FusedAttentionOps>::fused_attention(
         query.into_dispatch(),
@@ -71,5 +110,25 @@ pub fn fused_attention(
         value.into_dispatch(),
         bias.into_dispatch(),
         scale,
+        dropout,
+        seed,
     ))
+}
+
+/// The seed of one fused attention call's dropout mask on `device`, drawn from Burn's random
+/// generator there, so that seeding the backend (`--seed`, and each epoch's seed on resume)
+/// reproduces the masks as it does every other dropout. LibTorch draws its masks from PyTorch's
+/// generator inside the kernel (which Burn's seed also sets) and ignores it: 0, without a draw.
+pub fn dropout_seed(device: &Device) -> u64 {
+    #[cfg(feature = "tch")]
+    if let burn::backend::DispatchDevice::LibTorch(_) = device.clone().inner().as_dispatch() {
+        return 0;
+    }
+    // Two draws of 24 random bits each (an f32 in [0, 1) holds 24).
+    Tensor::<1>::random([2], Distribution::Uniform(0.0, 1.0), device)
+        .into_data()
+        .iter::<f32>()
+        .fold(0u64, |seed, draw| {
+            (seed << 24) | (draw * (1 << 24) as f32) as u64
+        })
 }
