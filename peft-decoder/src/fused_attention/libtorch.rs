@@ -6,36 +6,46 @@
 //! in it, bottom-right aligned for the prefix and the cache, which PyTorch's own `is_causal`
 //! (top-left aligned) would get wrong.
 //!
-//! A tracked forward runs under PyTorch's autograd and keeps its graph, so that the backward is
-//! PyTorch's own for that very call: the kernel's saved statistics spare it a second forward,
-//! and its dropout mask (drawn from PyTorch's generator, which a second forward would advance)
-//! is the one the forward applied.
+//! Without dropout a tracked forward keeps only its operands, and the backward runs the forward
+//! again under PyTorch's autograd to reach SDPA's backward kernel. With dropout that second
+//! forward would draw another mask from PyTorch's generator, so the forward itself runs under
+//! autograd and keeps its graph, and the backward is PyTorch's own for that very call. (Keeping
+//! the graph always would spare the second forward at the price of each layer's output and
+//! statistics: on LibTorch CPU, prompt tuning at 4 × 512, it gained no speed and cost 235 MiB,
+//! so the cheaper-in-memory form stays where it is correct; BENCHMARKS.md.)
 
 use burn::backend::libtorch::{LibTorch, TchTensor};
 use burn::backend::tensor::FloatTensor;
 
 use super::{AttentionSaved, FusedAttentionOps};
-use crate::extension::graph_gradients;
+use crate::extension::{graph_gradients, torch_gradients};
 
 fn attention(
-    query: &TchTensor,
-    key: &TchTensor,
-    value: &TchTensor,
-    bias: &TchTensor,
+    [query, key, value]: [&tch::Tensor; 3],
+    bias: &tch::Tensor,
     scale: f64,
     dropout: f64,
 ) -> tch::Tensor {
-    let bias = bias.tensor.to_kind(query.tensor.kind());
+    let bias = bias.to_kind(query.kind());
     tch::Tensor::scaled_dot_product_attention(
-        &query.tensor,
-        &key.tensor,
-        &value.tensor,
+        query,
+        key,
+        value,
         Some(&bias),
         dropout,
         false,
         scale,
         false,
     )
+}
+
+/// The torch tensors of Burn's query, key and value.
+fn operands<'a>(
+    query: &'a TchTensor,
+    key: &'a TchTensor,
+    value: &'a TchTensor,
+) -> [&'a tch::Tensor; 3] {
+    [&query.tensor, &key.tensor, &value.tensor]
 }
 
 /// `tensor` as a leaf of PyTorch's autograd that gradients are asked for. It shares `tensor`'s
@@ -58,7 +68,9 @@ impl FusedAttentionOps for LibTorch {
         dropout: f64,
         _seed: u64,
     ) -> FloatTensor<Self> {
-        let output = tch::no_grad(|| attention(&query, &key, &value, &bias, scale, dropout));
+        let output = tch::no_grad(|| {
+            attention(operands(&query, &key, &value), &bias.tensor, scale, dropout)
+        });
         TchTensor::new(output)
     }
 
@@ -71,9 +83,27 @@ impl FusedAttentionOps for LibTorch {
         dropout: f64,
         _seed: u64,
     ) -> (FloatTensor<Self>, AttentionSaved<Self>) {
+        if dropout == 0.0 {
+            let output = Self::fused_attention(
+                query.clone(),
+                key.clone(),
+                value.clone(),
+                bias.clone(),
+                scale,
+                0.0,
+                0,
+            );
+            let saved = AttentionSaved {
+                query,
+                key,
+                value,
+                bias_or_graph: bias,
+            };
+            return (output, saved);
+        }
         let (query, key, value) = (graph_leaf(&query), graph_leaf(&key), graph_leaf(&value));
         let graph = TchTensor::new(tch::with_grad(|| {
-            attention(&query, &key, &value, &bias, scale, dropout)
+            attention(operands(&query, &key, &value), &bias.tensor, scale, dropout)
         }));
         // Burn's output is the same values without the graph, and shares the graph's storage
         // reference for the reason `graph_leaf` gives.
@@ -87,19 +117,24 @@ impl FusedAttentionOps for LibTorch {
         (output, saved)
     }
 
-    /// PyTorch's backward of the graph the forward kept.
+    /// PyTorch's backward: of a forward run again on the operands (no dropout), or of the graph
+    /// the forward kept.
     fn fused_attention_backward(
         saved: AttentionSaved<Self>,
         output_grad: FloatTensor<Self>,
-        _scale: f64,
-        _dropout: f64,
+        scale: f64,
+        dropout: f64,
         _seed: u64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let [d_query, d_key, d_value] = graph_gradients(
-            &saved.bias_or_graph.tensor,
-            &output_grad.tensor,
-            [&saved.query.tensor, &saved.key.tensor, &saved.value.tensor],
-        );
+        let inputs = operands(&saved.query, &saved.key, &saved.value);
+        let [d_query, d_key, d_value] = if dropout == 0.0 {
+            let bias = &saved.bias_or_graph.tensor;
+            torch_gradients(inputs, &output_grad.tensor, |inputs| {
+                attention(inputs.each_ref(), bias, scale, 0.0)
+            })
+        } else {
+            graph_gradients(&saved.bias_or_graph.tensor, &output_grad.tensor, inputs)
+        };
         (d_query, d_key, d_value)
     }
 }

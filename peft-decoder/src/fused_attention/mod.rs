@@ -11,8 +11,8 @@
 //! The bias is a constant (the causal and padding mask as an additive score bias): it receives no
 //! gradient. Dropout on the probabilities happens inside, so that full fine-tuning (GPT-2's
 //! attention dropout) stays fused too; the backward must see the forward's mask, which each
-//! backend ensures in its own way: LibTorch keeps PyTorch's autograd graph of the forward (its
-//! kernels draw the mask from PyTorch's generator and record what regenerates it), the CPU
+//! backend ensures in its own way: LibTorch keeps PyTorch's autograd graph of a forward with
+//! dropout (its kernels draw the mask from PyTorch's generator and record what regenerates it), the CPU
 //! kernel derives every keep-or-drop from a seed and the element's position ([`dropout_seed`]).
 
 // ndarray is deprecated upstream but still one of this project's CPU backends; the routing the
@@ -33,15 +33,15 @@ pub use crate::extension::runs_on;
 pub use cpu::cpu_dropout_keeps;
 
 /// What a backend keeps from a tracked forward for its backward. The CPU kernel keeps the
-/// operands and recomputes the probabilities and the dropout mask from them; LibTorch keeps
-/// the query, key and value as the leaves of PyTorch's autograd graph of the forward, and the
-/// output that carries that graph.
+/// operands and recomputes the probabilities and the dropout mask from them; so does LibTorch
+/// without dropout, while with dropout it keeps the query, key and value as the leaves of
+/// PyTorch's autograd graph of the forward, and the output that carries that graph.
 #[derive(Clone, Debug, ExtensionType)]
 pub struct AttentionSaved<B: Backend> {
     pub query: FloatTensor<B>,
     pub key: FloatTensor<B>,
     pub value: FloatTensor<B>,
-    /// The bias (CPU kernel), or the output carrying PyTorch's graph (LibTorch).
+    /// The bias, or the output carrying PyTorch's graph (LibTorch with dropout).
     pub bias_or_graph: FloatTensor<B>,
 }
 
