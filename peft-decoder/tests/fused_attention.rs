@@ -380,22 +380,27 @@ fn libtorch_attention_dropout_is_pytorchs_under_the_same_generator_state() {
         .sum(tch::Kind::Float)
         .backward();
 
-    let difference = max_difference(fused.inner(), from_torch(&reference));
-    assert!(difference <= TOLERANCE, "outputs differ by {difference}");
-    for ((name, operand), reference) in ["query", "key", "value"]
+    let names = ["query", "key", "value"];
+    let fused_grads = names
         .into_iter()
         .zip(&operands)
+        .map(|(name, operand)| {
+            let grad = operand
+                .grad(&grads)
+                .unwrap_or_else(|| panic!("no gradient for {name}"));
+            (name, grad)
+        })
+        .collect();
+    let reference_grads = names
+        .into_iter()
         .zip(&torch_operands)
-    {
-        let fused = operand
-            .grad(&grads)
-            .unwrap_or_else(|| panic!("no gradient for {name}"));
-        let difference = max_difference(fused, from_torch(&reference.grad()));
-        assert!(
-            difference <= TOLERANCE,
-            "gradients of {name} differ by {difference}"
-        );
-    }
+        .map(|(name, operand)| (name, from_torch(&operand.grad())))
+        .collect();
+    assert_same(
+        "tch",
+        (fused.inner(), fused_grads),
+        (from_torch(&reference), reference_grads),
+    );
 }
 
 #[test]

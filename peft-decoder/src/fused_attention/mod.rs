@@ -12,8 +12,9 @@
 //! gradient. Dropout on the probabilities happens inside, so that full fine-tuning (GPT-2's
 //! attention dropout) stays fused too; the backward must see the forward's mask, which each
 //! backend ensures in its own way: LibTorch keeps PyTorch's autograd graph of a forward with
-//! dropout (its kernels draw the mask from PyTorch's generator and record what regenerates it), the CPU
-//! kernel derives every keep-or-drop from a seed and the element's position ([`dropout_seed`]).
+//! dropout (its kernels draw the mask from PyTorch's generator and record what regenerates
+//! it), the CPU kernel derives every keep-or-drop from a seed and the element's position
+//! ([`dropout_seed`]).
 
 // ndarray is deprecated upstream but still one of this project's CPU backends; the routing the
 // extension macro generates names it.
