@@ -29,6 +29,7 @@ pub mod fused_layers;
 pub mod generate;
 pub mod init;
 pub mod layout;
+pub mod linear;
 pub mod loss;
 pub mod mixed;
 pub mod precision;

@@ -7,6 +7,7 @@ use peft_core::LayerKv;
 use peft_decoder::LayerCache;
 use peft_decoder::attention::{attend, with_cached};
 use peft_decoder::init::hf_linear;
+use peft_decoder::linear::ForwardRows;
 
 use crate::config::Gpt2Config;
 use crate::init::{INIT_STD, residual_projection_std};
@@ -59,7 +60,7 @@ impl CausalSelfAttention {
         // [B, T, 3d] -> [3, B, heads, T, head_dim]
         let qkv = self
             .c_attn
-            .forward(x)
+            .forward_rows(x)
             .reshape([batch, len, 3, self.n_head, head_dim])
             .permute([2, 0, 3, 1, 4]);
         let part = |i: usize| {
@@ -79,6 +80,6 @@ impl CausalSelfAttention {
             &self.attn_dropout,
         );
         let merged = context.swap_dims(1, 2).reshape([batch, len, width]);
-        self.resid_dropout.forward(self.c_proj.forward(merged))
+        self.resid_dropout.forward(self.c_proj.forward_rows(merged))
     }
 }

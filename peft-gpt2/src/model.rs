@@ -11,6 +11,7 @@ use burn::prelude::*;
 use peft_core::LayerKv;
 use peft_decoder::fused_layers::{gelu_tanh, layer_norm};
 use peft_decoder::init::{hf_embedding, hf_linear};
+use peft_decoder::linear::ForwardRows;
 use peft_decoder::{Decoder, ForwardInput, InputError, KvCache, LayerCache};
 
 use crate::attention::CausalSelfAttention;
@@ -41,8 +42,8 @@ impl Mlp {
     }
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let hidden = gelu_tanh(self.c_fc.forward(x));
-        self.dropout.forward(self.c_proj.forward(hidden))
+        let hidden = gelu_tanh(self.c_fc.forward_rows(x));
+        self.dropout.forward(self.c_proj.forward_rows(hidden))
     }
 }
 

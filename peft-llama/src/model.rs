@@ -10,6 +10,7 @@ use peft_core::LayerKv;
 use peft_decoder::attention::{attend, repeat_heads, with_cached};
 use peft_decoder::fused_layers::{rms_norm, silu};
 use peft_decoder::init::{hf_embedding, hf_linear};
+use peft_decoder::linear::ForwardRows;
 use peft_decoder::{Decoder, ForwardInput, KvCache, LayerCache};
 
 use crate::config::LlamaConfig;
@@ -81,16 +82,16 @@ impl Attention {
         let [batch, len, _] = x.dims();
         let (cos, sin) = phases;
         let query = self.heads(
-            self.q_proj.forward(x.clone()),
+            self.q_proj.forward_rows(x.clone()),
             self.n_head,
             self.q_norm.as_ref(),
         );
         let key = self.heads(
-            self.k_proj.forward(x.clone()),
+            self.k_proj.forward_rows(x.clone()),
             self.n_kv_head,
             self.k_norm.as_ref(),
         );
-        let value = self.heads(self.v_proj.forward(x), self.n_kv_head, None);
+        let value = self.heads(self.v_proj.forward_rows(x), self.n_kv_head, None);
         let (query, key) = (rotate(query, cos, sin), rotate(key, cos, sin));
         // The cache and the prefix keep the key/value heads; each is repeated for its group
         // of query heads only here, as Hugging Face's `repeat_kv` does.
@@ -114,7 +115,7 @@ impl Attention {
         let merged = context
             .swap_dims(1, 2)
             .reshape([batch, len, self.n_head * self.head_dim]);
-        self.o_proj.forward(merged)
+        self.o_proj.forward_rows(merged)
     }
 }
 
@@ -142,8 +143,9 @@ impl Mlp {
     }
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = silu(self.gate_proj.forward_rows(x.clone()));
+        self.down_proj
+            .forward_rows(gate * self.up_proj.forward_rows(x))
     }
 }
 
@@ -290,7 +292,7 @@ impl Decoder for Llama {
 
     fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => head.forward_rows(hidden),
             None => {
                 let [batch, len, width] = hidden.dims();
                 let vocab = self.model.embed_tokens.weight.dims()[0];
