@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::setup::{Fusion, Method, Setup};
+use crate::train::OptimizerKind;
 
 #[derive(Debug, Serialize)]
 pub struct Record {
@@ -46,6 +47,12 @@ pub struct Record {
     pub first_loss: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_loss: Option<f32>,
+    /// Training: which AdamW updated the parameters (`fused`, what `peft-train` runs, or
+    /// `burn`), and with `--time-optimizer` its median time per step alone, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<OptimizerKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub optimizer_ms_median: Option<f64>,
     /// Mixed-adapter mode: the same batch with one adapter for every row, tokens/s.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub single_adapter_tokens_per_s: Option<f64>,
@@ -81,6 +88,8 @@ impl Record {
             device_peak_mib: None,
             first_loss: None,
             last_loss: None,
+            optimizer: None,
+            optimizer_ms_median: None,
             single_adapter_tokens_per_s: None,
             one_at_a_time_tokens_per_s: None,
         }

@@ -5,15 +5,18 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use burn::data::dataloader::batcher::Batcher;
+use burn::optim::AdamWConfig;
 use burn::optim::lr_scheduler::constant::ConstantLr;
+use burn::prelude::*;
 use burn::train::Learner;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use peft_runtime::args::at_least_one;
 use peft_train::data::TokenizedExample;
 use peft_train::train::adamw;
 use peft_train::train::trainee::{ExampleBatcher, Trainee};
+use serde::Serialize;
 
-use crate::report::Record;
+use crate::report::{Record, median};
 use crate::setup::{Method, Setup};
 
 #[derive(Args, Debug, Clone)]
@@ -25,6 +28,30 @@ pub struct TrainBench {
     pub warmup: usize,
     #[arg(long, default_value_t = 5, value_parser = at_least_one)]
     pub steps: usize,
+    /// Which AdamW updates the parameters.
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Fused)]
+    pub optimizer: OptimizerKind,
+    /// Also time the optimizer step alone. The device is synchronised before and after it,
+    /// which on a GPU costs the step the overlap of the update's launches with the end of the
+    /// backward pass, so compare steps timed the same way.
+    #[arg(long)]
+    pub time_optimizer: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// `peft-train`'s AdamW (`peft_decoder::fused_adamw`): one pass on the CPU backends,
+    /// PyTorch's in-place kernels on LibTorch.
+    Fused,
+    /// Burn's own `AdamW` with the same settings, for comparison.
+    Burn,
+}
+
+fn sync(device: &Device) -> Result<()> {
+    device
+        .sync()
+        .map_err(|e| anyhow::anyhow!("device error: {e:?}"))
 }
 
 pub fn run(args: &TrainBench) -> Result<Record> {
@@ -53,26 +80,43 @@ pub fn run(args: &TrainBench) -> Result<Record> {
         shared_label_prefix: 0,
     };
     // torch.optim.AdamW's defaults, as the Python reference uses them.
-    let optimizer = adamw(0.01, 1e-8).init();
+    let optimizer = match args.optimizer {
+        OptimizerKind::Fused => adamw(0.01, 1e-8).init(),
+        OptimizerKind::Burn => AdamWConfig::new()
+            .with_beta_1(0.9)
+            .with_beta_2(0.999)
+            .with_weight_decay(0.01)
+            .with_epsilon(1e-8)
+            .init(),
+    };
     let mut learner = Learner::new(trainee, optimizer, ConstantLr::new(1e-3));
 
     let mut timings = Vec::with_capacity(args.steps);
     let mut losses = Vec::with_capacity(args.warmup + args.steps);
+    let mut optimizer_ms = Vec::with_capacity(args.steps);
     for step in 0..args.warmup + args.steps {
         let started = Instant::now();
         let batch = batcher.batch(examples.clone(), &device);
         let output = learner.train_step(batch);
         learner.lr_step();
-        learner.optimizer_step(output.grads);
+        if args.time_optimizer {
+            sync(&device)?;
+            let update_started = Instant::now();
+            learner.optimizer_step(output.grads);
+            sync(&device)?;
+            if step >= args.warmup {
+                optimizer_ms.push(update_started.elapsed().as_secs_f64() * 1e3);
+            }
+        } else {
+            learner.optimizer_step(output.grads);
+        }
         // Reading the loss waits for the device, as the metrics do after every step.
         let loss = output.item.loss.into_scalar::<f32>();
         if !loss.is_finite() {
             bail!("step {step}: loss is {loss}");
         }
         losses.push(loss);
-        device
-            .sync()
-            .map_err(|e| anyhow::anyhow!("device error: {e:?}"))?;
+        sync(&device)?;
         if step >= args.warmup {
             timings.push(started.elapsed());
         }
@@ -81,5 +125,10 @@ pub fn run(args: &TrainBench) -> Result<Record> {
     record.set_steps(&timings, setup.batch * setup.seq);
     record.first_loss = losses.first().copied();
     record.last_loss = losses.last().copied();
+    record.optimizer = Some(args.optimizer);
+    if args.time_optimizer {
+        optimizer_ms.sort_by(f64::total_cmp);
+        record.optimizer_ms_median = Some(median(&optimizer_ms));
+    }
     Ok(record.finish())
 }

@@ -1,6 +1,6 @@
 //! The fused AdamW step ([`peft_decoder::fused_adamw`]) computes what Burn's `AdamW` computes, on
-//! every CPU backend it runs on, and shares its optimizer state: a run checkpointed with one
-//! resumes with the other.
+//! every backend it runs on here (flex, ndarray, LibTorch CPU), and shares its optimizer state:
+//! a run checkpointed with one resumes with the other.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, LearningRate, ModuleOptimizer};
@@ -104,18 +104,21 @@ fn assert_close(label: &str, fused: &[f32], reference: &[f32], start: &[f32]) {
     }
 }
 
-fn cpu_devices() -> Vec<(&'static str, Device)> {
-    #[allow(unused_mut)] // pushed to when ndarray is compiled in
+fn devices() -> Vec<(&'static str, Device)> {
+    #[allow(unused_mut)] // pushed to when ndarray or tch is compiled in
     let mut devices = vec![("flex", Device::flex().autodiff())];
     #[cfg(feature = "ndarray")]
     #[allow(deprecated)]
     devices.push(("ndarray", Device::ndarray().autodiff()));
+    #[cfg(feature = "tch")]
+    #[allow(deprecated)]
+    devices.push(("libtorch", Device::libtorch().autodiff()));
     devices
 }
 
 #[test]
 fn fused_steps_equal_burns_adamw() {
-    for (name, device) in cpu_devices() {
+    for (name, device) in devices() {
         assert!(fused_on(&device), "{name}: the fused step does not run");
         for (weight_decay, epsilon) in [(0.0, 1e-8), (0.01, 1e-8), (0.5, 1e-5)] {
             let label = format!("{name}, weight decay {weight_decay}, epsilon {epsilon}");
@@ -166,4 +169,22 @@ fn optimizer_state_moves_between_fused_and_burns_adamw() {
         &values(&uninterrupted),
         &start,
     );
+}
+
+/// The update writes in place only buffers that nothing else reads: a tensor kept from before
+/// the steps still holds the values it had.
+#[test]
+fn steps_leave_tensors_shared_with_the_parameters_alone() {
+    for (name, device) in devices() {
+        let params = params(&device);
+        let kept = params.large.val();
+        let before = kept.to_data();
+        let params = steps(&mut adamw(0.01, 1e-8).init(), params, 0.05, 0..2);
+        assert_eq!(kept.to_data(), before, "{name}: a kept tensor was written");
+        assert_ne!(
+            params.large.val().to_data(),
+            before,
+            "{name}: the parameter did not move"
+        );
+    }
 }
