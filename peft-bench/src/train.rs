@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use burn::data::dataloader::batcher::Batcher;
-use burn::optim::AdamWConfig;
 use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::prelude::*;
 use burn::train::Learner;
@@ -80,14 +79,10 @@ pub fn run(args: &TrainBench) -> Result<Record> {
         shared_label_prefix: 0,
     };
     // torch.optim.AdamW's defaults, as the Python reference uses them.
+    let adamw = adamw(0.01, 1e-8);
     let optimizer = match args.optimizer {
-        OptimizerKind::Fused => adamw(0.01, 1e-8).init(),
-        OptimizerKind::Burn => AdamWConfig::new()
-            .with_beta_1(0.9)
-            .with_beta_2(0.999)
-            .with_weight_decay(0.01)
-            .with_epsilon(1e-8)
-            .init(),
+        OptimizerKind::Fused => adamw.init(),
+        OptimizerKind::Burn => adamw.init_burns(),
     };
     let mut learner = Learner::new(trainee, optimizer, ConstantLr::new(1e-3));
 

@@ -65,6 +65,11 @@ impl FusedAdamW {
         ModuleOptimizer::from(self.clone())
     }
 
+    /// Burn's own `AdamW` with the same settings, for comparison (`peft-bench --optimizer burn`).
+    pub fn init_burns(&self) -> ModuleOptimizer {
+        ModuleOptimizer::from(self.burn.clone())
+    }
+
     /// The constants of the update at step `time` (1 for the first) with learning rate `lr`,
     /// computed as Burn's `AdamW` computes them.
     fn update(&self, lr: LearningRate, time: usize) -> AdamWUpdate {
