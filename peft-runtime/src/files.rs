@@ -9,10 +9,7 @@ use anyhow::{Context, Result};
 /// either the old file or the complete new one.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     // The same directory: a rename across file systems would not be atomic.
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
+    let dir = directory_of(path);
     let mut builder = tempfile::Builder::new();
     // The file gets the mode `std::fs::write` would give it, not a temporary file's 0600.
     #[cfg(unix)]
@@ -26,6 +23,26 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|err| err.error)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// Fails now, naming the directory, where [`write_atomically`] would fail later for want of
+/// one that exists and takes a new file: a command that computes for minutes before writing
+/// its result checks first, so that the time is not spent for nothing.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let dir = directory_of(path);
+    // The probe is deleted when dropped.
+    tempfile::Builder::new()
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write into {}", dir.display()))?;
+    Ok(())
+}
+
+/// The directory a file at `path` goes into (`.` for a bare file name).
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
 }
 
 #[cfg(test)]
@@ -59,6 +76,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("absent").join("report.json");
         let message = format!("{:#}", write_atomically(&path, b"x").unwrap_err());
+        assert!(message.contains("absent"), "{message}");
+    }
+
+    #[test]
+    fn writability_is_checked_without_leaving_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        check_writable(&dir.path().join("report.json")).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let absent = dir.path().join("absent").join("report.json");
+        let message = format!("{:#}", check_writable(&absent).unwrap_err());
         assert!(message.contains("absent"), "{message}");
     }
 }

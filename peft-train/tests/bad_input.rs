@@ -255,6 +255,28 @@ fn eval_refuses_to_write_its_report_over_the_dataset() {
     );
 }
 
+/// An unwritable `--output` is reported before the dataset is read and scored, not after.
+#[test]
+fn eval_checks_its_output_directory_before_it_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    // A malformed dataset: had eval read it first, the error would name its line instead.
+    let malformed = write(dir.path(), "bad.jsonl", "{\"text\": 5}\n");
+    let report = path_str(&dir.path().join("absent").join("report.json"));
+    let message = fails(&[
+        "eval",
+        "--model",
+        &model(),
+        "--data",
+        &malformed,
+        "--output",
+        &report,
+    ]);
+    assert!(
+        message.contains("--output") && message.contains("absent") && !message.contains(":1:"),
+        "{message}"
+    );
+}
+
 #[test]
 fn a_test_set_of_one_class_is_evaluated() {
     let dir = tempfile::tempdir().unwrap();

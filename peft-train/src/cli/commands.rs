@@ -37,6 +37,13 @@ pub fn run(cli: Cli) -> Result<()> {
 
 fn eval_command(args: &EvalArgs) -> Result<()> {
     refuse_to_overwrite(&args.output, "--data", &args.data)?;
+    peft_runtime::files::check_writable(&args.output).with_context(|| {
+        format!(
+            "--output {}: the report could not be written there; choose a path in an \
+             existing, writable directory",
+            args.output.display()
+        )
+    })?;
     let loaded = LoadedModel::load(&args.model, &args.device, false)?;
     let adapter = loaded.load_optional_adapter(args.adapter.as_deref())?;
     let virtual_tokens = adapter.as_ref().map_or(0, Adapter::num_virtual_tokens);
