@@ -8,15 +8,7 @@ use anyhow::{Context, Result};
 /// Writes `path` through a temporary file in the same directory and a rename, so readers see
 /// either the old file or the complete new one.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    // The same directory: a rename across file systems would not be atomic.
-    let dir = directory_of(path);
-    let mut builder = tempfile::Builder::new();
-    // The file gets the mode `std::fs::write` would give it, not a temporary file's 0600.
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    let mut file = builder
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write into {}", dir.display()))?;
+    let mut file = temporary_file_beside(path)?;
     std::io::Write::write_all(&mut file, bytes)
         .with_context(|| format!("cannot write {}", path.display()))?;
     file.persist(path)
@@ -29,20 +21,24 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 /// one that exists and takes a new file: a command that computes for minutes before writing
 /// its result checks first, so that the time is not spent for nothing.
 pub fn check_writable(path: &Path) -> Result<()> {
-    let dir = directory_of(path);
-    // The probe is deleted when dropped.
-    tempfile::Builder::new()
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write into {}", dir.display()))?;
-    Ok(())
+    // The probe is the file `write_atomically` would start with, deleted when dropped.
+    temporary_file_beside(path).map(drop)
 }
 
-/// The directory a file at `path` goes into (`.` for a bare file name).
-fn directory_of(path: &Path) -> &Path {
-    match path.parent() {
+/// A new temporary file in `path`'s directory (`.` for a bare file name): the same directory,
+/// since a rename across file systems would not be atomic.
+fn temporary_file_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
+    let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
-    }
+    };
+    let mut builder = tempfile::Builder::new();
+    // The file gets the mode `std::fs::write` would give it, not a temporary file's 0600.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    builder
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write into {}", dir.display()))
 }
 
 #[cfg(test)]

@@ -66,9 +66,8 @@ pub(crate) fn lr_schedule(settings: &TrainSettings, total_steps: usize) -> LrSch
 /// The optimizer every training run uses (and `peft-bench` measures): PyTorch's `AdamW`
 /// (betas 0.9, 0.999) with this weight decay and epsilon — Burn's own default epsilon is
 /// 1e-5, PyTorch's 1e-8 — as one fused pass per parameter on the CPU backends and PyTorch's
-/// in-place kernels on LibTorch. Gradient
-/// clipping is the trainee's (by the global norm, see [`crate::train::clip`]), not Burn's
-/// per-tensor clipping.
+/// in-place kernels on LibTorch. Gradient clipping is the trainee's (by the global norm, see
+/// [`crate::train::clip`]), not Burn's per-tensor clipping.
 pub fn adamw(weight_decay: f64, epsilon: f64) -> FusedAdamW {
     FusedAdamW::new(weight_decay as f32, epsilon as f32)
 }
