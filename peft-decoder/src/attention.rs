@@ -16,7 +16,7 @@ use peft_core::LayerKv;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::decoder::LayerCache;
-use crate::fused_attention as fused;
+use crate::fused_attention::{self as fused, AttentionSettings, Masking};
 
 /// Added to the score of a key a query must not see. Finite so that a query that sees nothing
 /// (a padding position) gets a finite, ignored output instead of NaNs, and small enough in
@@ -46,6 +46,44 @@ pub fn set_fused_attention(enabled: bool) {
     FUSED_ATTENTION.store(enabled, Ordering::Relaxed);
 }
 
+/// Which keys each query of one forward pass may see: the additive score bias every path
+/// applies, and what it is made of, for kernels that can skip hidden keys.
+#[derive(Clone, Debug)]
+pub struct AttentionMask {
+    /// `[B or 1, 1, T, prefix + past + T]`: 0 where a key may be seen, [`MASKED_SCORE`] where
+    /// not (see [`score_bias`]).
+    pub bias: Tensor<4>,
+    pub masking: Masking,
+}
+
+impl AttentionMask {
+    /// The mask of `query_len` new tokens after `past_len` cached ones and a `prefix_len`
+    /// prefix, hiding the keys whose `key_mask` entry is false (see [`score_bias`]). Without a
+    /// key mask it is exactly causal.
+    pub fn new(
+        prefix_len: usize,
+        past_len: usize,
+        query_len: usize,
+        key_mask: Option<Tensor<2, Bool>>,
+        device: &Device,
+    ) -> Self {
+        let masking = match key_mask {
+            Some(_) => Masking::CausalAndBias,
+            None => Masking::Causal,
+        };
+        let bias = score_bias(prefix_len, past_len, query_len, key_mask, device);
+        Self { bias, masking }
+    }
+
+    /// The same mask with its bias in `dtype` (the activations' float type).
+    pub fn cast(self, dtype: burn::tensor::DType) -> Self {
+        Self {
+            bias: self.bias.cast(dtype),
+            ..self
+        }
+    }
+}
+
 /// `softmax(q·kᵀ·scale + bias)·v` over the prefix segment followed by `keys`, with dropout on
 /// the attention probabilities. `query` is `[B, heads, T, head_dim]`; keys and values have as
 /// many heads (grouped-query models repeat theirs first, see [`repeat_heads`]).
@@ -56,13 +94,13 @@ pub fn attend(
     query: Tensor<4>,
     prefix: Option<&LayerKv>,
     keys: &LayerKv,
-    score_bias: Tensor<4>,
+    mask: &AttentionMask,
     scale: f64,
     dropout: &Dropout,
 ) -> Tensor<4> {
     let device = query.device();
     if !FUSED_ATTENTION.load(Ordering::Relaxed) || !fused::runs_on(&device) {
-        return attend_decomposed(query, prefix, keys, score_bias, scale, dropout);
+        return attend_decomposed(query, prefix, keys, mask.bias.clone(), scale, dropout);
     }
     // Burn's `Dropout` acts only in training, on an autodiff device.
     let dropout = if dropout.training.is_enabled() && device.is_autodiff() {
@@ -91,7 +129,13 @@ pub fn attend(
         }
         None => (keys.key.clone(), keys.value.clone()),
     };
-    fused::fused_attention(query, key, value, score_bias, scale, dropout, seed)
+    let settings = AttentionSettings {
+        masking: mask.masking,
+        scale,
+        dropout,
+        seed,
+    };
+    fused::fused_attention(query, key, value, mask.bias.clone(), settings)
 }
 
 /// [`attend`] as separate matrix products, softmax and dropout: what every backend can run,

@@ -6,7 +6,7 @@
 use burn::prelude::*;
 use peft_core::{LayerKv, PrefixKv};
 
-use crate::attention::score_bias;
+use crate::attention::AttentionMask;
 use crate::error::InputError;
 
 /// A decoder-only language model that adapters can condition.
@@ -171,11 +171,11 @@ impl LayerCache {
 }
 
 impl ForwardInput<'_> {
-    /// The additive attention bias over `[prefix | cached | new]` keys, `[B or 1, 1, T, keys]`
-    /// (see [`score_bias`]), after checking that the input fits `model`: its positions, and a
-    /// prefix entry for every layer. Panics otherwise — user input is checked before it gets
-    /// here, so a failure is a bug.
-    pub fn attention_bias(&self, model: &impl Decoder, cache: Option<&KvCache>) -> Tensor<4> {
+    /// The attention mask over `[prefix | cached | new]` keys, its bias `[B or 1, 1, T, keys]`
+    /// (see [`AttentionMask::new`]), after checking that the input fits `model`: its
+    /// positions, and a prefix entry for every layer. Panics otherwise — user input is checked
+    /// before it gets here, so a failure is a bug.
+    pub fn attention_mask(&self, model: &impl Decoder, cache: Option<&KvCache>) -> AttentionMask {
         let [_, len, _] = self.embeddings.dims();
         let prefix_len = self.prefix.map_or(0, PrefixKv::len);
         let past_len = cache.map_or(0, KvCache::len);
@@ -193,7 +193,7 @@ impl ForwardInput<'_> {
         }
         // Built in f32 and used in the activations' type (half in mixed precision), once per
         // forward pass rather than at every layer.
-        score_bias(
+        AttentionMask::new(
             prefix_len,
             past_len,
             len,

@@ -10,7 +10,7 @@
 //! the adapter, the loss) is f32; only the base's weights are cast ([`cast_floats`]), and
 //! where the two meet the f32 side is cast to the activations' type, once per input: the
 //! adapter's virtual tokens and prefix keys/values (`layout`), the score bias
-//! (`ForwardInput::attention_bias`), rotary phases (the Llama family). The loss casts logits
+//! (`ForwardInput::attention_mask`), rotary phases (the Llama family). The loss casts logits
 //! up to f32 (`loss`). `Tensor::cast` to the type a tensor already has returns it unchanged,
 //! so f32 runs pay nothing for these casts.
 

@@ -1,6 +1,8 @@
 //! The fused attention against the decomposed one it replaces: the same outputs and the same
 //! gradients for query, keys, values and prefix (f32, 1e-5), on every CPU backend compiled in,
-//! with a shared or per-row prefix, padding, a KV cache, and more queries than one block; and
+//! with a shared or per-row prefix, a KV cache, and more queries than one block, each with
+//! padding (the bias read with causal skipping) and without (causality alone: LibTorch's causal
+//! kernels, with query rows added in front where a prefix or cache comes first); and
 //! its dropout: the CPU kernel's against the decomposed attention under the same mask,
 //! LibTorch's against PyTorch's own attention under the same generator state, and on every
 //! backend a backward that sees the forward's mask.
@@ -10,8 +12,10 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::softmax;
 use peft_core::LayerKv;
-use peft_decoder::attention::{attend, attend_decomposed, score_bias};
-use peft_decoder::fused_attention::{cpu_dropout_keeps, fused_attention, runs_on};
+use peft_decoder::attention::{AttentionMask, attend, attend_decomposed, score_bias};
+use peft_decoder::fused_attention::{
+    AttentionSettings, Masking, cpu_dropout_keeps, fused_attention, runs_on,
+};
 
 mod common;
 use common::devices;
@@ -31,7 +35,7 @@ fn generator() -> std::sync::MutexGuard<'static, ()> {
 /// One attention call's operands: `batch` rows of `queries` new tokens after `past` cached ones,
 /// with `prefix` prefix positions (`shared`: one prefix broadcast over the batch, as a
 /// prefix-tuning adapter gives; otherwise one per row, as a mixed batch gives) and the first
-/// `padded` keys of row 0 hidden (left padding).
+/// `padded` keys of row 0 hidden (left padding; with none, no key mask at all).
 struct Case {
     name: &'static str,
     batch: usize,
@@ -91,6 +95,33 @@ const CASES: &[Case] = &[
         shared: true,
         padded: 3,
     },
+    Case {
+        name: "shared prefix",
+        batch: 2,
+        queries: 5,
+        past: 0,
+        prefix: 4,
+        shared: true,
+        padded: 0,
+    },
+    Case {
+        name: "per-row prefix, cache",
+        batch: 2,
+        queries: 2,
+        past: 3,
+        prefix: 4,
+        shared: false,
+        padded: 0,
+    },
+    Case {
+        name: "several query blocks after a prefix",
+        batch: 1,
+        queries: 150,
+        past: 0,
+        prefix: 5,
+        shared: true,
+        padded: 0,
+    },
 ];
 
 /// Every operand of the call, tracked by autodiff.
@@ -98,7 +129,7 @@ struct Operands {
     query: Tensor<4>,
     prefix: Option<LayerKv>,
     keys: LayerKv,
-    bias: Tensor<4>,
+    mask: AttentionMask,
     /// Weights of the output in the scalar that is differentiated, so that each output element
     /// gets its own gradient.
     weights: Tensor<4>,
@@ -125,8 +156,9 @@ impl Operands {
                     && i % key_len < case.prefix + case.padded)
             })
             .collect();
-        let mask =
-            Tensor::<2, Bool>::from_data(TensorData::new(mask, [case.batch, key_len]), device);
+        let mask = (case.padded > 0).then(|| {
+            Tensor::<2, Bool>::from_data(TensorData::new(mask, [case.batch, key_len]), device)
+        });
         Self {
             query: random([case.batch, HEADS, case.queries, HEAD_DIM]),
             prefix,
@@ -134,7 +166,7 @@ impl Operands {
                 random([case.batch, HEADS, keys_len, HEAD_DIM]),
                 random([case.batch, HEADS, keys_len, HEAD_DIM]),
             ),
-            bias: score_bias(case.prefix, case.past, case.queries, Some(mask), device),
+            mask: AttentionMask::new(case.prefix, case.past, case.queries, mask, device),
             weights: Tensor::<4>::random(
                 [case.batch, HEADS, case.queries, HEAD_DIM],
                 Distribution::Normal(0.0, 1.0),
@@ -198,20 +230,28 @@ fn fused_attention_matches_the_decomposed_outputs_and_gradients() {
         for case in CASES {
             let at = format!("{backend}, {}", case.name);
             let operands = Operands::new(case, &device);
-            let run = |attention: fn(_, _, _, _, _, _) -> Tensor<4>| {
-                let output = attention(
-                    operands.query.clone(),
-                    operands.prefix.as_ref(),
-                    &operands.keys,
-                    operands.bias.clone(),
-                    scale,
-                    &no_dropout,
-                );
-                output_and_gradients(&operands, output)
-            };
-            let (fused, fused_grads) = run(attend);
-            let (decomposed, decomposed_grads) = run(attend_decomposed);
-            assert_same(&at, (fused, fused_grads), (decomposed, decomposed_grads));
+            let (query, prefix, keys) = (&operands.query, operands.prefix.as_ref(), &operands.keys);
+            let fused = attend(
+                query.clone(),
+                prefix,
+                keys,
+                &operands.mask,
+                scale,
+                &no_dropout,
+            );
+            let decomposed = attend_decomposed(
+                query.clone(),
+                prefix,
+                keys,
+                operands.mask.bias.clone(),
+                scale,
+                &no_dropout,
+            );
+            assert_same(
+                &at,
+                output_and_gradients(&operands, fused),
+                output_and_gradients(&operands, decomposed),
+            );
         }
     }
 }
@@ -287,18 +327,22 @@ fn cpu_attention_dropout_is_the_decomposed_attention_under_its_mask() {
             continue; // PyTorch draws LibTorch's masks: see the next test
         }
         let device = device.autodiff();
-        for case in [&CASES[1], &CASES[2], &CASES[4]] {
+        for case in [&CASES[1], &CASES[2], &CASES[4], &CASES[7]] {
             let at = format!("{backend}, {}", case.name);
             let operands = Operands::new(case, &device);
             let (key, value) = joined(&operands, case.batch);
+            let settings = AttentionSettings {
+                masking: operands.mask.masking,
+                scale,
+                dropout: rate,
+                seed,
+            };
             let fused = fused_attention(
                 operands.query.clone(),
                 key.clone(),
                 value.clone(),
-                operands.bias.clone(),
-                scale,
-                rate,
-                seed,
+                operands.mask.bias.clone(),
+                settings,
             );
             let [batch, heads, queries, _] = operands.query.dims();
             let shape = [batch, heads, queries, key.dims()[2]];
@@ -309,8 +353,8 @@ fn cpu_attention_dropout_is_the_decomposed_attention_under_its_mask() {
             // The keys and values joined again: the fused call's backward consumes the graph of
             // the first join.
             let (key, value) = joined(&operands, case.batch);
-            let scores =
-                operands.query.clone().matmul(key.swap_dims(2, 3)) * scale + operands.bias.clone();
+            let scores = operands.query.clone().matmul(key.swap_dims(2, 3)) * scale
+                + operands.mask.bias.clone();
             let probs = softmax(scores, 3).mask_fill(keeps.bool_not(), 0.0) / (1.0 - rate);
             let reference = probs.matmul(value);
             let (fused, fused_grads) = output_and_gradients(&operands, fused);
@@ -339,7 +383,15 @@ fn libtorch_attention_dropout_is_pytorchs_under_the_same_generator_state() {
         random([2, HEADS, 9, HEAD_DIM]),
         random([2, HEADS, 9, HEAD_DIM]),
     ];
+    // The bias as a mask operand, as PyTorch's reference takes it below (causal masking would
+    // add query rows, whose dropout draws shift the generator's stream).
     let bias = score_bias(4, 0, 5, None, &device);
+    let settings = AttentionSettings {
+        masking: Masking::Bias,
+        scale,
+        dropout: rate,
+        seed: 0,
+    };
     let weights = Tensor::<4>::random(
         [2, HEADS, 5, HEAD_DIM],
         Distribution::Normal(0.0, 1.0),
@@ -348,7 +400,7 @@ fn libtorch_attention_dropout_is_pytorchs_under_the_same_generator_state() {
 
     tch::manual_seed(seed);
     let [query, key, value] = operands.clone();
-    let fused = fused_attention(query, key, value, bias.clone(), scale, rate, 0);
+    let fused = fused_attention(query, key, value, bias.clone(), settings);
     let grads = (fused.clone() * weights.clone()).sum().backward();
 
     let to_torch = |tensor: &Tensor<4>| {
@@ -409,14 +461,16 @@ fn attention_dropout_backward_sees_the_forward_mask() {
     // The output is linear in the values for a fixed mask: sum(w ∘ out) = sum(d_value ∘ value)
     // (with the prefix's values) holds exactly when the backward applies the forward's mask.
     let dropout = DropoutConfig::new(0.5).init();
-    let case = &CASES[1];
-    for (backend, device) in devices() {
+    for ((backend, device), case) in devices()
+        .into_iter()
+        .flat_map(|device| [(device.clone(), &CASES[1]), (device, &CASES[5])])
+    {
         let operands = Operands::new(case, &device.autodiff());
         let output = attend(
             operands.query.clone(),
             operands.prefix.as_ref(),
             &operands.keys,
-            operands.bias.clone(),
+            &operands.mask,
             0.5,
             &dropout,
         );
@@ -434,7 +488,9 @@ fn attention_dropout_backward_sees_the_forward_mask() {
         let objective = objective.into_scalar::<f32>();
         assert!(
             (objective - through_values).abs() <= TOLERANCE * objective.abs().max(1.0),
-            "{backend}: sum(w ∘ out) = {objective}, through the value gradients {through_values}"
+            "{backend}, {}: sum(w ∘ out) = {objective}, through the value gradients \
+             {through_values}",
+            case.name
         );
     }
 }
@@ -452,7 +508,7 @@ fn attention_dropout_acts_only_in_training() {
                 operands.query.clone(),
                 operands.prefix.as_ref(),
                 &operands.keys,
-                operands.bias.clone(),
+                &operands.mask,
                 0.5,
                 dropout,
             )
@@ -476,7 +532,10 @@ fn attention_dropout_acts_only_in_training() {
                     operands.keys.key.clone().inner(),
                     operands.keys.value.clone().inner(),
                 ),
-                operands.bias.clone().inner(),
+                &AttentionMask {
+                    bias: operands.mask.bias.clone().inner(),
+                    masking: operands.mask.masking,
+                },
                 0.5,
                 dropout,
             )

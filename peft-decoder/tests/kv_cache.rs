@@ -95,7 +95,7 @@ fn dropping_rows_keeps_the_other_rows_cache() {
 #[test]
 fn attention_reads_the_held_positions_of_the_cache() {
     use burn::nn::DropoutConfig;
-    use peft_decoder::attention::{attend, score_bias};
+    use peft_decoder::attention::{AttentionMask, attend};
     for (name, device) in common::devices() {
         let device = device.autodiff();
         let mut cache = LayerCache::default();
@@ -107,10 +107,10 @@ fn attention_reads_the_held_positions_of_the_cache() {
             Tensor::from_data(held.value.to_data(), &device),
         );
         let query = kv(2, 2, 7, &device).key.require_grad();
-        let bias = score_bias(0, keys - 2, 2, None, &device);
+        let mask = AttentionMask::new(0, keys - 2, 2, None, &device);
         let dropout = DropoutConfig::new(0.0).init();
         let attention = |keys: &LayerKv| {
-            let out = attend(query.clone(), None, keys, bias.clone(), 0.5, &dropout);
+            let out = attend(query.clone(), None, keys, &mask, 0.5, &dropout);
             let grads = out.clone().sum().backward();
             (out, query.grad(&grads).unwrap())
         };

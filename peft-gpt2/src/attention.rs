@@ -5,7 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 use peft_core::LayerKv;
 use peft_decoder::LayerCache;
-use peft_decoder::attention::{attend, with_cached};
+use peft_decoder::attention::{AttentionMask, attend, with_cached};
 use peft_decoder::init::hf_linear;
 use peft_decoder::linear::ForwardRows;
 
@@ -45,13 +45,12 @@ impl CausalSelfAttention {
         }
     }
 
-    /// `x`: `[B, T, d]`. `score_bias`: `[B or 1, 1, T, prefix + past + T]`, 0 where a key may be
-    /// seen and [`peft_decoder::attention::MASKED_SCORE`] where not. `cache` (if any) holds the keys/values of earlier
-    /// tokens and receives this call's.
+    /// `x`: `[B, T, d]`. `mask`: which of the prefix, cached and new keys each query sees.
+    /// `cache` (if any) holds the keys/values of earlier tokens and receives this call's.
     pub fn forward(
         &self,
         x: Tensor<3>,
-        score_bias: Tensor<4>,
+        mask: &AttentionMask,
         prefix: Option<&LayerKv>,
         cache: Option<&mut LayerCache>,
     ) -> Tensor<3> {
@@ -71,14 +70,7 @@ impl CausalSelfAttention {
         let (query, new_kv) = (part(0), LayerKv::new(part(1), part(2)));
 
         let (prefix, keys) = with_cached(new_kv, prefix, cache);
-        let context = attend(
-            query,
-            prefix,
-            &keys,
-            score_bias,
-            self.scale,
-            &self.attn_dropout,
-        );
+        let context = attend(query, prefix, &keys, mask, self.scale, &self.attn_dropout);
         let merged = context.swap_dims(1, 2).reshape([batch, len, width]);
         self.resid_dropout.forward(self.c_proj.forward_rows(merged))
     }

@@ -9,6 +9,7 @@
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
 use peft_core::LayerKv;
+use peft_decoder::attention::AttentionMask;
 use peft_decoder::fused_layers::{gelu_tanh, layer_norm};
 use peft_decoder::init::{hf_embedding, hf_linear};
 use peft_decoder::linear::ForwardRows;
@@ -73,18 +74,15 @@ impl Block {
     fn forward(
         &self,
         x: Tensor<3>,
-        score_bias: Tensor<4>,
+        mask: &AttentionMask,
         prefix: Option<&LayerKv>,
         cache: Option<&mut LayerCache>,
     ) -> Tensor<3> {
         let epsilon = self.layer_norm_epsilon;
         let x = x.clone()
-            + self.attn.forward(
-                layer_norm(&self.ln_1, epsilon, x),
-                score_bias,
-                prefix,
-                cache,
-            );
+            + self
+                .attn
+                .forward(layer_norm(&self.ln_1, epsilon, x), mask, prefix, cache);
         x.clone() + self.mlp.forward(layer_norm(&self.ln_2, epsilon, x))
     }
 }
@@ -158,14 +156,14 @@ impl Gpt2 {
     /// Panics if the positions do not fit the model; user-facing callers check with
     /// [`Gpt2::check_fits`] first.
     pub fn forward(&self, input: ForwardInput<'_>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
-        let bias = input.attention_bias(self, cache.as_deref());
+        let mask = input.attention_mask(self, cache.as_deref());
         let mut x = self
             .dropout
             .forward(input.embeddings + self.wpe.forward(input.positions));
         for (layer, block) in self.h.iter().enumerate() {
             let prefix = input.prefix.map(|p| &p.layers[layer]);
             let slot = cache.as_deref_mut().map(|c| c.layer_mut(layer));
-            x = block.forward(x, bias.clone(), prefix, slot);
+            x = block.forward(x, &mask, prefix, slot);
         }
         layer_norm(&self.ln_f, self.layer_norm_epsilon, x)
     }

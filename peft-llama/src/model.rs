@@ -7,7 +7,7 @@
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
 use peft_core::LayerKv;
-use peft_decoder::attention::{attend, repeat_heads, with_cached};
+use peft_decoder::attention::{AttentionMask, attend, repeat_heads, with_cached};
 use peft_decoder::fused_layers::{rms_norm, silu};
 use peft_decoder::init::{hf_embedding, hf_linear};
 use peft_decoder::linear::ForwardRows;
@@ -75,7 +75,7 @@ impl Attention {
         &self,
         x: Tensor<3>,
         phases: &(Tensor<4>, Tensor<4>),
-        score_bias: Tensor<4>,
+        mask: &AttentionMask,
         prefix: Option<&LayerKv>,
         cache: Option<&mut LayerCache>,
     ) -> Tensor<3> {
@@ -108,7 +108,7 @@ impl Attention {
             query,
             prefix.as_ref(),
             &repeat(&keys),
-            score_bias,
+            mask,
             1.0 / (self.head_dim as f64).sqrt(),
             &self.dropout,
         );
@@ -176,14 +176,14 @@ impl Layer {
         &self,
         x: Tensor<3>,
         phases: &(Tensor<4>, Tensor<4>),
-        score_bias: Tensor<4>,
+        mask: &AttentionMask,
         prefix: Option<&LayerKv>,
         cache: Option<&mut LayerCache>,
     ) -> Tensor<3> {
         let attended = self.self_attn.forward(
             rms_norm(&self.input_layernorm, x.clone()),
             phases,
-            score_bias,
+            mask,
             prefix,
             cache,
         );
@@ -267,13 +267,13 @@ impl Decoder for Llama {
     }
 
     fn forward(&self, input: ForwardInput<'_>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
-        let bias = input.attention_bias(self, cache.as_deref());
+        let mask = input.attention_mask(self, cache.as_deref());
         let phases = self.rope.phases(input.positions);
         let mut x = input.embeddings;
         for (index, layer) in self.model.layers.iter().enumerate() {
             let prefix = input.prefix.map(|p| &p.layers[index]);
             let slot = cache.as_deref_mut().map(|c| c.layer_mut(index));
-            x = layer.forward(x, &phases, bias.clone(), prefix, slot);
+            x = layer.forward(x, &phases, &mask, prefix, slot);
         }
         rms_norm(&self.model.norm, x)
     }

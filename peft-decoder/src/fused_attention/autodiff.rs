@@ -10,18 +10,16 @@ use burn::backend::autodiff::{
 };
 use burn::backend::{AutodiffBackend, Backend, tensor::FloatTensor};
 
-use super::{AttentionSaved, FusedAttentionOps};
+use super::{AttentionSaved, AttentionSettings, FusedAttentionOps};
 
 #[derive(Debug)]
 struct FusedAttentionBackward;
 
-/// What the backward needs: the backend's saved tensors and the call's scalars.
+/// What the backward needs: the backend's saved tensors and the call's settings.
 #[derive(Clone, Debug)]
 struct Saved<B: Backend> {
     tensors: AttentionSaved<B>,
-    scale: f64,
-    dropout: f64,
-    seed: u64,
+    settings: AttentionSettings,
 }
 
 impl<B: Backend + FusedAttentionOps> Backward<B, 3> for FusedAttentionBackward {
@@ -29,14 +27,8 @@ impl<B: Backend + FusedAttentionOps> Backward<B, 3> for FusedAttentionBackward {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let output_grad = grads.consume::<B>(&ops.node);
-        let Saved {
-            tensors,
-            scale,
-            dropout,
-            seed,
-        } = ops.state;
-        let (d_query, d_key, d_value) =
-            B::fused_attention_backward(tensors, output_grad, scale, dropout, seed);
+        let Saved { tensors, settings } = ops.state;
+        let (d_query, d_key, d_value) = B::fused_attention_backward(tensors, output_grad, settings);
         let [query_node, key_node, value_node] = ops.parents;
         for (node, grad) in [
             (query_node, d_query),
@@ -56,9 +48,7 @@ impl<B: Backend + FusedAttentionOps, C: CheckpointStrategy> FusedAttentionOps fo
         key: FloatTensor<Self>,
         value: FloatTensor<Self>,
         bias: FloatTensor<Self>,
-        scale: f64,
-        dropout: f64,
-        seed: u64,
+        settings: AttentionSettings,
     ) -> FloatTensor<Self> {
         let nodes = [query.node(), key.node(), value.node()];
         let (query, key, value) = (
@@ -75,18 +65,12 @@ impl<B: Backend + FusedAttentionOps, C: CheckpointStrategy> FusedAttentionOps fo
         {
             OpsKind::Tracked(prep) => {
                 let (output, tensors) =
-                    B::fused_attention_forward(query, key, value, bias, scale, dropout, seed);
-                let saved = Saved {
-                    tensors,
-                    scale,
-                    dropout,
-                    seed,
-                };
-                prep.finish(saved, output)
+                    B::fused_attention_forward(query, key, value, bias, settings);
+                prep.finish(Saved { tensors, settings }, output)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(
-                query, key, value, bias, scale, dropout, seed,
-            )),
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::fused_attention(query, key, value, bias, settings))
+            }
         }
     }
 
@@ -98,18 +82,14 @@ impl<B: Backend + FusedAttentionOps, C: CheckpointStrategy> FusedAttentionOps fo
         key: FloatTensor<Self>,
         value: FloatTensor<Self>,
         bias: FloatTensor<Self>,
-        scale: f64,
-        dropout: f64,
-        seed: u64,
+        settings: AttentionSettings,
     ) -> (FloatTensor<Self>, AttentionSaved<Self>) {
         let (output, saved) = B::fused_attention_forward(
             query.into_primitive(),
             key.into_primitive(),
             value.into_primitive(),
             bias.into_primitive(),
-            scale,
-            dropout,
-            seed,
+            settings,
         );
         (
             Self::from_inner(output),
@@ -126,9 +106,7 @@ impl<B: Backend + FusedAttentionOps, C: CheckpointStrategy> FusedAttentionOps fo
     fn fused_attention_backward(
         saved: AttentionSaved<Self>,
         output_grad: FloatTensor<Self>,
-        scale: f64,
-        dropout: f64,
-        seed: u64,
+        settings: AttentionSettings,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let saved = AttentionSaved {
             query: saved.query.into_primitive(),
@@ -137,7 +115,7 @@ impl<B: Backend + FusedAttentionOps, C: CheckpointStrategy> FusedAttentionOps fo
             bias_or_graph: saved.bias_or_graph.into_primitive(),
         };
         let (d_query, d_key, d_value) =
-            B::fused_attention_backward(saved, output_grad.into_primitive(), scale, dropout, seed);
+            B::fused_attention_backward(saved, output_grad.into_primitive(), settings);
         (
             Self::from_inner(d_query),
             Self::from_inner(d_key),

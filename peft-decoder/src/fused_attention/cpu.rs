@@ -2,7 +2,10 @@
 //!
 //! Each (batch, head) pair is one rayon task. Within it, queries are taken `QUERY_BLOCK` rows at
 //! a time: the block's scores against every key are one matrix product into a scratch buffer
-//! of `QUERY_BLOCK × S`, softmaxed row by row, and multiplied by the values. Memory beyond the
+//! of `QUERY_BLOCK × S`, softmaxed row by row, and multiplied by the values. Under a causal mask
+//! a block reads only the keys its last row may see ([`Masking::keys_seen`]): the others'
+//! probabilities are exactly 0, so skipping them changes no value and saves up to half the
+//! work of a long sequence. Memory beyond the
 //! inputs and outputs is therefore a few such buffers per core, never `[B, H, T, S]`. The
 //! backward recomputes each block's probabilities (as FlashAttention does) instead of storing
 //! them, so nothing but the inputs is kept between forward and backward. Dropout's mask is
@@ -13,7 +16,7 @@ use burn::backend::{Backend, TensorMetadata, tensor::FloatTensor};
 use burn::tensor::Shape;
 use rayon::prelude::*;
 
-use super::{AttentionSaved, FusedAttentionOps};
+use super::{AttentionSaved, AttentionSettings, FusedAttentionOps, Masking};
 use crate::extension::{HeadBlocks, f32_values, tensor_of};
 
 /// Query rows per block: bounds the scratch to `QUERY_BLOCK × S` floats per buffer while
@@ -29,12 +32,9 @@ macro_rules! cpu_fused_attention {
                 key: FloatTensor<Self>,
                 value: FloatTensor<Self>,
                 bias: FloatTensor<Self>,
-                scale: f64,
-                dropout: f64,
-                seed: u64,
+                settings: AttentionSettings,
             ) -> FloatTensor<Self> {
-                let mask = DropoutMask::new(dropout, seed);
-                forward::<Self>(query, key, value, bias, scale, mask)
+                forward::<Self>(query, key, value, bias, settings)
             }
 
             fn fused_attention_forward(
@@ -42,18 +42,14 @@ macro_rules! cpu_fused_attention {
                 key: FloatTensor<Self>,
                 value: FloatTensor<Self>,
                 bias: FloatTensor<Self>,
-                scale: f64,
-                dropout: f64,
-                seed: u64,
+                settings: AttentionSettings,
             ) -> (FloatTensor<Self>, AttentionSaved<Self>) {
-                let mask = DropoutMask::new(dropout, seed);
                 let output = forward::<Self>(
                     query.clone(),
                     key.clone(),
                     value.clone(),
                     bias.clone(),
-                    scale,
-                    mask,
+                    settings,
                 );
                 // The operands: the backward recomputes the probabilities and the mask.
                 let saved = AttentionSaved {
@@ -68,12 +64,9 @@ macro_rules! cpu_fused_attention {
             fn fused_attention_backward(
                 saved: AttentionSaved<Self>,
                 output_grad: FloatTensor<Self>,
-                scale: f64,
-                dropout: f64,
-                seed: u64,
+                settings: AttentionSettings,
             ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-                let mask = DropoutMask::new(dropout, seed);
-                backward::<Self>(saved, output_grad, scale, mask)
+                backward::<Self>(saved, output_grad, settings)
             }
         }
     };
@@ -108,6 +101,11 @@ impl Dims {
         }
     }
 
+    /// How many leading keys the query rows `start..start + rows` may see.
+    fn keys_seen(&self, masking: Masking, start: usize, rows: usize) -> usize {
+        masking.keys_seen(self.queries, self.keys, start + rows)
+    }
+
     /// Where the `[T, S]` bias of (batch `b`, head `h`) starts.
     fn bias_offset(&self, pair: usize) -> usize {
         let (b, h) = (pair / self.heads, pair % self.heads);
@@ -122,9 +120,9 @@ fn forward<B: Backend>(
     key: FloatTensor<B>,
     value: FloatTensor<B>,
     bias: FloatTensor<B>,
-    scale: f64,
-    mask: Option<DropoutMask>,
+    settings: AttentionSettings,
 ) -> FloatTensor<B> {
+    let mask = DropoutMask::new(settings.dropout, settings.seed);
     let (dtype, device, shape) = (query.dtype(), query.device(), query.shape());
     let dims = Dims::of(&shape, &key.shape(), &bias.shape());
     let (q, k, v, bias) = (
@@ -143,23 +141,24 @@ fn forward<B: Backend>(
             let mut probs = vec![0.0f32; QUERY_BLOCK.min(t) * s];
             for start in (0..t).step_by(QUERY_BLOCK) {
                 let rows = QUERY_BLOCK.min(t - start);
-                let probs = &mut probs[..rows * s];
+                let seen = dims.keys_seen(settings.masking, start, rows);
+                let probs = &mut probs[..rows * seen];
                 probabilities(
                     probs,
                     &q[start * d..][..rows * d],
-                    k,
+                    &k[..seen * d],
                     &bias[start * s..][..rows * s],
                     d,
-                    scale as f32,
+                    settings.scale as f32,
                 );
                 if let Some(mask) = &mask {
-                    mask.apply(probs, ((pair * t + start) * s) as u64);
+                    mask.apply_rows(probs, seen, ((pair * t + start) * s) as u64, s);
                 }
-                // out[rows, d] = probs[rows, S] · v[S, d]
+                // out[rows, d] = probs[rows, seen] · v[seen, d]
                 matmul(
                     &mut out[start * d..][..rows * d],
-                    Mat::rows(probs, rows, s),
-                    Mat::rows(v, s, d),
+                    Mat::rows(probs, rows, seen),
+                    Mat::rows(&v[..seen * d], seen, d),
                     false,
                     1.0,
                 );
@@ -171,9 +170,9 @@ fn forward<B: Backend>(
 fn backward<B: Backend>(
     saved: AttentionSaved<B>,
     output_grad: FloatTensor<B>,
-    scale: f64,
-    mask: Option<DropoutMask>,
+    settings: AttentionSettings,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let mask = DropoutMask::new(settings.dropout, settings.seed);
     let AttentionSaved {
         query,
         key,
@@ -191,7 +190,7 @@ fn backward<B: Backend>(
         f32_values::<B>(output_grad),
     );
     let (t, s, d) = (dims.queries, dims.keys, dims.head_dim);
-    let scale = scale as f32;
+    let scale = settings.scale as f32;
     let mut d_q = vec![0.0f32; query_shape.num_elements()];
     let mut d_k = vec![0.0f32; key_shape.num_elements()];
     let mut d_v = vec![0.0f32; key_shape.num_elements()];
@@ -209,52 +208,56 @@ fn backward<B: Backend>(
             let mut dropped = vec![0.0f32; if mask.is_some() { block } else { 0 }];
             for start in (0..t).step_by(QUERY_BLOCK) {
                 let rows = QUERY_BLOCK.min(t - start);
-                let (probs, d_scores) = (&mut probs[..rows * s], &mut d_scores[..rows * s]);
+                // Only the keys the block sees: the others' probabilities and gradients are 0.
+                let seen = dims.keys_seen(settings.masking, start, rows);
+                let (k, v) = (&k[..seen * d], &v[..seen * d]);
+                let (d_k, d_v) = (&mut d_k[..seen * d], &mut d_v[..seen * d]);
+                let (probs, d_scores) = (&mut probs[..rows * seen], &mut d_scores[..rows * seen]);
                 let q_block = &q[start * d..][..rows * d];
                 let d_out_block = &d_out[start * d..][..rows * d];
                 probabilities(probs, q_block, k, &bias[start * s..][..rows * s], d, scale);
                 let first = ((pair * t + start) * s) as u64;
                 let attended = match &mask {
                     Some(mask) => {
-                        let dropped = &mut dropped[..rows * s];
+                        let dropped = &mut dropped[..rows * seen];
                         dropped.copy_from_slice(probs);
-                        mask.apply(dropped, first);
+                        mask.apply_rows(dropped, seen, first, s);
                         &*dropped
                     }
                     None => &*probs,
                 };
-                // d_v[S, d] += attendedᵀ · d_out
+                // d_v[seen, d] += attendedᵀ · d_out
                 matmul(
                     d_v,
-                    Mat::rows(attended, rows, s).t(),
+                    Mat::rows(attended, rows, seen).t(),
                     Mat::rows(d_out_block, rows, d),
                     true,
                     1.0,
                 );
-                // d_attended[rows, S] = d_out · vᵀ, then through dropout to d_probs
+                // d_attended[rows, seen] = d_out · vᵀ, then through dropout to d_probs
                 matmul(
                     d_scores,
                     Mat::rows(d_out_block, rows, d),
-                    Mat::rows(v, s, d).t(),
+                    Mat::rows(v, seen, d).t(),
                     false,
                     1.0,
                 );
                 if let Some(mask) = &mask {
-                    mask.apply(d_scores, first);
+                    mask.apply_rows(d_scores, seen, first, s);
                 }
                 // Softmax backward: d_score = p ∘ (d_p − Σ p ∘ d_p), row by row.
-                for (p, g) in probs.chunks(s).zip(d_scores.chunks_mut(s)) {
+                for (p, g) in probs.chunks(seen).zip(d_scores.chunks_mut(seen)) {
                     let dot: f32 = p.iter().zip(g.iter()).map(|(p, g)| p * g).sum();
                     for (g, p) in g.iter_mut().zip(p) {
                         *g = p * (*g - dot);
                     }
                 }
-                // d_q[rows, d] = scale · d_scores · k ;  d_k[S, d] += scale · d_scoresᵀ · q
-                let d_scores = Mat::rows(d_scores, rows, s);
+                // d_q[rows, d] = scale · d_scores · k ;  d_k[seen, d] += scale · d_scoresᵀ · q
+                let d_scores = Mat::rows(d_scores, rows, seen);
                 matmul(
                     &mut d_q[start * d..][..rows * d],
                     d_scores,
-                    Mat::rows(k, s, d),
+                    Mat::rows(k, seen, d),
                     false,
                     scale,
                 );
@@ -295,14 +298,18 @@ impl DropoutMask {
         (mix(self.key ^ index.wrapping_mul(GOLDEN_GAMMA)) >> 40) as u32 >= self.threshold
     }
 
-    /// Drops or scales `values`, the probabilities from index `first` on.
-    fn apply(&self, values: &mut [f32], first: u64) {
-        for (index, value) in (first..).zip(values.iter_mut()) {
-            *value = if self.keeps(index) {
-                *value * self.keep_scale
-            } else {
-                0.0
-            };
+    /// Drops or scales `values`: the first `seen` probabilities of consecutive rows of `keys`,
+    /// the first of them at index `first`.
+    fn apply_rows(&self, values: &mut [f32], seen: usize, first: u64, keys: usize) {
+        for (row, values) in (0u64..).zip(values.chunks_mut(seen)) {
+            let first = first + row * keys as u64;
+            for (index, value) in (first..).zip(values.iter_mut()) {
+                *value = if self.keeps(index) {
+                    *value * self.keep_scale
+                } else {
+                    0.0
+                };
+            }
         }
     }
 }
@@ -327,7 +334,8 @@ pub fn cpu_dropout_keeps(rate: f64, seed: u64, shape: [usize; 4]) -> Vec<bool> {
     }
 }
 
-/// `probs[rows, S] = softmax(q·kᵀ·scale + bias)` for one block of query rows.
+/// `probs[rows, keys] = softmax(q·kᵀ·scale + bias)` for one block of query rows and the leading
+/// keys they see; `bias` holds the block's rows of the whole bias (`S` values each).
 fn probabilities(
     probs: &mut [f32],
     q: &[f32],
@@ -338,6 +346,7 @@ fn probabilities(
 ) {
     let rows = q.len() / head_dim;
     let keys = k.len() / head_dim;
+    let bias_width = bias.len() / rows;
     matmul(
         probs,
         Mat::rows(q, rows, head_dim),
@@ -345,7 +354,7 @@ fn probabilities(
         false,
         scale,
     );
-    for (row, bias) in probs.chunks_mut(keys).zip(bias.chunks(keys)) {
+    for (row, bias) in probs.chunks_mut(keys).zip(bias.chunks(bias_width)) {
         let mut max = f32::NEG_INFINITY;
         for (score, bias) in row.iter_mut().zip(bias) {
             *score += bias;

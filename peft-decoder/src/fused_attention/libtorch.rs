@@ -2,9 +2,14 @@
 //! kernels (flash attention for CPU; memory-efficient attention on CUDA, which takes an
 //! additive bias and dropout) forward and backward.
 //!
-//! The bias goes in as a float `attn_mask` with `is_causal = false`: the causal part is already
-//! in it, bottom-right aligned for the prefix and the cache, which PyTorch's own `is_causal`
-//! (top-left aligned) would get wrong.
+//! Where the bias is exactly the causal mask ([`Masking::Causal`]: no padding), no mask operand
+//! goes in: PyTorch's own `is_causal`, which lets CUDA pick flash attention and lets every
+//! kernel skip the blocks above the diagonal. PyTorch aligns that mask top-left while ours is
+//! aligned bottom-right (the prefix is open to every query), so `S − T` zero query rows go in
+//! front and their outputs are dropped: query `S − T + i` of the padded block sees the first
+//! `S − T + i + 1` keys, as query `i` must. Otherwise the bias goes in as a float `attn_mask`
+//! with `is_causal = false`, which rules flash attention out on CUDA (the memory-efficient
+//! kernel takes it).
 //!
 //! Without dropout a tracked forward keeps only its operands, and the backward runs the forward
 //! again under PyTorch's autograd to reach SDPA's backward kernel. With dropout that second
@@ -17,26 +22,44 @@
 use burn::backend::libtorch::{LibTorch, TchTensor};
 use burn::backend::tensor::FloatTensor;
 
-use super::{AttentionSaved, FusedAttentionOps};
+use super::{AttentionSaved, AttentionSettings, FusedAttentionOps, Masking};
 use crate::extension::{graph_gradients, torch_gradients};
 
 fn attention(
     [query, key, value]: [&tch::Tensor; 3],
     bias: &tch::Tensor,
-    scale: f64,
-    dropout: f64,
+    settings: AttentionSettings,
 ) -> tch::Tensor {
-    let bias = bias.to_kind(query.kind());
-    tch::Tensor::scaled_dot_product_attention(
-        query,
-        key,
-        value,
-        Some(&bias),
-        dropout,
-        false,
-        scale,
-        false,
-    )
+    let sdpa = |query: &tch::Tensor, mask: Option<&tch::Tensor>, is_causal: bool| {
+        tch::Tensor::scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            mask,
+            settings.dropout,
+            is_causal,
+            settings.scale,
+            false,
+        )
+    };
+    let (queries, keys) = (query.size()[2], key.size()[2]);
+    let hidden_rows = keys - queries;
+    match settings.masking {
+        // One query (a decoded token) sees every key.
+        Masking::Causal if queries == 1 => sdpa(query, None, false),
+        Masking::Causal if hidden_rows == 0 => sdpa(query, None, true),
+        // Padding the queries costs at most as many rows again; beyond that the bias is cheaper.
+        Masking::Causal if hidden_rows > 0 && hidden_rows <= queries => {
+            let size = query.size(); // [B, H, T, d]
+            let padding = tch::Tensor::zeros(
+                [size[0], size[1], hidden_rows, size[3]],
+                (query.kind(), query.device()),
+            );
+            let padded = tch::Tensor::cat(&[&padding, query], 2);
+            sdpa(&padded, None, true).narrow(2, hidden_rows, queries)
+        }
+        _ => sdpa(query, Some(&bias.to_kind(query.kind())), false),
+    }
 }
 
 /// The torch tensors of Burn's query, key and value.
@@ -64,13 +87,10 @@ impl FusedAttentionOps for LibTorch {
         key: FloatTensor<Self>,
         value: FloatTensor<Self>,
         bias: FloatTensor<Self>,
-        scale: f64,
-        dropout: f64,
-        _seed: u64,
+        settings: AttentionSettings,
     ) -> FloatTensor<Self> {
-        let output = tch::no_grad(|| {
-            attention(operands(&query, &key, &value), &bias.tensor, scale, dropout)
-        });
+        let output =
+            tch::no_grad(|| attention(operands(&query, &key, &value), &bias.tensor, settings));
         TchTensor::new(output)
     }
 
@@ -79,19 +99,15 @@ impl FusedAttentionOps for LibTorch {
         key: FloatTensor<Self>,
         value: FloatTensor<Self>,
         bias: FloatTensor<Self>,
-        scale: f64,
-        dropout: f64,
-        _seed: u64,
+        settings: AttentionSettings,
     ) -> (FloatTensor<Self>, AttentionSaved<Self>) {
-        if dropout == 0.0 {
+        if settings.dropout == 0.0 {
             let output = Self::fused_attention(
                 query.clone(),
                 key.clone(),
                 value.clone(),
                 bias.clone(),
-                scale,
-                0.0,
-                0,
+                settings,
             );
             let saved = AttentionSaved {
                 query,
@@ -103,7 +119,7 @@ impl FusedAttentionOps for LibTorch {
         }
         let (query, key, value) = (graph_leaf(&query), graph_leaf(&key), graph_leaf(&value));
         let graph = TchTensor::new(tch::with_grad(|| {
-            attention(operands(&query, &key, &value), &bias.tensor, scale, dropout)
+            attention(operands(&query, &key, &value), &bias.tensor, settings)
         }));
         // Burn's output is the same values without the graph, and shares the graph's storage
         // reference for the reason `graph_leaf` gives.
@@ -122,15 +138,13 @@ impl FusedAttentionOps for LibTorch {
     fn fused_attention_backward(
         saved: AttentionSaved<Self>,
         output_grad: FloatTensor<Self>,
-        scale: f64,
-        dropout: f64,
-        _seed: u64,
+        settings: AttentionSettings,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let inputs = operands(&saved.query, &saved.key, &saved.value);
-        let [d_query, d_key, d_value] = if dropout == 0.0 {
+        let [d_query, d_key, d_value] = if settings.dropout == 0.0 {
             let bias = &saved.bias_or_graph.tensor;
             torch_gradients(inputs, &output_grad.tensor, |inputs| {
-                attention(inputs.each_ref(), bias, scale, 0.0)
+                attention(inputs.each_ref(), bias, settings)
             })
         } else {
             graph_gradients(&saved.bias_or_graph.tensor, &output_grad.tensor, inputs)

@@ -9,7 +9,9 @@
 //! routed here: [`runs_on`] says so and callers keep the decomposed path there.
 //!
 //! The bias is a constant (the causal and padding mask as an additive score bias): it receives no
-//! gradient. Dropout on the probabilities happens inside, so that full fine-tuning (GPT-2's
+//! gradient. [`Masking`] tells the kernels what the bias is made of, so that they can skip the
+//! keys a query cannot see (the CPU kernel) or hand causality to kernels that mask by position
+//! themselves (LibTorch: PyTorch's flash and memory-efficient kernels without a mask operand). Dropout on the probabilities happens inside, so that full fine-tuning (GPT-2's
 //! attention dropout) stays fused too; the backward must see the forward's mask, which each
 //! backend ensures in its own way: LibTorch keeps PyTorch's autograd graph of a forward with
 //! dropout (its kernels draw the mask from PyTorch's generator and record what regenerates
@@ -33,6 +35,45 @@ use burn::prelude::*;
 pub use crate::extension::runs_on;
 pub use cpu::cpu_dropout_keeps;
 
+/// What an attention call's bias hides, as far as the caller knows: the bias's values are the
+/// same either way, but a kernel may use the structure to skip work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Masking {
+    /// No structure: the bias alone says which keys each query sees.
+    Bias,
+    /// Causal, aligned bottom-right (query `i` of `T` sees none of the `S` keys after the first
+    /// `S − T + i + 1`, so the keys before the last `T` — prefix and cache — are open to all),
+    /// and the bias may hide more (padding).
+    CausalAndBias,
+    /// Exactly that causal mask: the bias hides nothing else.
+    Causal,
+}
+
+impl Masking {
+    /// How many leading keys of `keys` the queries `0..queries_end` of `queries` may see: the
+    /// keys a kernel must read for those rows (all of them without causality).
+    pub fn keys_seen(self, queries: usize, keys: usize, queries_end: usize) -> usize {
+        match self {
+            Masking::Bias => keys,
+            Masking::CausalAndBias | Masking::Causal => {
+                (keys + queries_end).saturating_sub(queries).min(keys)
+            }
+        }
+    }
+}
+
+/// The settings of one attention call, which its backward is given again.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionSettings {
+    pub masking: Masking,
+    /// What the scores `query·keyᵀ` are multiplied by.
+    pub scale: f64,
+    /// The probability of dropping each attention probability (0 for none).
+    pub dropout: f64,
+    /// Picks the dropout mask on the backends that draw their own ([`dropout_seed`]).
+    pub seed: u64,
+}
+
 /// What a backend keeps from a tracked forward for its backward. The CPU kernel keeps the
 /// operands and recomputes the probabilities and the dropout mask from them; so does LibTorch
 /// without dropout, while with dropout it keeps the query, key and value as the leaves of
@@ -55,18 +96,16 @@ pub struct AttentionSaved<B: Backend> {
 )]
 pub trait FusedAttentionOps: Backend {
     /// `dropout(softmax(query·keyᵀ·scale + bias))·value`, dropping each probability with
-    /// probability `dropout` (and scaling the kept ones by `1 / (1 − dropout)`). `query` is
-    /// `[B, H, T, d]`, `key` and `value` `[B, H, S, d]`, `bias` `[B or 1, H or 1, T, S]`;
-    /// returns `[B, H, T, d]`. `seed` picks the mask on the backends that draw their own
-    /// ([`dropout_seed`]).
+    /// probability `settings.dropout` (and scaling the kept ones by `1 / (1 − dropout)`).
+    /// `query` is `[B, H, T, d]`, `key` and `value` `[B, H, S, d]`, `bias`
+    /// `[B or 1, H or 1, T, S]` (hiding at least what `settings.masking` says); returns
+    /// `[B, H, T, d]`.
     fn fused_attention(
         query: FloatTensor<Self>,
         key: FloatTensor<Self>,
         value: FloatTensor<Self>,
         bias: FloatTensor<Self>,
-        scale: f64,
-        dropout: f64,
-        seed: u64,
+        settings: AttentionSettings,
     ) -> FloatTensor<Self>;
 
     /// [`FusedAttentionOps::fused_attention`] for a forward that will be differentiated: the
@@ -76,43 +115,34 @@ pub trait FusedAttentionOps: Backend {
         key: FloatTensor<Self>,
         value: FloatTensor<Self>,
         bias: FloatTensor<Self>,
-        scale: f64,
-        dropout: f64,
-        seed: u64,
+        settings: AttentionSettings,
     ) -> (FloatTensor<Self>, AttentionSaved<Self>);
 
     /// The gradients of `sum(output_grad ∘ output)` with respect to query, key and value, in
-    /// that order, for the forward that saved `saved` (with the same `scale`, `dropout` and
-    /// `seed`).
+    /// that order, for the forward that saved `saved` (with the same `settings`).
     fn fused_attention_backward(
         #[extension_type] saved: AttentionSaved<Self>,
         output_grad: FloatTensor<Self>,
-        scale: f64,
-        dropout: f64,
-        seed: u64,
+        settings: AttentionSettings,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// `dropout(softmax(query·keyᵀ·scale + bias))·value` as one operation (see the module
-/// documentation), with `seed` from [`dropout_seed`] when `dropout` is above 0. Only call it
-/// where [`runs_on`] holds for the tensors' device.
+/// documentation), with `settings.seed` from [`dropout_seed`] when dropout is above 0. Only
+/// call it where [`runs_on`] holds for the tensors' device.
 pub fn fused_attention(
     query: Tensor<4>,
     key: Tensor<4>,
     value: Tensor<4>,
     bias: Tensor<4>,
-    scale: f64,
-    dropout: f64,
-    seed: u64,
+    settings: AttentionSettings,
 ) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as FusedAttentionOps>::fused_attention(
         query.into_dispatch(),
         key.into_dispatch(),
         value.into_dispatch(),
         bias.into_dispatch(),
-        scale,
-        dropout,
-        seed,
+        settings,
     ))
 }
 
