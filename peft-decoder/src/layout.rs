@@ -18,6 +18,11 @@
 //! get a score whose exponential is exactly zero in f32, so a row's logits equal its solo run
 //! up to the order of floating-point sums, and padding (whose own outputs nobody reads) never
 //! changes them.
+//!
+//! Right padding needs no mask at all: it comes after every real token of its row, where the
+//! causal mask already hides it from each real query. Leaving the mask out changes only the
+//! padding positions' own outputs, and lets attention run as causal alone
+//! ([`crate::fused_attention::Masking::Causal`]: PyTorch's flash kernels, no mask operand).
 
 use burn::prelude::*;
 use peft_core::{Conditioning, LayerKv, PrefixKv};
@@ -110,7 +115,7 @@ impl AdaptedInput {
     }
 
     /// Final hidden states `[B, width, d]` of the whole token segment (filling `cache` with
-    /// its keys and values, if given).
+    /// its keys and values, if given). At padding positions they are unspecified.
     pub fn hidden(&self, model: &impl Decoder, cache: Option<&mut KvCache>) -> Tensor<3> {
         let device = model.device();
         let positions: Vec<i64> = self
@@ -176,15 +181,28 @@ impl AdaptedInput {
         }
     }
 
-    /// The attention mask over every key so far, `[B, keys]`; `None` when every key is real.
+    /// The attention mask over every key so far, `[B, keys]`; `None` when causality alone hides
+    /// every key a real query must not see (see [`causal_suffices`]).
     fn key_mask(&self, device: &Device) -> Option<Tensor<2, Bool>> {
-        if self.masks.iter().flatten().all(|&real| real) {
+        if self
+            .masks
+            .iter()
+            .all(|mask| causal_suffices(mask, self.prefix_width))
+        {
             return None;
         }
         let flat: Vec<bool> = self.masks.iter().flatten().copied().collect();
         let keys = self.masks.first().map_or(0, Vec::len);
         Some(bool_tensor(&flat, self.masks.len(), keys, device))
     }
+}
+
+/// Whether a row's mask over `[prefix slots | entries]` hides nothing from its real queries that
+/// the causal mask does not: every prefix slot is real, and no real entry comes after a padding
+/// one (no padding, or right padding, which each real query has ahead of it).
+fn causal_suffices(mask: &[bool], prefix_width: usize) -> bool {
+    let (prefix, entries) = mask.split_at(prefix_width);
+    prefix.iter().all(|&real| real) && entries.windows(2).all(|pair| pair[0] || !pair[1])
 }
 
 /// Virtual and real tokens of a row: its entries in the token segment.
@@ -327,4 +345,24 @@ fn batch_prefix(rows: &[MixedRow<'_>], width: usize) -> Option<PrefixKv> {
 fn int_tensor(values: Vec<i64>, rows: usize, width: usize, device: &Device) -> Tensor<2, Int> {
     Tensor::<1, Int>::from_data(TensorData::new(values, [rows * width]), device)
         .reshape([rows, width])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::causal_suffices;
+
+    #[test]
+    fn only_rows_without_padding_before_a_real_key_go_without_a_mask() {
+        let (t, f) = (true, false);
+        // [prefix slots (2) | entries]
+        assert!(causal_suffices(&[t, t, t, t, t], 2), "no padding");
+        assert!(causal_suffices(&[t, t, t, t, f, f], 2), "right padding");
+        assert!(causal_suffices(&[t, f, f], 0), "right padding, no prefix");
+        assert!(!causal_suffices(&[t, t, f, t, t], 2), "left padding");
+        assert!(!causal_suffices(&[t, f, t, t], 2), "a shorter prefix");
+        assert!(
+            !causal_suffices(&[t, t, t, f, t], 2),
+            "a real key appended after padding"
+        );
+    }
 }
