@@ -2,6 +2,7 @@
 //! timed through the same code `peft-train` runs, reported in the JSON schema the Python
 //! reference (`scripts/reference/bench_peft.py`) prints. `cargo xtask bench` runs both.
 
+mod attention;
 mod infer;
 mod load;
 mod mixed;
@@ -35,6 +36,8 @@ enum Command {
     Mixed(mixed::MixedBench),
     /// Load-test a running `peft-serve`: concurrent clients over several adapters.
     Load(load::LoadBench),
+    /// The attention operation alone, forward and backward, on random operands.
+    Attention(attention::AttentionBench),
 }
 
 fn main() {
@@ -49,6 +52,10 @@ fn run() -> Result<()> {
     let record = match Cli::parse().command {
         Command::Load(args) => {
             println!("{}", serde_json::to_string(&load::run(&args)?)?);
+            return Ok(());
+        }
+        Command::Attention(args) => {
+            println!("{}", serde_json::to_string(&attention::run(&args)?)?);
             return Ok(());
         }
         Command::Train(args) => train::run(&args)?,

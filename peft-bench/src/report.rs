@@ -122,7 +122,7 @@ pub fn median(sorted: &[f64]) -> f64 {
 }
 
 /// The CPU backends' thread pool size (rayon's: `RAYON_NUM_THREADS` or every core).
-fn worker_threads() -> usize {
+pub fn worker_threads() -> usize {
     std::env::var("RAYON_NUM_THREADS")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -132,7 +132,7 @@ fn worker_threads() -> usize {
 
 /// The process's peak resident set size, as the kernel counts it (the same figure as
 /// Python's `resource.getrusage(...).ru_maxrss`).
-fn peak_rss_mib() -> Option<f64> {
+pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -28,7 +28,11 @@
 #           in the list: its compilation is the slowest run);
 #   infer — prefill and 64 KV-cached new tokens, both implementations;
 #   mixed — peft-rs only: 8 requests with 8 different adapters in one batch, against the same
-#           batch with one adapter and one batch per adapter.
+#           batch with one adapter and one batch per adapter;
+#   attention — peft-rs only: GPT-2 small's attention operation alone (12 heads of 64), forward
+#           and forward + backward, told its mask is causal (PyTorch's causal kernels, no mask
+#           operand), causal with padding, or a bias without structure (the mask as an operand);
+#           `prompt` gives SEQ + 20 queries, `prefix` SEQ queries after 20 prefix keys.
 # Other knobs: BENCH_STEPS (10), BENCH_RUN_TIMEOUT_S (300, one process's limit),
 # BENCH_DEVICE (tch-cuda) and BENCH_TORCH_DEVICE (cuda) — tch / cpu try the whole script on a
 # CPU, with tiny BENCH_CASES.
@@ -49,7 +53,8 @@ steps="${BENCH_STEPS:-10}"
 budget="${BENCH_BUDGET_S:-420}"
 run_timeout="${BENCH_RUN_TIMEOUT_S:-300}"
 cases="${BENCH_CASES:-train:gpt2:prompt:32x512:bf16+decomposed train:gpt2:prefix:32x512:bf16 \
-train:gpt2:full:32x512:bf16 train:gpt2:prompt:8x1004:bf16 train:llama-3.2-1b:prompt:8x256:bf16 \
+train:gpt2:full:32x512:bf16 attention:gpt2:prefix:8x1004:bf16 train:gpt2:prompt:8x1004:bf16 \
+train:llama-3.2-1b:prompt:8x256:bf16 \
 infer:gpt2:prompt:32x128:bf16 mixed:gpt2:prompt:8x16:bf16 train:gpt2:prefix:8x1004:bf16 \
 train:gpt2:full:8x1004:bf16 train:gpt2:prompt:32x512:f32 compiled:gpt2:prompt:32x512:bf16 \
 train:gpt2:prompt:32x128:bf16 train:gpt2-medium:prompt:16x512:bf16}"
@@ -128,6 +133,17 @@ for case in $cases; do
             ;;
         mixed)
             record "$bench" mixed "${common[@]}" --new-tokens 32 --device "$device"
+            ;;
+        attention)
+            if [ "$method" = prefix ]; then
+                shape_args=(--seq "$seq" --prefix 20)
+            else
+                shape_args=(--seq "$((seq + 20))")
+            fi
+            for masking in causal padded bias; do
+                record "$bench" attention --batch "$batch" "${shape_args[@]}" --dtype "$dtype" \
+                    --masking "$masking" --device "$device"
+            done
             ;;
         *) echo "unknown mode in case $case" >&2 ;;
     esac

@@ -19,7 +19,8 @@ def ratio(ours, theirs):
 def main(path):
     records = [json.loads(line) for line in open(path) if line.strip()]
     failed = [r for r in records if "failed" in r]
-    runs = [r for r in records if "failed" not in r]
+    attention = [r for r in records if r.get("mode") == "attention"]
+    runs = [r for r in records if "failed" not in r and r.get("mode") != "attention"]
     cases = {}
     for r in runs:
         key = (r["mode"], r["model"], r["method"], r["batch"], r["seq"], r["dtype"])
@@ -62,6 +63,13 @@ def main(path):
             print(f"| {mode} {model} {method} {batch}×{seq} {dtype} (prefill) "
                   f"| {fmt(prefill(ours))} | {fmt(prefill(eager))} "
                   f"| {ratio(prefill(ours), prefill(eager))} | — | — | |")
+    if attention:
+        print("\n| attention alone (peft-rs) | masking | forward ms | forward + backward ms |")
+        print("|---|---|---|---|")
+        for r in attention:
+            print(f"| {r['batch']}×{r['heads']}×{r['queries']}×{r['keys']}, head {r['head_dim']}, "
+                  f"{r['dtype']} | {r['masking']} | {fmt(r['forward_ms_median'], 2)} "
+                  f"| {fmt(r['training_ms_median'], 2)} |")
     for r in failed:
         print(f"\nfailed: `{r['failed']}`: {r['error']}")
 
