@@ -41,9 +41,9 @@ pub use cpu::cpu_dropout_keeps;
 pub enum Masking {
     /// No structure: the bias alone says which keys each query sees.
     Bias,
-    /// Causal, aligned bottom-right (query `i` of `T` sees none of the `S` keys after the first
-    /// `S − T + i + 1`, so the keys before the last `T` — prefix and cache — are open to all),
-    /// and the bias may hide more (padding).
+    /// Causal, aligned bottom-right (query `i` of `T` sees none of the `S ≥ T` keys after the
+    /// first `S − T + i + 1`, so the keys before the last `T` — prefix and cache — are open to
+    /// all), and the bias may hide more (padding).
     CausalAndBias,
     /// Exactly that causal mask: the bias hides nothing else.
     Causal,
