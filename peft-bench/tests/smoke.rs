@@ -6,20 +6,27 @@ use std::process::Command;
 
 use serde_json::Value;
 
+/// A model-level benchmark (`train`, `infer`, `mixed`) on the tiny model's shape.
 fn bench(args: &[&str]) -> Value {
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/tiny-gpt2");
+    let mut args = args.to_vec();
+    args.extend([
+        "--model",
+        model,
+        "--batch",
+        "2",
+        "--seq",
+        "6",
+        "--virtual-tokens",
+        "3",
+    ]);
+    run(&args)
+}
+
+/// `peft-bench ARGS`'s JSON line; fails the test if it does not succeed.
+fn run(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_peft-bench"))
         .args(args)
-        .args([
-            "--model",
-            model,
-            "--batch",
-            "2",
-            "--seq",
-            "6",
-            "--virtual-tokens",
-            "3",
-        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -85,6 +92,40 @@ fn generation_modes_report_prefill_decode_and_mixed_rates() {
     positive(&record, "one_at_a_time_tokens_per_s");
 }
 
+#[test]
+fn the_attention_mode_times_the_operation_under_each_masking() {
+    for masking in ["causal", "padded", "bias"] {
+        let record = run(&[
+            "attention",
+            "--batch",
+            "2",
+            "--heads",
+            "2",
+            "--seq",
+            "6",
+            "--prefix",
+            "3",
+            "--head-dim",
+            "4",
+            "--dropout",
+            "0.1",
+            "--calls",
+            "2",
+            "--warmup",
+            "0",
+            "--masking",
+            masking,
+        ]);
+        assert_eq!(record["mode"], "attention");
+        assert_eq!(record["masking"], masking);
+        assert_eq!(record["queries"], 6, "{record}");
+        assert_eq!(record["keys"], 9, "{record}");
+        assert_eq!(record["timed_calls"], 2);
+        positive(&record, "forward_ms_median");
+        positive(&record, "training_ms_median");
+    }
+}
+
 /// Counts of zero (a batch of no rows, no tokens, no timed steps) are usage errors naming the
 /// flag, not a panic in the middle of a benchmark.
 #[test]
@@ -96,9 +137,17 @@ fn zero_sizes_are_usage_errors() {
         ("train", "--steps"),
         ("mixed", "--batch"),
         ("infer", "--new-tokens"),
+        ("attention", "--seq"),
+        ("attention", "--heads"),
     ] {
+        let model_flag: &[&str] = match mode {
+            "attention" => &[],
+            _ => &["--model", model],
+        };
         let out = Command::new(env!("CARGO_BIN_EXE_peft-bench"))
-            .args([mode, "--model", model, flag, "0"])
+            .arg(mode)
+            .args(model_flag)
+            .args([flag, "0"])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
