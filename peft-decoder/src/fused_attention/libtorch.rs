@@ -1,10 +1,10 @@
 //! Fused attention on LibTorch: PyTorch's `scaled_dot_product_attention`, which picks its fused
-//! kernels (flash attention for CPU; memory-efficient attention on CUDA, which takes an
-//! additive bias and dropout) forward and backward.
+//! kernels forward and backward (on the CPU flash attention; on CUDA flash attention for half
+//! types without a mask operand, the memory-efficient kernel otherwise).
 //!
 //! Where the bias is exactly the causal mask ([`Masking::Causal`]: no padding), no mask operand
-//! goes in: PyTorch's own `is_causal`, which lets CUDA pick flash attention and lets every
-//! kernel skip the blocks above the diagonal. PyTorch aligns that mask top-left while ours is
+//! goes in: PyTorch's own `is_causal`, which lets CUDA pick flash attention and lets the kernels
+//! skip the blocks above the diagonal. PyTorch aligns that mask top-left while ours is
 //! aligned bottom-right (the prefix is open to every query), so `S − T` zero query rows go in
 //! front and their outputs are dropped: query `S − T + i` of the padded block sees the first
 //! `S − T + i + 1` keys, as query `i` must. Otherwise the bias goes in as a float `attn_mask`
