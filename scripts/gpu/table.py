@@ -29,6 +29,9 @@ def main(path):
         # fused operations' gain, on its own row.
         if r.get("attention") == "decomposed":
             implementation += "-decomposed"
+        # `+adamw` cases: the optimizer step timed alone, peft-train's AdamW and Burn's.
+        if r.get("optimizer_ms_median") is not None:
+            implementation += "-adamw-" + r["optimizer"]
         cases.setdefault(key, {})[implementation] = r
 
     print("| case | peft-rs tok/s | PEFT eager tok/s | ratio | PEFT compiled tok/s | ratio "
@@ -58,6 +61,13 @@ def main(path):
                   f"| {ratio(tok(decomposed), tok(eager))} | {fmt(tok(compiled))} "
                   f"| {ratio(tok(decomposed), tok(compiled))} "
                   f"| {fmt(peak(decomposed))} / {fmt(peak(eager))} |")
+        for optimizer in ("fused", "burn"):
+            timed = by.get("peft-rs-adamw-" + optimizer)
+            if timed:
+                print(f"| {name}, peft-rs with the {optimizer} AdamW step timed alone: "
+                      f"{fmt(timed['optimizer_ms_median'], 1)} ms of the step "
+                      f"| {fmt(tok(timed))} | {fmt(tok(eager))} | {ratio(tok(timed), tok(eager))} "
+                      f"| — | — | {fmt(peak(timed))} / {fmt(peak(eager))} |")
         if mode == "infer":
             prefill = lambda r: r and r.get("prefill_tokens_per_s")
             print(f"| {mode} {model} {method} {batch}×{seq} {dtype} (prefill) "
