@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Result;
 use burn::nn::DropoutConfig;
 use burn::prelude::*;
-use burn::tensor::Distribution;
+use burn::tensor::{DType, Distribution};
 use clap::{Args, ValueEnum};
 use peft_core::LayerKv;
 use peft_decoder::attention::{AttentionMask, attend};
@@ -71,7 +71,8 @@ pub struct AttentionRecord {
     pub implementation: &'static str,
     pub mode: &'static str,
     pub backend: String,
-    pub dtype: &'static str,
+    /// The operands' float type, read from them.
+    pub dtype: String,
     pub attention: Fusion,
     pub masking: MaskingArg,
     pub batch: usize,
@@ -98,18 +99,22 @@ pub fn run(args: &AttentionBench) -> Result<AttentionRecord> {
             .map_err(|e| anyhow::anyhow!("device error: {e:?}"))
     };
     let (batch, heads, queries, head_dim) = (args.batch, args.heads, args.seq, args.head_dim);
+    // Random tensors come in f32: the operands are cast to `--dtype` as the model's activations
+    // are.
+    let dtype = args.device.dtype.dtype();
     let random = |rows: usize, len: usize| {
         Tensor::<4>::random(
             [rows, heads, len, head_dim],
             Distribution::Normal(0.0, 1.0),
             &device,
         )
-        .require_grad()
+        .cast(dtype)
     };
-    let query = random(batch, queries);
-    let keys = LayerKv::new(random(batch, queries), random(batch, queries));
+    let tracked = |rows: usize, len: usize| random(rows, len).require_grad();
+    let query = tracked(batch, queries);
+    let keys = LayerKv::new(tracked(batch, queries), tracked(batch, queries));
     let prefix =
-        (args.prefix > 0).then(|| LayerKv::new(random(1, args.prefix), random(1, args.prefix)));
+        (args.prefix > 0).then(|| LayerKv::new(tracked(1, args.prefix), tracked(1, args.prefix)));
     let key_mask = || Tensor::<2, Bool>::full([batch, args.prefix + queries], true, &device);
     let mask = match args.masking {
         MaskingArg::Causal => AttentionMask::new(args.prefix, 0, queries, None, &device),
@@ -121,13 +126,8 @@ pub fn run(args: &AttentionBench) -> Result<AttentionRecord> {
             ..AttentionMask::new(args.prefix, 0, queries, None, &device)
         },
     };
-    let mask = mask.cast(query.dtype());
-    let weights = Tensor::<4>::random(
-        [batch, heads, queries, head_dim],
-        Distribution::Normal(0.0, 1.0),
-        &device,
-    )
-    .cast(query.dtype());
+    let mask = mask.cast(dtype);
+    let weights = random(batch, queries);
     let dropout = DropoutConfig::new(args.dropout).init();
     let scale = 1.0 / (head_dim as f64).sqrt();
 
@@ -186,7 +186,7 @@ pub fn run(args: &AttentionBench) -> Result<AttentionRecord> {
         implementation: "peft-rs",
         mode: "attention",
         backend: args.device.backend().name().to_string(),
-        dtype: args.device.dtype.name(),
+        dtype: dtype_name(query.dtype()),
         attention: args.attention,
         masking: args.masking,
         batch,
@@ -201,4 +201,14 @@ pub fn run(args: &AttentionBench) -> Result<AttentionRecord> {
         training_ms_median: median(&training_ms),
         peak_rss_mib: peak_rss_mib().unwrap_or(f64::NAN),
     })
+}
+
+/// A float type as `--dtype` names it.
+fn dtype_name(dtype: DType) -> String {
+    match dtype {
+        DType::F32 => "f32".into(),
+        DType::BF16 => "bf16".into(),
+        DType::F16 => "f16".into(),
+        other => format!("{other:?}"),
+    }
 }

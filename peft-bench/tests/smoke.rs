@@ -115,8 +115,12 @@ fn the_attention_mode_times_the_operation_under_each_masking() {
             "0",
             "--masking",
             masking,
+            "--dtype",
+            "bf16",
         ]);
         assert_eq!(record["mode"], "attention");
+        // Read from the operands: the kernels ran in the type asked for.
+        assert_eq!(record["dtype"], "bf16", "{record}");
         assert_eq!(record["masking"], masking);
         assert_eq!(record["queries"], 6, "{record}");
         assert_eq!(record["keys"], 9, "{record}");
