@@ -2,11 +2,11 @@
 //!
 //! Each (batch, head) pair is one rayon task. Within it, queries are taken `QUERY_BLOCK` rows at
 //! a time: the block's scores against every key are one matrix product into a scratch buffer
-//! of `QUERY_BLOCK × S`, softmaxed row by row, and multiplied by the values. Under a causal mask
-//! a block reads only the keys its last row may see ([`Masking::keys_seen`]): the others'
-//! probabilities are exactly 0, so skipping them changes no value and saves up to half the
-//! work of a long sequence. Memory beyond the inputs and outputs is therefore a few such
-//! buffers per core, never `[B, H, T, S]`. The
+//! of `QUERY_BLOCK × S`, softmaxed row by row, and multiplied by the values. Memory beyond the
+//! inputs and outputs is therefore a few such buffers per core, never `[B, H, T, S]`. Under a
+//! causal mask a block reads only the keys its last row may see ([`Masking::keys_seen`]): the
+//! others' probabilities are exactly 0, so skipping them changes no value and saves up to half
+//! the work of a long sequence. The
 //! backward recomputes each block's probabilities (as FlashAttention does) instead of storing
 //! them, so nothing but the inputs is kept between forward and backward. Dropout's mask is
 //! recomputed the same way: each keep-or-drop is a hash of the call's seed and the

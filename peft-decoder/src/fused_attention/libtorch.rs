@@ -48,7 +48,8 @@ fn attention(
         // One query (a decoded token) sees every key.
         Masking::Causal if queries == 1 => sdpa(query, None, false),
         Masking::Causal if hidden_rows == 0 => sdpa(query, None, true),
-        // Padding the queries costs at most as many rows again; beyond that the bias is cheaper.
+        // At most as many added rows as real ones; past that (a long cache before a few new
+        // tokens) the added rows would outnumber the real ones, and the bias goes in instead.
         Masking::Causal if hidden_rows > 0 && hidden_rows <= queries => {
             let size = query.size(); // [B, H, T, d]
             let padding = tch::Tensor::zeros(

@@ -11,8 +11,9 @@
 //! The bias is a constant (the causal and padding mask as an additive score bias): it receives no
 //! gradient. [`Masking`] tells the kernels what the bias is made of, so that they can skip the
 //! keys a query cannot see (the CPU kernel) or hand causality to kernels that mask by position
-//! themselves (LibTorch: PyTorch's flash and memory-efficient kernels without a mask operand). Dropout on the probabilities happens inside, so that full fine-tuning (GPT-2's
-//! attention dropout) stays fused too; the backward must see the forward's mask, which each
+//! themselves (LibTorch: PyTorch's flash and memory-efficient kernels without a mask operand).
+//! Dropout on the probabilities happens inside, so that full fine-tuning (GPT-2's attention
+//! dropout) stays fused too; the backward must see the forward's mask, which each
 //! backend ensures in its own way: LibTorch keeps PyTorch's autograd graph of a forward with
 //! dropout (its kernels draw the mask from PyTorch's generator and record what regenerates
 //! it), the CPU kernel derives every keep-or-drop from a seed and the element's position
