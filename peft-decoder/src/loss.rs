@@ -2,8 +2,10 @@
 //! predict the label at `t + 1`, and labels equal to [`IGNORE_INDEX`] do not count.
 
 use burn::prelude::*;
-use burn::tensor::activation::{log_softmax, softmax};
-use burn::tensor::{DType, IndexingUpdateOp};
+use burn::tensor::DType;
+use burn::tensor::activation::log_softmax;
+
+use crate::fused_cross_entropy::cross_entropy_with_grad;
 
 /// Label value that excludes a position from the loss (PyTorch's `ignore_index`).
 pub const IGNORE_INDEX: i64 = -100;
@@ -103,9 +105,11 @@ const FUSED_LOSS_ROWS: usize = 128;
 ///
 /// Why: under autodiff the `[B, T, vocab]` logits, their log-softmax and every step of its
 /// backward pass are each a tensor of the size of the whole vocabulary per position, and on
-/// CPU the decomposed log-softmax runs element by element on one core. Here the softmax is
-/// the backend's fused kernel, only the positions that predict a label are computed, and
-/// memory holds one chunk of logits at a time. The gradient is exact: for the loss
+/// CPU the decomposed log-softmax runs element by element on one core. Here each chunk's
+/// cross-entropy and its gradient are one operation
+/// ([`cross_entropy_with_grad`](crate::fused_cross_entropy::cross_entropy_with_grad)), only
+/// the positions that predict a label are computed, and memory holds one chunk of logits at a
+/// time. The gradient is exact: for the loss
 /// `L = mean_i (logsumexp(z_i) - z_i[t_i])` with `z_i = W h_i`, `dL/dz_i = (softmax(z_i) -
 /// onehot(t_i)) / N`, so `dL/dh_i = (dL/dz_i) W` and `dL/dW = Σ_i (dL/dz_i)ᵀ h_i`.
 ///
@@ -144,26 +148,12 @@ pub fn fused_lm_loss(
     for start in (0..count).step_by(FUSED_LOSS_ROWS) {
         let size = FUSED_LOSS_ROWS.min(count - start);
         let h = rows_const.clone().narrow(0, start, size);
-        let target = labels
-            .clone()
-            .without_autodiff()
-            .narrow(0, start, size)
-            .reshape([size, 1]);
+        let target = labels.clone().without_autodiff().narrow(0, start, size);
         // The head's product in the model's type, the softmax in f32 (as under autocast).
-        let logits = h
-            .clone()
-            .matmul(head_const.clone().transpose())
-            .cast(DType::F32);
-        let probs = softmax(logits.clone(), 1);
-        // logsumexp(z) = max(z) - ln(max softmax(z)): the largest probability is at least
-        // 1/vocab, so its log is always finite, and no second pass of exponentials is needed.
-        let log_sum_exp = logits.clone().max_dim(1) - probs.clone().max_dim(1).log();
-        let picked = logits.gather(1, target.clone());
-        total = total + (log_sum_exp - picked).sum();
-        let minus_one = Tensor::<2>::full([size, 1], -1.0, &probs.device());
-        let logit_grad = probs
-            .scatter(1, target, minus_one, IndexingUpdateOp::Add)
-            .cast(head_const.dtype());
+        let logits = h.clone().matmul(head_const.clone().transpose());
+        let (loss, logit_grad) = cross_entropy_with_grad(logits, target);
+        total = total + loss;
+        let logit_grad = logit_grad.cast(head_const.dtype());
         if train_head {
             let grad = logit_grad.clone().transpose().matmul(h);
             head_grad = Some(match head_grad {

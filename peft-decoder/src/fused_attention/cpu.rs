@@ -17,6 +17,7 @@ use burn::tensor::Shape;
 use rayon::prelude::*;
 
 use super::{AttentionSaved, AttentionSettings, FusedAttentionOps, Masking};
+use crate::cpu_exp::exp_in_place;
 use crate::extension::{HeadBlocks, f32_values, tensor_of};
 
 /// Query rows per block: bounds the scratch to `QUERY_BLOCK × S` floats per buffer while
@@ -360,11 +361,9 @@ fn probabilities(
             *score += bias;
             max = max.max(*score);
         }
-        let mut total = 0.0f32;
-        for score in row.iter_mut() {
-            *score = (*score - max).exp();
-            total += *score;
-        }
+        row.iter_mut().for_each(|score| *score -= max);
+        exp_in_place(row);
+        let total: f32 = row.iter().sum();
         // The largest term is exp(0) = 1, so total >= 1 whenever the row has a key.
         let inverse = total.recip();
         row.iter_mut().for_each(|p| *p *= inverse);
