@@ -204,7 +204,7 @@ pub fn run(args: &AttentionBench) -> Result<AttentionRecord> {
 }
 
 /// A float type as `--dtype` names it.
-fn dtype_name(dtype: DType) -> String {
+pub(crate) fn dtype_name(dtype: DType) -> String {
     match dtype {
         DType::F32 => "f32".into(),
         DType::BF16 => "bf16".into(),

@@ -5,6 +5,7 @@
 mod attention;
 mod infer;
 mod load;
+mod loss;
 mod mixed;
 mod report;
 mod setup;
@@ -38,6 +39,8 @@ enum Command {
     Load(load::LoadBench),
     /// The attention operation alone, forward and backward, on random operands.
     Attention(attention::AttentionBench),
+    /// The language-modelling loss alone (LM head and cross-entropy), forward and backward.
+    Loss(loss::LossBench),
 }
 
 fn main() {
@@ -56,6 +59,10 @@ fn run() -> Result<()> {
         }
         Command::Attention(args) => {
             println!("{}", serde_json::to_string(&attention::run(&args)?)?);
+            return Ok(());
+        }
+        Command::Loss(args) => {
+            println!("{}", serde_json::to_string(&loss::run(&args)?)?);
             return Ok(());
         }
         Command::Train(args) => train::run(&args)?,

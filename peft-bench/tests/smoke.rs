@@ -130,6 +130,39 @@ fn the_attention_mode_times_the_operation_under_each_masking() {
     }
 }
 
+#[test]
+fn the_loss_mode_gives_the_same_loss_with_either_cross_entropy() {
+    let loss = |cross_entropy: &str| {
+        let record = run(&[
+            "loss",
+            "--rows",
+            "5",
+            "--width",
+            "8",
+            "--vocab",
+            "300",
+            "--train-head",
+            "--calls",
+            "2",
+            "--warmup",
+            "0",
+            "--cross-entropy",
+            cross_entropy,
+        ]);
+        assert_eq!(record["mode"], "loss");
+        assert_eq!(record["cross_entropy"], cross_entropy);
+        assert_eq!(record["rows"], 5, "{record}");
+        positive(&record, "training_ms_median");
+        record["loss"].as_f64().expect("a finite loss")
+    };
+    let (fused, decomposed) = (loss("fused"), loss("decomposed"));
+    // The same seed gives the same operands; the two differ by rounding only.
+    assert!(
+        (fused - decomposed).abs() <= 1e-5 * decomposed.abs(),
+        "fused {fused}, decomposed {decomposed}"
+    );
+}
+
 /// Counts of zero (a batch of no rows, no tokens, no timed steps) are usage errors naming the
 /// flag, not a panic in the middle of a benchmark.
 #[test]
@@ -143,9 +176,11 @@ fn zero_sizes_are_usage_errors() {
         ("infer", "--new-tokens"),
         ("attention", "--seq"),
         ("attention", "--heads"),
+        ("loss", "--rows"),
+        ("loss", "--vocab"),
     ] {
         let model_flag: &[&str] = match mode {
-            "attention" => &[],
+            "attention" | "loss" => &[],
             _ => &["--model", model],
         };
         let out = Command::new(env!("CARGO_BIN_EXE_peft-bench"))

@@ -26,6 +26,7 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::{DType, IndexingUpdateOp, read_sync};
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cpu_exp::exp_in_place;
 use crate::extension::{f32_values, runs_on, tensor_of};
@@ -48,13 +49,23 @@ pub trait CrossEntropyOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
+/// Whether [`cross_entropy_with_grad`] may use the fused operation (the default).
+static FUSED_CROSS_ENTROPY: AtomicBool = AtomicBool::new(true);
+
+/// Turns the fused cross-entropy off (or back on) for the whole process, so that benchmarks can
+/// compare it with the tensor operations on the same backend. Results are the same either way,
+/// to rounding.
+pub fn set_fused_cross_entropy(enabled: bool) {
+    FUSED_CROSS_ENTROPY.store(enabled, Ordering::Relaxed);
+}
+
 /// [`CrossEntropyOps::cross_entropy_with_grad`] for tensors outside the autodiff graph: the
 /// fused operation where the backend has it, Burn's tensor operations elsewhere.
 pub fn cross_entropy_with_grad(
     logits: Tensor<2>,
     targets: Tensor<1, Int>,
 ) -> (Tensor<1>, Tensor<2>) {
-    if !runs_on(&logits.device()) {
+    if !FUSED_CROSS_ENTROPY.load(Ordering::Relaxed) || !runs_on(&logits.device()) {
         return cross_entropy_with_grad_decomposed(logits, targets);
     }
     let (loss, grad) = <Dispatch as CrossEntropyOps>::cross_entropy_with_grad(
