@@ -22,8 +22,8 @@ pub fn runs_on(device: &Device) -> bool {
 }
 
 /// A CPU tensor's values as f32, in row-major order (half types are widened: the kernels
-/// accumulate in f32). An f32 tensor whose storage is not shared gives its buffer up without
-/// a copy (on flex), so a kernel can update it in place.
+/// accumulate in f32), copied out of the tensor ([`WritableF32`] says why; it avoids the copy
+/// where it can).
 pub(crate) fn f32_values<B: Backend>(tensor: FloatTensor<B>) -> Vec<f32> {
     let tensor = match tensor.dtype() {
         DType::F32 => tensor,
@@ -32,6 +32,105 @@ pub(crate) fn f32_values<B: Backend>(tensor: FloatTensor<B>) -> Vec<f32> {
     let data = read_sync(B::float_into_data(tensor)).expect("a CPU backend reads its own tensor");
     data.try_into_vec::<f32>()
         .expect("the tensor was cast to f32 above")
+}
+
+/// A CPU tensor's f32 values for a kernel to update in place and hand back as a tensor: a flex
+/// f32 tensor that is contiguous and not shared is written where it lies; any other tensor is
+/// copied out first ([`f32_values`]) and comes back as a new f32 tensor.
+///
+/// Why: `TensorData::try_into_vec` cannot take over a flex buffer (its allocation is aligned
+/// beyond `f32`'s), so [`f32_values`] copies every tensor it reads — for the loss, a 25 MB chunk
+/// of logits; for full fine-tuning's AdamW, every parameter and its moments, each step.
+pub(crate) struct WritableF32<B: Backend> {
+    storage: Writable<B>,
+}
+
+enum Writable<B: Backend> {
+    Copied {
+        values: Vec<f32>,
+        shape: Shape,
+        device: B::Device,
+    },
+    #[cfg(feature = "flex")]
+    Flex(burn::backend::flex::FlexTensor),
+}
+
+impl<B: Backend> WritableF32<B> {
+    pub(crate) fn of(tensor: FloatTensor<B>) -> Self {
+        #[cfg(feature = "flex")]
+        let tensor = match Self::writable_flex(tensor) {
+            Ok(flex) => {
+                return Self {
+                    storage: Writable::Flex(flex),
+                };
+            }
+            Err(tensor) => tensor,
+        };
+        let (shape, device) = (tensor.shape(), tensor.device());
+        Self {
+            storage: Writable::Copied {
+                values: f32_values::<B>(tensor),
+                shape,
+                device,
+            },
+        }
+    }
+
+    /// `tensor` as a flex tensor if it is one that can be written in place, else back as it was.
+    #[cfg(feature = "flex")]
+    fn writable_flex(
+        tensor: FloatTensor<B>,
+    ) -> Result<burn::backend::flex::FlexTensor, FloatTensor<B>> {
+        use burn::backend::flex::FlexTensor;
+        let writable = |flex: &FlexTensor| {
+            let layout = flex.layout();
+            flex.dtype() == DType::F32
+                && flex.is_unique()
+                && layout.is_contiguous()
+                && layout.start_offset() == 0
+                && flex.bytes().len() == layout.num_elements() * size_of::<f32>()
+        };
+        let any: Box<dyn std::any::Any> = Box::new(tensor);
+        match any.downcast::<FlexTensor>() {
+            Ok(flex) if writable(&flex) => Ok(*flex),
+            Ok(flex) => Err(Self::from_flex(*flex)),
+            Err(any) => Err(*any
+                .downcast::<FloatTensor<B>>()
+                .unwrap_or_else(|_| unreachable!("boxed as this type just above"))),
+        }
+    }
+
+    /// A flex tensor as `B`'s, which it is whenever it was made from one.
+    #[cfg(feature = "flex")]
+    fn from_flex(flex: burn::backend::flex::FlexTensor) -> FloatTensor<B> {
+        let any: Box<dyn std::any::Any> = Box::new(flex);
+        *any.downcast::<FloatTensor<B>>()
+            .unwrap_or_else(|_| unreachable!("only made from a FloatTensor<B> that was flex's"))
+    }
+
+    /// The values, row-major.
+    pub(crate) fn values(&mut self) -> &mut [f32] {
+        match &mut self.storage {
+            Writable::Copied { values, .. } => values,
+            #[cfg(feature = "flex")]
+            Writable::Flex(flex) => flex
+                .try_storage_mut::<f32>()
+                .unwrap_or_else(|| unreachable!("checked unique when taken")),
+        }
+    }
+
+    /// The values as an f32 tensor of the original shape.
+    pub(crate) fn into_tensor(self) -> FloatTensor<B> {
+        match self.storage {
+            Writable::Copied {
+                values,
+                shape,
+                device,
+            } => tensor_of::<B>(values, shape, DType::F32, &device),
+            #[cfg(feature = "flex")]
+            Writable::Flex(flex) => Self::from_flex(flex),
+        }
+    }
 }
 
 /// A `[B, heads, rows, cols]` tensor's values for a kernel that works on one (batch, head) pair

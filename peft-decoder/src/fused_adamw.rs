@@ -19,7 +19,7 @@
 // extension macro generates names it.
 #![allow(deprecated)]
 
-use burn::backend::{Backend, Dispatch, TensorMetadata, backend_extension, tensor::FloatTensor};
+use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
 use burn::optim::{
     AdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer,
 };
@@ -27,7 +27,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
-use crate::extension::{f32_values, tensor_of};
+use crate::extension::WritableF32;
 
 /// AdamW with PyTorch's betas (0.9, 0.999), a weight decay and an epsilon, for Burn's `Learner`
 /// ([`FusedAdamW::init`]).
@@ -200,16 +200,14 @@ fn cpu_adamw_step<B: Backend>(
     moment_2: FloatTensor<B>,
     update: AdamWUpdate,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-    let (shape, device) = (param.shape(), param.device());
-    let mut param = f32_values::<B>(param);
-    let grad = f32_values::<B>(grad);
-    let mut moment_1 = f32_values::<B>(moment_1);
-    let mut moment_2 = f32_values::<B>(moment_2);
+    let [mut param, mut grad, mut moment_1, mut moment_2] =
+        [param, grad, moment_1, moment_2].map(WritableF32::<B>::of);
     param
+        .values()
         .par_chunks_mut(ELEMENTS_PER_TASK)
-        .zip(moment_1.par_chunks_mut(ELEMENTS_PER_TASK))
-        .zip(moment_2.par_chunks_mut(ELEMENTS_PER_TASK))
-        .zip(grad.par_chunks(ELEMENTS_PER_TASK))
+        .zip(moment_1.values().par_chunks_mut(ELEMENTS_PER_TASK))
+        .zip(moment_2.values().par_chunks_mut(ELEMENTS_PER_TASK))
+        .zip(grad.values().par_chunks(ELEMENTS_PER_TASK))
         .for_each(|(((param, moment_1), moment_2), grad)| {
             for (((param, moment_1), moment_2), grad) in
                 param.iter_mut().zip(moment_1).zip(moment_2).zip(grad)
@@ -217,8 +215,11 @@ fn cpu_adamw_step<B: Backend>(
                 update.apply(param, moment_1, moment_2, *grad);
             }
         });
-    let tensor = |values| tensor_of::<B>(values, shape.clone(), DType::F32, &device);
-    (tensor(param), tensor(moment_1), tensor(moment_2))
+    (
+        param.into_tensor(),
+        moment_1.into_tensor(),
+        moment_2.into_tensor(),
+    )
 }
 
 macro_rules! cpu_adamw {

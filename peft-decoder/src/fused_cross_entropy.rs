@@ -7,7 +7,8 @@
 //! passes over `[rows, vocab]` values (25 MB per chunk of GPT-2's vocabulary), each with a fresh
 //! result, and on flex the exponential is the C library's scalar `expf`. Here:
 //! - on flex and ndarray, each row is read twice and written once, on every core, with the
-//!   vectorised exponential of [`crate::cpu_exp`], in place where the logits are not shared;
+//!   vectorised exponential of [`crate::cpu_exp`], the gradient written over the logits where
+//!   they are not shared;
 //! - on LibTorch, PyTorch's `log_softmax` and five in-place or reducing kernels (on CUDA, fewer
 //!   launches and allocations per chunk).
 //!
@@ -29,7 +30,7 @@ use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cpu_exp::exp_in_place;
-use crate::extension::{f32_values, runs_on, tensor_of};
+use crate::extension::{WritableF32, runs_on, tensor_of};
 
 /// The cross-entropy of rows of logits, with its gradient, implemented on the CPU backends and
 /// LibTorch.
@@ -104,17 +105,19 @@ fn cpu_cross_entropy_with_grad<B: Backend>(
     logits: FloatTensor<B>,
     targets: IntTensor<B>,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let (shape, device) = (logits.shape(), logits.device());
-    let vocab = shape[1];
+    let device = logits.device();
+    let vocab = logits.shape()[1];
     let targets = read_sync(B::int_into_data(targets))
         .expect("a CPU backend reads its own tensor")
         .convert::<i64>()
         .into_vec::<i64>()
         .expect("converted to i64 above");
-    let mut values = f32_values::<B>(logits);
+    // The gradient is written over the logits.
+    let mut values = WritableF32::<B>::of(logits);
     let mut losses = vec![0.0f32; targets.len()];
     if vocab > 0 {
         values
+            .values()
             .par_chunks_mut(vocab * ROWS_PER_TASK)
             .zip(losses.par_chunks_mut(ROWS_PER_TASK))
             .zip(targets.par_chunks(ROWS_PER_TASK))
@@ -128,7 +131,7 @@ fn cpu_cross_entropy_with_grad<B: Backend>(
     let total = losses.iter().map(|&loss| f64::from(loss)).sum::<f64>() as f32;
     (
         tensor_of::<B>(vec![total], Shape::new([1]), DType::F32, &device),
-        tensor_of::<B>(values, shape, DType::F32, &device),
+        values.into_tensor(),
     )
 }
 
