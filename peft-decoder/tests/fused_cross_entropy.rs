@@ -81,8 +81,8 @@ fn fused_cross_entropy_matches_the_decomposed_loss_and_gradient() {
                 &format!("{at}, shared"),
             );
             assert_eq!(
-                logits.to_data().to_vec::<f32>().ok(),
-                snapshot.to_vec::<f32>().ok(),
+                logits.to_data().try_to_vec::<f32>().ok(),
+                snapshot.try_to_vec::<f32>().ok(),
                 "{at}: the shared logits were written"
             );
             // Half-precision logits are widened to f32, as the decomposed form casts them
