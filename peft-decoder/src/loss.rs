@@ -92,6 +92,36 @@ impl LossTargets {
             .map(|&(row, index, label)| ((row * seq_len + prompt_len + index - 1) as i64, label))
             .unzip()
     }
+
+    /// The labels placed for hidden states of `seq_len` positions per row whose first
+    /// `prompt_len` are virtual tokens, on `device`, for [`fused_lm_loss`].
+    pub fn predicted_labels(
+        &self,
+        seq_len: usize,
+        prompt_len: usize,
+        device: &Device,
+    ) -> PredictedLabels {
+        let (positions, labels) = self.predictions(seq_len, prompt_len);
+        let count = positions.len();
+        let tensor = |values| Tensor::<1, Int>::from_data(TensorData::new(values, [count]), device);
+        PredictedLabels {
+            seq_len,
+            tensors: (count > 0).then(|| (tensor(positions), tensor(labels))),
+        }
+    }
+}
+
+/// [`LossTargets`] placed for hidden states of `seq_len` positions per row, on the device: the
+/// flat index of the position that predicts each counted label, and the label.
+///
+/// Made before the forward pass ([`LossTargets::predicted_labels`]): on CUDA, a copy from the
+/// host waits for every kernel queued before it, so an upload between the forward pass and the
+/// backward pass would stall the device's queue in the middle of every step.
+#[derive(Clone, Debug)]
+pub struct PredictedLabels {
+    seq_len: usize,
+    /// `None` when no label is predicted.
+    tensors: Option<(Tensor<1, Int>, Tensor<1, Int>)>,
 }
 
 /// Rows of logits materialised at once by [`fused_lm_loss`]: `[ROWS, vocab]` f32 is 25 MB for
@@ -122,21 +152,18 @@ pub fn fused_lm_loss(
     hidden: Tensor<3>,
     head: Tensor<2>,
     train_head: bool,
-    targets: &LossTargets,
-    prompt_len: usize,
+    targets: &PredictedLabels,
 ) -> Tensor<1> {
     let [batch, len, width] = hidden.dims();
-    let device = hidden.device();
-    let (positions, labels) = targets.predictions(len, prompt_len);
-    let count = positions.len();
-    if count == 0 {
-        return hidden.sum().mul_scalar(0.0).cast(DType::F32);
-    }
-    let rows = hidden.reshape([batch * len, width]).select(
-        0,
-        Tensor::<1, Int>::from_data(TensorData::new(positions, [count]), &device),
+    assert_eq!(
+        len, targets.seq_len,
+        "the labels were placed for hidden states of another length"
     );
-    let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [count]), &device);
+    let Some((positions, labels)) = targets.tensors.clone() else {
+        return hidden.sum().mul_scalar(0.0).cast(DType::F32);
+    };
+    let count = positions.dims()[0];
+    let rows = hidden.reshape([batch * len, width]).select(0, positions);
 
     let (rows_const, head_const) = (
         rows.clone().detach().without_autodiff(),

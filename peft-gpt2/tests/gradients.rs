@@ -247,12 +247,13 @@ fn fused_loss_matches_full_logits_loss_and_gradients() {
         let hidden = model
             .base
             .hidden_conditioned(ids.clone(), Some(mask.clone()), &conditioning);
+        let prompt_len = conditioning.prompt_len();
+        let labels_at = targets.predicted_labels(hidden.dims()[1], prompt_len, &device);
         let fused = fused_lm_loss(
             hidden,
             model.base.wte.weight.val(),
             model.full_finetune,
-            &targets,
-            conditioning.prompt_len(),
+            &labels_at,
         );
         let (plain_value, fused_value) = (
             plain.clone().into_scalar::<f32>(),

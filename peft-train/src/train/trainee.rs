@@ -123,49 +123,55 @@ impl Trainee {
         let conditioning = self.model.conditioning();
         let prompt_len = conditioning.prompt_len();
         let base = &self.model.running_base();
+        let device = base.device();
+        // What the loss and the class scores read from the host is uploaded before the forward
+        // pass: on CUDA a copy from the host waits for every kernel queued before it.
+        // Hidden states cover the virtual tokens and the longest row.
+        let seq_len = prompt_len + batch.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let targets = batch.targets.predicted_labels(seq_len, prompt_len, &device);
+        let class_token_ids = self.class_tokens.as_ref().map(|tokens| {
+            let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+            Tensor::<1, Int>::from_data(TensorData::new(ids, [tokens.len()]), &device)
+        });
         let hidden = hidden_of_rows(base, &batch.rows, &conditioning);
         let head = base.output_embeddings();
-        let classes = match (&self.class_tokens, batch.answers) {
-            (Some(tokens), Some((positions, classes))) => Some((
-                class_scores(hidden.clone(), head.clone(), positions, prompt_len, tokens),
+        let classes = match (class_token_ids, batch.answers) {
+            (Some(token_ids), Some((positions, classes))) => Some((
+                class_scores(
+                    hidden.clone(),
+                    head.clone(),
+                    positions,
+                    prompt_len,
+                    token_ids,
+                ),
                 classes,
             )),
             _ => None,
         };
         StepOutput {
-            loss: fused_lm_loss(
-                hidden,
-                head,
-                self.model.full_finetune,
-                &batch.targets,
-                prompt_len,
-            ),
+            loss: fused_lm_loss(hidden, head, self.model.full_finetune, &targets),
             classes,
             targets: batch.targets.predicted(prompt_len),
         }
     }
 }
 
-/// The logits of each class's deciding token at the position that predicts it, `[B, C]`:
-/// the head's rows of those tokens only, at one position per row.
+/// The logits of each class's deciding token (`token_ids`, `[C]`) at the position that
+/// predicts it, `[B, C]`: the head's rows of those tokens only, at one position per row.
 fn class_scores(
     hidden: Tensor<3>,
     head: Tensor<2>,
     answer_positions: Tensor<1, Int>,
     offset: usize,
-    tokens: &[u32],
+    token_ids: Tensor<1, Int>,
 ) -> Tensor<2> {
     let [batch, _, width] = hidden.dims();
-    let device = hidden.device();
     // The label token at index a is predicted by position a - 1 (after the virtual tokens).
     let at = answer_positions
         .add_scalar(offset as i64 - 1)
         .reshape([batch, 1, 1])
         .expand([batch, 1, width]);
     let predicting = hidden.gather(1, at).reshape([batch, width]);
-    let token_ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
-    let token_ids =
-        Tensor::<1, Int>::from_data(TensorData::new(token_ids, [tokens.len()]), &device);
     predicting.matmul(head.select(0, token_ids).transpose())
 }
 
