@@ -119,16 +119,20 @@ impl<B: Backend> WritableF32<B> {
         }
     }
 
-    /// The values as an f32 tensor of the original shape.
-    pub(crate) fn into_tensor(self) -> FloatTensor<B> {
+    /// The values as a tensor of the original shape, in `dtype`.
+    pub(crate) fn into_tensor(self, dtype: DType) -> FloatTensor<B> {
         match self.storage {
             Writable::Copied {
                 values,
                 shape,
                 device,
-            } => tensor_of::<B>(values, shape, DType::F32, &device),
+            } => tensor_of::<B>(values, shape, dtype, &device),
+            // A tensor written in place is f32: cast only when another type is asked for.
             #[cfg(feature = "flex")]
-            Writable::Flex(flex) => Self::from_flex(flex),
+            Writable::Flex(flex) => match dtype {
+                DType::F32 => Self::from_flex(flex),
+                other => B::float_cast(Self::from_flex(flex), FloatDType::from(other)),
+            },
         }
     }
 }

@@ -216,9 +216,9 @@ fn cpu_adamw_step<B: Backend>(
             }
         });
     (
-        param.into_tensor(),
-        moment_1.into_tensor(),
-        moment_2.into_tensor(),
+        param.into_tensor(DType::F32),
+        moment_1.into_tensor(DType::F32),
+        moment_2.into_tensor(DType::F32),
     )
 }
 

@@ -131,16 +131,16 @@ fn cpu_cross_entropy_with_grad<B: Backend>(
     let total = losses.iter().map(|&loss| f64::from(loss)).sum::<f64>() as f32;
     (
         tensor_of::<B>(vec![total], Shape::new([1]), DType::F32, &device),
-        values.into_tensor(),
+        values.into_tensor(DType::F32),
     )
 }
 
 /// One row's `logsumexp(row) − row[target]`, leaving `softmax(row) − onehot(target)` in `row`.
 fn cross_entropy_row(row: &mut [f32], target: i64) -> f32 {
-    let picked = usize::try_from(target)
+    let target = usize::try_from(target)
         .ok()
-        .and_then(|target| row.get(target).copied())
-        .unwrap_or(f32::NAN);
+        .filter(|&target| target < row.len());
+    let picked = target.map_or(f32::NAN, |target| row[target]);
     // A NaN anywhere makes the maximum NaN (`f32::max` would skip it), and so the loss.
     let max = row.iter().fold(f32::NEG_INFINITY, |max, &value| {
         if value > max || value.is_nan() {
@@ -155,8 +155,8 @@ fn cross_entropy_row(row: &mut [f32], target: i64) -> f32 {
     let sum: f32 = row.iter().sum();
     let inverse = sum.recip();
     row.iter_mut().for_each(|value| *value *= inverse);
-    if let Some(target) = usize::try_from(target).ok().and_then(|t| row.get_mut(t)) {
-        *target -= 1.0;
+    if let Some(target) = target {
+        row[target] -= 1.0;
     }
     max + sum.ln() - picked
 }

@@ -11,7 +11,7 @@ use burn::tensor::Shape;
 use rayon::prelude::*;
 
 use super::{FusedLayerOps, GELU_CUBIC, TWO_SQRT_2_OVER_PI};
-use crate::extension::{f32_values, tensor_of};
+use crate::extension::{WritableF32, f32_values, tensor_of};
 
 /// Rows of a norm per task: enough work per task to amortise scheduling, and enough tasks to
 /// share between cores.
@@ -285,12 +285,13 @@ fn map_elements<B: Backend>(
     input: FloatTensor<B>,
     activation: impl Fn(f32) -> f32 + Sync,
 ) -> FloatTensor<B> {
-    let (dtype, device, shape) = (input.dtype(), input.device(), input.shape());
-    let mut values = f32_values::<B>(input);
+    let dtype = input.dtype();
+    let mut values = WritableF32::<B>::of(input);
     values
+        .values()
         .par_chunks_mut(ELEMENTS_PER_TASK)
         .for_each(|chunk| chunk.iter_mut().for_each(|x| *x = activation(*x)));
-    tensor_of::<B>(values, shape, dtype, &device)
+    values.into_tensor(dtype)
 }
 
 /// An element-wise activation's input gradient: `output_grad · slope(input)`.
@@ -299,15 +300,16 @@ fn map_gradients<B: Backend>(
     output_grad: FloatTensor<B>,
     slope: impl Fn(f32) -> f32 + Sync,
 ) -> FloatTensor<B> {
-    let (dtype, device, shape) = (input.dtype(), input.device(), input.shape());
+    let dtype = input.dtype();
     let x = f32_values::<B>(input);
-    let mut grad = f32_values::<B>(output_grad);
-    grad.par_chunks_mut(ELEMENTS_PER_TASK)
+    let mut grad = WritableF32::<B>::of(output_grad);
+    grad.values()
+        .par_chunks_mut(ELEMENTS_PER_TASK)
         .zip(x.par_chunks(ELEMENTS_PER_TASK))
         .for_each(|(grad, x)| {
             for (grad, &x) in grad.iter_mut().zip(x) {
                 *grad *= slope(x);
             }
         });
-    tensor_of::<B>(grad, shape, dtype, &device)
+    grad.into_tensor(dtype)
 }
