@@ -85,11 +85,13 @@ impl AttentionMask {
 }
 
 /// `softmax(q·kᵀ·scale + bias)·v` over the prefix segment followed by `keys`, with dropout on
-/// the attention probabilities. `query` is `[B, heads, T, head_dim]`; keys and values have as
-/// many heads (grouped-query models repeat theirs first, see [`repeat_heads`]).
+/// the attention probabilities. `query` is `[B, heads, T, head_dim]`; the prefix, keys and
+/// values have as many heads or a divisor of that (grouped-query attention: query head `i`
+/// reads key/value head `i / groups`, as after Hugging Face's `repeat_kv`).
 ///
 /// Runs as one fused operation with its own backward ([`fused_attention`]), dropout included,
-/// where the backend has it; otherwise as [`attend_decomposed`].
+/// where the backend has it, which reads grouped heads where they lie; otherwise as
+/// [`attend_decomposed`] on heads repeated for their groups ([`repeat_heads`]).
 pub fn attend(
     query: Tensor<4>,
     prefix: Option<&LayerKv>,
@@ -100,7 +102,22 @@ pub fn attend(
 ) -> Tensor<4> {
     let device = query.device();
     if !FUSED_ATTENTION.load(Ordering::Relaxed) || !fused::runs_on(&device) {
-        return attend_decomposed(query, prefix, keys, mask.bias.clone(), scale, dropout);
+        let groups = query.dims()[1] / keys.key.dims()[1];
+        let repeat = |kv: &LayerKv| {
+            LayerKv::new(
+                repeat_heads(kv.key.clone(), groups),
+                repeat_heads(kv.value.clone(), groups),
+            )
+        };
+        let prefix = prefix.map(repeat);
+        return attend_decomposed(
+            query,
+            prefix.as_ref(),
+            &repeat(keys),
+            mask.bias.clone(),
+            scale,
+            dropout,
+        );
     }
     // Burn's `Dropout` acts only in training, on an autodiff device.
     let dropout = if dropout.training.is_enabled() && device.is_autodiff() {
@@ -116,11 +133,10 @@ pub fn attend(
     let (key, value) = match prefix {
         // The fused kernel takes one key sequence: the prefix, repeated per row, then the rest.
         Some(prefix) => {
-            let [batch, heads, _, head_dim] = query.dims();
+            let batch = query.dims()[0];
             let per_row = |segment: &Tensor<4>| {
-                segment
-                    .clone()
-                    .expand([batch, heads, prefix.len(), head_dim])
+                let [_, heads, len, head_dim] = segment.dims();
+                segment.clone().expand([batch, heads, len, head_dim])
             };
             (
                 Tensor::cat(vec![per_row(&prefix.key), keys.key.clone()], 2),
@@ -139,7 +155,8 @@ pub fn attend(
 }
 
 /// [`attend`] as separate matrix products, softmax and dropout: what every backend can run,
-/// and the reference the fused operation is tested against.
+/// and the reference the fused operation is tested against. Keys and values have as many heads
+/// as the query.
 pub fn attend_decomposed(
     query: Tensor<4>,
     prefix: Option<&LayerKv>,

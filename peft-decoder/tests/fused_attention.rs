@@ -2,7 +2,9 @@
 //! gradients for query, keys, values and prefix (f32, 1e-5), on every CPU backend compiled in,
 //! with a shared or per-row prefix, a KV cache, and more queries than one block, each with
 //! padding (the bias read with causal skipping) and without (causality alone: LibTorch's causal
-//! kernels, with query rows added in front where a prefix or cache comes first); and
+//! kernels, with query rows added in front where a prefix or cache comes first), with as many
+//! key/value heads as query heads or fewer (grouped-query attention, against heads repeated for
+//! their groups as Hugging Face does); and
 //! its dropout: the CPU kernel's against the decomposed attention under the same mask,
 //! LibTorch's against PyTorch's own attention under the same generator state, and on every
 //! backend a backward that sees the forward's mask.
@@ -12,7 +14,9 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::softmax;
 use peft_core::LayerKv;
-use peft_decoder::attention::{AttentionMask, attend, attend_decomposed, score_bias};
+use peft_decoder::attention::{
+    AttentionMask, attend, attend_decomposed, repeat_heads, score_bias, set_fused_attention,
+};
 use peft_decoder::fused_attention::{
     AttentionSettings, Masking, cpu_dropout_keeps, fused_attention, runs_on,
 };
@@ -47,6 +51,23 @@ struct Case {
 }
 
 const HEADS: usize = 3;
+
+/// How many query heads a call has, and how many key/value heads they share.
+#[derive(Clone, Copy)]
+struct Heads {
+    query: usize,
+    kv: usize,
+}
+
+/// Every query head with its own keys and values (GPT-2).
+const MULTI_HEAD: Heads = Heads {
+    query: HEADS,
+    kv: HEADS,
+};
+
+/// Grouped-query attention (Llama, Qwen): three query heads per key/value head, two groups, so
+/// that a kernel reading the wrong group or the wrong row's group fails.
+const GROUPED: Heads = Heads { query: 6, kv: 2 };
 const HEAD_DIM: usize = 8;
 
 const CASES: &[Case] = &[
@@ -136,7 +157,7 @@ struct Operands {
 }
 
 impl Operands {
-    fn new(case: &Case, device: &Device) -> Self {
+    fn new(case: &Case, heads: Heads, device: &Device) -> Self {
         let random = |shape: [usize; 4]| {
             Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device).require_grad()
         };
@@ -144,8 +165,8 @@ impl Operands {
         let prefix_rows = if case.shared { 1 } else { case.batch };
         let prefix = (case.prefix > 0).then(|| {
             LayerKv::new(
-                random([prefix_rows, HEADS, case.prefix, HEAD_DIM]),
-                random([prefix_rows, HEADS, case.prefix, HEAD_DIM]),
+                random([prefix_rows, heads.kv, case.prefix, HEAD_DIM]),
+                random([prefix_rows, heads.kv, case.prefix, HEAD_DIM]),
             )
         });
         let key_len = case.prefix + keys_len;
@@ -160,15 +181,15 @@ impl Operands {
             Tensor::<2, Bool>::from_data(TensorData::new(mask, [case.batch, key_len]), device)
         });
         Self {
-            query: random([case.batch, HEADS, case.queries, HEAD_DIM]),
+            query: random([case.batch, heads.query, case.queries, HEAD_DIM]),
             prefix,
             keys: LayerKv::new(
-                random([case.batch, HEADS, keys_len, HEAD_DIM]),
-                random([case.batch, HEADS, keys_len, HEAD_DIM]),
+                random([case.batch, heads.kv, keys_len, HEAD_DIM]),
+                random([case.batch, heads.kv, keys_len, HEAD_DIM]),
             ),
             mask: AttentionMask::new(case.prefix, case.past, case.queries, mask, device),
             weights: Tensor::<4>::random(
-                [case.batch, HEADS, case.queries, HEAD_DIM],
+                [case.batch, heads.query, case.queries, HEAD_DIM],
                 Distribution::Normal(0.0, 1.0),
                 device,
             ),
@@ -216,42 +237,84 @@ fn assert_same(
     }
 }
 
+/// Turns the fused attention off until dropped, so that `attend` takes its decomposed path (as
+/// on the backends without the fused operation). Every test here holds [`generator`], so none
+/// runs meanwhile.
+struct DecomposedAttention;
+
+impl DecomposedAttention {
+    fn new() -> Self {
+        set_fused_attention(false);
+        Self
+    }
+}
+
+impl Drop for DecomposedAttention {
+    fn drop(&mut self) {
+        set_fused_attention(true);
+    }
+}
+
+/// `attend` (fused, and on its decomposed path) against the decomposed attention, which a
+/// grouped-query call reaches through heads repeated for their groups (Hugging Face's
+/// `repeat_kv`; the gradients flow back through the copies).
 #[test]
 fn fused_attention_matches_the_decomposed_outputs_and_gradients() {
     let _generator = generator();
     let no_dropout = DropoutConfig::new(0.0).init();
     let scale = 1.0 / (HEAD_DIM as f64).sqrt();
-    for (backend, device) in devices() {
+    for ((backend, device), heads) in devices()
+        .into_iter()
+        .flat_map(|device| [(device.clone(), MULTI_HEAD), (device, GROUPED)])
+    {
         let device = device.autodiff();
         assert!(
             runs_on(&device),
             "{backend}: fused attention is built for it"
         );
+        let groups = heads.query / heads.kv;
+        let repeated = |kv: &LayerKv| {
+            LayerKv::new(
+                repeat_heads(kv.key.clone(), groups),
+                repeat_heads(kv.value.clone(), groups),
+            )
+        };
         for case in CASES {
-            let at = format!("{backend}, {}", case.name);
-            let operands = Operands::new(case, &device);
+            let at = format!("{backend}, groups of {groups}, {}", case.name);
+            let operands = Operands::new(case, heads, &device);
             let (query, prefix, keys) = (&operands.query, operands.prefix.as_ref(), &operands.keys);
-            let fused = attend(
+            let attend_with = |prefix, keys| {
+                attend(
+                    query.clone(),
+                    prefix,
+                    keys,
+                    &operands.mask,
+                    scale,
+                    &no_dropout,
+                )
+            };
+            let fused = attend_with(prefix, keys);
+            let unfused = {
+                let _decomposed = DecomposedAttention::new();
+                attend_with(prefix, keys)
+            };
+            let reference = attend_decomposed(
                 query.clone(),
-                prefix,
-                keys,
-                &operands.mask,
-                scale,
-                &no_dropout,
-            );
-            let decomposed = attend_decomposed(
-                query.clone(),
-                prefix,
-                keys,
+                prefix.map(repeated).as_ref(),
+                &repeated(keys),
                 operands.mask.bias.clone(),
                 scale,
                 &no_dropout,
             );
+            let reference = output_and_gradients(&operands, reference);
+            let fused = output_and_gradients(&operands, fused);
+            let unfused = output_and_gradients(&operands, unfused);
             assert_same(
-                &at,
-                output_and_gradients(&operands, fused),
-                output_and_gradients(&operands, decomposed),
+                &format!("{at}, decomposed path"),
+                unfused,
+                reference.clone(),
             );
+            assert_same(&at, fused, reference);
         }
     }
 }
@@ -327,9 +390,20 @@ fn cpu_attention_dropout_is_the_decomposed_attention_under_its_mask() {
             continue; // PyTorch draws LibTorch's masks: see the next test
         }
         let device = device.autodiff();
-        for case in [&CASES[1], &CASES[2], &CASES[4], &CASES[7]] {
-            let at = format!("{backend}, {}", case.name);
-            let operands = Operands::new(case, &device);
+        for (case, heads) in [
+            (&CASES[1], MULTI_HEAD),
+            (&CASES[2], MULTI_HEAD),
+            (&CASES[4], MULTI_HEAD),
+            (&CASES[7], MULTI_HEAD),
+            (&CASES[2], GROUPED),
+            (&CASES[4], GROUPED),
+        ] {
+            let at = format!(
+                "{backend}, groups of {}, {}",
+                heads.query / heads.kv,
+                case.name
+            );
+            let operands = Operands::new(case, heads, &device);
             let (key, value) = joined(&operands, case.batch);
             let settings = AttentionSettings {
                 masking: operands.mask.masking,
@@ -344,15 +418,17 @@ fn cpu_attention_dropout_is_the_decomposed_attention_under_its_mask() {
                 operands.mask.bias.clone(),
                 settings,
             );
-            let [batch, heads, queries, _] = operands.query.dims();
-            let shape = [batch, heads, queries, key.dims()[2]];
+            let [batch, query_heads, queries, _] = operands.query.dims();
+            let shape = [batch, query_heads, queries, key.dims()[2]];
             let keeps = Tensor::<4, Bool>::from_data(
                 TensorData::new(cpu_dropout_keeps(rate, seed, shape), shape),
                 &device,
             );
-            // The keys and values joined again: the fused call's backward consumes the graph of
-            // the first join.
+            // The keys and values joined again (the fused call's backward consumes the graph of
+            // the first join), and repeated for their query heads.
             let (key, value) = joined(&operands, case.batch);
+            let groups = heads.query / heads.kv;
+            let (key, value) = (repeat_heads(key, groups), repeat_heads(value, groups));
             let scores = operands.query.clone().matmul(key.swap_dims(2, 3)) * scale
                 + operands.mask.bias.clone();
             let probs = softmax(scores, 3).mask_fill(keeps.bool_not(), 0.0) / (1.0 - rate);
@@ -461,11 +537,15 @@ fn attention_dropout_backward_sees_the_forward_mask() {
     // The output is linear in the values for a fixed mask: sum(w ∘ out) = sum(d_value ∘ value)
     // (with the prefix's values) holds exactly when the backward applies the forward's mask.
     let dropout = DropoutConfig::new(0.5).init();
-    for ((backend, device), case) in devices()
-        .into_iter()
-        .flat_map(|device| [(device.clone(), &CASES[1]), (device, &CASES[5])])
-    {
-        let operands = Operands::new(case, &device.autodiff());
+    for ((backend, device), case) in devices().into_iter().flat_map(|device| {
+        [
+            (device.clone(), (&CASES[1], MULTI_HEAD)),
+            (device.clone(), (&CASES[5], MULTI_HEAD)),
+            (device, (&CASES[2], GROUPED)),
+        ]
+    }) {
+        let (case, heads) = case;
+        let operands = Operands::new(case, heads, &device.autodiff());
         let output = attend(
             operands.query.clone(),
             operands.prefix.as_ref(),
@@ -502,7 +582,7 @@ fn attention_dropout_acts_only_in_training() {
     let no_dropout = DropoutConfig::new(0.0).init();
     let case = &CASES[1];
     for (backend, device) in devices() {
-        let operands = Operands::new(case, &device.clone().autodiff());
+        let operands = Operands::new(case, MULTI_HEAD, &device.clone().autodiff());
         let call = |dropout| {
             attend(
                 operands.query.clone(),

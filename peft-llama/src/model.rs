@@ -7,7 +7,7 @@
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
 use peft_core::LayerKv;
-use peft_decoder::attention::{AttentionMask, attend, repeat_heads, with_cached};
+use peft_decoder::attention::{AttentionMask, attend, with_cached};
 use peft_decoder::fused_layers::{rms_norm, silu};
 use peft_decoder::init::{hf_embedding, hf_linear};
 use peft_decoder::linear::ForwardRows;
@@ -93,21 +93,13 @@ impl Attention {
         );
         let value = self.heads(self.v_proj.forward_rows(x), self.n_kv_head, None);
         let (query, key) = (rotate(query, cos, sin), rotate(key, cos, sin));
-        // The cache and the prefix keep the key/value heads; each is repeated for its group
-        // of query heads only here, as Hugging Face's `repeat_kv` does.
+        // The prefix, the cache and the attention keep the key/value heads: each serves its
+        // group of query heads where it lies (`attend`), never repeated per group.
         let (prefix, keys) = with_cached(LayerKv::new(key, value), prefix, cache);
-        let groups = self.n_head / self.n_kv_head;
-        let repeat = |kv: &LayerKv| {
-            LayerKv::new(
-                repeat_heads(kv.key.clone(), groups),
-                repeat_heads(kv.value.clone(), groups),
-            )
-        };
-        let prefix = prefix.map(repeat);
         let context = attend(
             query,
-            prefix.as_ref(),
-            &repeat(&keys),
+            prefix,
+            &keys,
             mask,
             1.0 / (self.head_dim as f64).sqrt(),
             &self.dropout,

@@ -1,6 +1,9 @@
 //! Fused attention on the CPU backends (flex, ndarray): one blocked kernel over f32 slices.
 //!
-//! Each (batch, head) pair is one rayon task. Within it, queries are taken `QUERY_BLOCK` rows at
+//! Each (batch, query head) pair is one rayon task of the forward; the backward's tasks are
+//! (batch, key/value head) pairs, each with the query heads of its group, so that a grouped-query
+//! model's key and value gradients are summed over the group without two tasks writing one
+//! block. Within it, queries are taken `QUERY_BLOCK` rows at
 //! a time: the block's scores against every key are one matrix product into a scratch buffer
 //! of `QUERY_BLOCK × S`, softmaxed row by row, and multiplied by the values. Memory beyond the
 //! inputs and outputs is therefore a few such buffers per core, never `[B, H, T, S]`. Under a
@@ -82,6 +85,8 @@ cpu_fused_attention!(burn::backend::NdArray);
 #[derive(Clone, Copy)]
 struct Dims {
     heads: usize,
+    /// Query heads per key/value head: 1, or more for grouped-query attention.
+    groups: usize,
     queries: usize,
     keys: usize,
     head_dim: usize,
@@ -92,8 +97,14 @@ struct Dims {
 
 impl Dims {
     fn of(query: &Shape, key: &Shape, bias: &Shape) -> Self {
+        let (heads, kv_heads) = (query[1], key[1]);
+        assert!(
+            kv_heads > 0 && heads % kv_heads == 0,
+            "{heads} query heads cannot share {kv_heads} key/value heads evenly"
+        );
         Self {
-            heads: query[1],
+            heads,
+            groups: heads / kv_heads,
             queries: query[2],
             keys: key[2],
             head_dim: query[3],
@@ -105,6 +116,13 @@ impl Dims {
     /// How many leading keys the query rows `start..start + rows` may see.
     fn keys_seen(&self, masking: Masking, start: usize, rows: usize) -> usize {
         masking.keys_seen(self.queries, self.keys, start + rows)
+    }
+
+    /// The (batch, key/value head) pair that (batch, query head) pair `pair` reads: query head
+    /// `h` reads key/value head `h / groups` (Hugging Face's `repeat_kv`), so the pairs of one
+    /// group are consecutive.
+    fn kv_pair(&self, pair: usize) -> usize {
+        pair / self.groups
     }
 
     /// Where the `[T, S]` bias of (batch `b`, head `h`) starts.
@@ -137,7 +155,8 @@ fn forward<B: Backend>(
     out.par_chunks_mut(t * d)
         .enumerate()
         .for_each(|(pair, out)| {
-            let (q, k, v) = (q.pair(pair), k.pair(pair), v.pair(pair));
+            let (q, kv_pair) = (q.pair(pair), dims.kv_pair(pair));
+            let (k, v) = (k.pair(kv_pair), v.pair(kv_pair));
             let bias = &bias[dims.bias_offset(pair)..][..t * s];
             let mut probs = vec![0.0f32; QUERY_BLOCK.min(t) * s];
             for start in (0..t).step_by(QUERY_BLOCK) {
@@ -195,74 +214,82 @@ fn backward<B: Backend>(
     let mut d_q = vec![0.0f32; query_shape.num_elements()];
     let mut d_k = vec![0.0f32; key_shape.num_elements()];
     let mut d_v = vec![0.0f32; key_shape.num_elements()];
-    d_q.par_chunks_mut(t * d)
+    // One task per key/value block: the query heads of its group write their own query
+    // gradients and add into the block's key and value gradients in turn.
+    d_q.par_chunks_mut(dims.groups * t * d)
         .zip(d_k.par_chunks_mut(s * d))
         .zip(d_v.par_chunks_mut(s * d))
         .enumerate()
-        .for_each(|(pair, ((d_q, d_k), d_v))| {
-            let (q, k, v) = (q.pair(pair), k.pair(pair), v.pair(pair));
-            let d_out = &d_out[pair * t * d..][..t * d];
-            let bias = &bias[dims.bias_offset(pair)..][..t * s];
+        .for_each(|(kv_pair, ((d_q_group, d_k), d_v))| {
+            let (k, v) = (k.pair(kv_pair), v.pair(kv_pair));
             let block = QUERY_BLOCK.min(t) * s;
             let (mut probs, mut d_scores) = (vec![0.0f32; block], vec![0.0f32; block]);
             // The probabilities after dropout, where it acts (the softmax backward needs both).
             let mut dropped = vec![0.0f32; if mask.is_some() { block } else { 0 }];
-            for start in (0..t).step_by(QUERY_BLOCK) {
-                let rows = QUERY_BLOCK.min(t - start);
-                // Only the keys the block sees: the others' probabilities and gradients are 0.
-                let seen = dims.keys_seen(settings.masking, start, rows);
-                let (k, v) = (&k[..seen * d], &v[..seen * d]);
-                let (d_k, d_v) = (&mut d_k[..seen * d], &mut d_v[..seen * d]);
-                let (probs, d_scores) = (&mut probs[..rows * seen], &mut d_scores[..rows * seen]);
-                let q_block = &q[start * d..][..rows * d];
-                let d_out_block = &d_out[start * d..][..rows * d];
-                probabilities(probs, q_block, k, &bias[start * s..][..rows * s], d, scale);
-                let first = ((pair * t + start) * s) as u64;
-                let attended = match &mask {
-                    Some(mask) => {
-                        let dropped = &mut dropped[..rows * seen];
-                        dropped.copy_from_slice(probs);
-                        mask.apply_rows(dropped, seen, first, s);
-                        &*dropped
+            for (member, d_q) in d_q_group.chunks_mut(t * d).enumerate() {
+                let pair = kv_pair * dims.groups + member;
+                let q = q.pair(pair);
+                let d_out = &d_out[pair * t * d..][..t * d];
+                let bias = &bias[dims.bias_offset(pair)..][..t * s];
+                for start in (0..t).step_by(QUERY_BLOCK) {
+                    let rows = QUERY_BLOCK.min(t - start);
+                    // Only the keys the block sees: the others' probabilities and gradients
+                    // are 0.
+                    let seen = dims.keys_seen(settings.masking, start, rows);
+                    let (k, v) = (&k[..seen * d], &v[..seen * d]);
+                    let (d_k, d_v) = (&mut d_k[..seen * d], &mut d_v[..seen * d]);
+                    let (probs, d_scores) =
+                        (&mut probs[..rows * seen], &mut d_scores[..rows * seen]);
+                    let q_block = &q[start * d..][..rows * d];
+                    let d_out_block = &d_out[start * d..][..rows * d];
+                    probabilities(probs, q_block, k, &bias[start * s..][..rows * s], d, scale);
+                    let first = ((pair * t + start) * s) as u64;
+                    let attended = match &mask {
+                        Some(mask) => {
+                            let dropped = &mut dropped[..rows * seen];
+                            dropped.copy_from_slice(probs);
+                            mask.apply_rows(dropped, seen, first, s);
+                            &*dropped
+                        }
+                        None => &*probs,
+                    };
+                    // d_v[seen, d] += attendedᵀ · d_out
+                    matmul(
+                        d_v,
+                        Mat::rows(attended, rows, seen).t(),
+                        Mat::rows(d_out_block, rows, d),
+                        true,
+                        1.0,
+                    );
+                    // d_attended[rows, seen] = d_out · vᵀ, then through dropout to d_probs
+                    matmul(
+                        d_scores,
+                        Mat::rows(d_out_block, rows, d),
+                        Mat::rows(v, seen, d).t(),
+                        false,
+                        1.0,
+                    );
+                    if let Some(mask) = &mask {
+                        mask.apply_rows(d_scores, seen, first, s);
                     }
-                    None => &*probs,
-                };
-                // d_v[seen, d] += attendedᵀ · d_out
-                matmul(
-                    d_v,
-                    Mat::rows(attended, rows, seen).t(),
-                    Mat::rows(d_out_block, rows, d),
-                    true,
-                    1.0,
-                );
-                // d_attended[rows, seen] = d_out · vᵀ, then through dropout to d_probs
-                matmul(
-                    d_scores,
-                    Mat::rows(d_out_block, rows, d),
-                    Mat::rows(v, seen, d).t(),
-                    false,
-                    1.0,
-                );
-                if let Some(mask) = &mask {
-                    mask.apply_rows(d_scores, seen, first, s);
-                }
-                // Softmax backward: d_score = p ∘ (d_p − Σ p ∘ d_p), row by row.
-                for (p, g) in probs.chunks(seen).zip(d_scores.chunks_mut(seen)) {
-                    let dot: f32 = p.iter().zip(g.iter()).map(|(p, g)| p * g).sum();
-                    for (g, p) in g.iter_mut().zip(p) {
-                        *g = p * (*g - dot);
+                    // Softmax backward: d_score = p ∘ (d_p − Σ p ∘ d_p), row by row.
+                    for (p, g) in probs.chunks(seen).zip(d_scores.chunks_mut(seen)) {
+                        let dot: f32 = p.iter().zip(g.iter()).map(|(p, g)| p * g).sum();
+                        for (g, p) in g.iter_mut().zip(p) {
+                            *g = p * (*g - dot);
+                        }
                     }
+                    // d_q[rows, d] = scale · d_scores · k ;  d_k[seen, d] += scale · d_scoresᵀ · q
+                    let d_scores = Mat::rows(d_scores, rows, seen);
+                    matmul(
+                        &mut d_q[start * d..][..rows * d],
+                        d_scores,
+                        Mat::rows(k, seen, d),
+                        false,
+                        scale,
+                    );
+                    matmul(d_k, d_scores.t(), Mat::rows(q_block, rows, d), true, scale);
                 }
-                // d_q[rows, d] = scale · d_scores · k ;  d_k[seen, d] += scale · d_scoresᵀ · q
-                let d_scores = Mat::rows(d_scores, rows, seen);
-                matmul(
-                    &mut d_q[start * d..][..rows * d],
-                    d_scores,
-                    Mat::rows(k, seen, d),
-                    false,
-                    scale,
-                );
-                matmul(d_k, d_scores.t(), Mat::rows(q_block, rows, d), true, scale);
             }
         });
     (

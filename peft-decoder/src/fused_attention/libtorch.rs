@@ -30,7 +30,22 @@ fn attention(
     bias: &tch::Tensor,
     settings: AttentionSettings,
 ) -> tch::Tensor {
+    let groups = query.size()[1] / key.size()[1];
     let sdpa = |query: &tch::Tensor, mask: Option<&tch::Tensor>, is_causal: bool| {
+        if groups > 1 && !reads_groups_natively(query, mask.is_some()) {
+            // Hugging Face's `repeat_kv`; autograd sums the copies' gradients back.
+            let repeat = |t: &tch::Tensor| t.repeat_interleave_self_int(groups, 1, None);
+            return tch::Tensor::scaled_dot_product_attention(
+                query,
+                &repeat(key),
+                &repeat(value),
+                mask,
+                settings.dropout,
+                is_causal,
+                settings.scale,
+                false,
+            );
+        }
         tch::Tensor::scaled_dot_product_attention(
             query,
             key,
@@ -39,7 +54,7 @@ fn attention(
             settings.dropout,
             is_causal,
             settings.scale,
-            false,
+            groups > 1,
         )
     };
     let (queries, keys) = (query.size()[2], key.size()[2]);
@@ -60,6 +75,18 @@ fn attention(
             sdpa(&padded, None, true).narrow(2, hidden_rows, queries)
         }
         _ => sdpa(query, Some(&bias.to_kind(query.kind())), false),
+    }
+}
+
+/// Whether PyTorch's SDPA reads grouped key/value heads (`enable_gqa`) with a fused kernel for
+/// this call, rather than falling back to its unfused math kernel: the CPU's flash kernel
+/// always does; on CUDA only flash attention does, which needs a half type and no mask operand
+/// (the memory-efficient kernel that takes a mask has no grouped form), the rule Hugging Face's
+/// `use_gqa_in_sdpa` follows too. Elsewhere the heads are repeated first.
+fn reads_groups_natively(query: &tch::Tensor, has_mask: bool) -> bool {
+    match query.device() {
+        tch::Device::Cpu => true,
+        _ => !has_mask && matches!(query.kind(), tch::Kind::BFloat16 | tch::Kind::Half),
     }
 }
 

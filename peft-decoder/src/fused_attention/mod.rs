@@ -98,7 +98,8 @@ pub struct AttentionSaved<B: Backend> {
 pub trait FusedAttentionOps: Backend {
     /// `dropout(softmax(query·keyᵀ·scale + bias))·value`, dropping each probability with
     /// probability `settings.dropout` (and scaling the kept ones by `1 / (1 − dropout)`).
-    /// `query` is `[B, H, T, d]`, `key` and `value` `[B, H, S, d]`, `bias`
+    /// `query` is `[B, H, T, d]`, `key` and `value` `[B, H / g, S, d]` (grouped-query
+    /// attention when `g > 1`: query head `h` reads key/value head `h / g`), `bias`
     /// `[B or 1, H or 1, T, S]` (hiding at least what `settings.masking` says); returns
     /// `[B, H, T, d]`.
     fn fused_attention(
