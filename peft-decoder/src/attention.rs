@@ -103,16 +103,10 @@ pub fn attend(
     let device = query.device();
     if !FUSED_ATTENTION.load(Ordering::Relaxed) || !fused::runs_on(&device) {
         let groups = query.dims()[1] / keys.key.dims()[1];
-        let repeat = |kv: &LayerKv| {
-            LayerKv::new(
-                repeat_heads(kv.key.clone(), groups),
-                repeat_heads(kv.value.clone(), groups),
-            )
-        };
-        let prefix = prefix.map(repeat);
+        let repeat = |kv: &LayerKv| repeat_kv_heads(kv, groups);
         return attend_decomposed(
             query,
-            prefix.as_ref(),
+            prefix.map(repeat).as_ref(),
             &repeat(keys),
             mask.bias.clone(),
             scale,
@@ -198,6 +192,14 @@ pub fn repeat_heads(x: Tensor<4>, groups: usize) -> Tensor<4> {
     x.unsqueeze_dim::<5>(2)
         .expand([batch, heads, groups, len, dim])
         .reshape([batch, heads * groups, len, dim])
+}
+
+/// [`repeat_heads`] for the keys and the values of `kv`.
+pub fn repeat_kv_heads(kv: &LayerKv, groups: usize) -> LayerKv {
+    LayerKv::new(
+        repeat_heads(kv.key.clone(), groups),
+        repeat_heads(kv.value.clone(), groups),
+    )
 }
 
 /// The additive score bias for `query_len` new tokens: causal over the cached and new tokens,

@@ -15,7 +15,8 @@ use burn::tensor::Distribution;
 use burn::tensor::activation::softmax;
 use peft_core::LayerKv;
 use peft_decoder::attention::{
-    AttentionMask, attend, attend_decomposed, repeat_heads, score_bias, set_fused_attention,
+    AttentionMask, attend, attend_decomposed, repeat_heads, repeat_kv_heads, score_bias,
+    set_fused_attention,
 };
 use peft_decoder::fused_attention::{
     AttentionSettings, Masking, cpu_dropout_keeps, fused_attention, runs_on,
@@ -273,12 +274,7 @@ fn fused_attention_matches_the_decomposed_outputs_and_gradients() {
             "{backend}: fused attention is built for it"
         );
         let groups = heads.query / heads.kv;
-        let repeated = |kv: &LayerKv| {
-            LayerKv::new(
-                repeat_heads(kv.key.clone(), groups),
-                repeat_heads(kv.value.clone(), groups),
-            )
-        };
+        let repeated = |kv: &LayerKv| repeat_kv_heads(kv, groups);
         for case in CASES {
             let at = format!("{backend}, groups of {groups}, {}", case.name);
             let operands = Operands::new(case, heads, &device);

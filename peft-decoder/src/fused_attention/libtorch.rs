@@ -32,29 +32,25 @@ fn attention(
 ) -> tch::Tensor {
     let groups = query.size()[1] / key.size()[1];
     let sdpa = |query: &tch::Tensor, mask: Option<&tch::Tensor>, is_causal: bool| {
-        if groups > 1 && !reads_groups_natively(query, mask.is_some()) {
-            // Hugging Face's `repeat_kv`; autograd sums the copies' gradients back.
-            let repeat = |t: &tch::Tensor| t.repeat_interleave_self_int(groups, 1, None);
-            return tch::Tensor::scaled_dot_product_attention(
-                query,
-                &repeat(key),
-                &repeat(value),
-                mask,
-                settings.dropout,
-                is_causal,
-                settings.scale,
-                false,
-            );
-        }
+        let grouped = groups > 1 && reads_groups_natively(query, mask.is_some());
+        // Otherwise Hugging Face's `repeat_kv` (a no-op without groups); autograd sums the
+        // copies' gradients back.
+        let repeat = |t: &tch::Tensor| {
+            if groups > 1 && !grouped {
+                t.repeat_interleave_self_int(groups, 1, None)
+            } else {
+                t.shallow_clone()
+            }
+        };
         tch::Tensor::scaled_dot_product_attention(
             query,
-            key,
-            value,
+            &repeat(key),
+            &repeat(value),
             mask,
             settings.dropout,
             is_causal,
             settings.scale,
-            groups > 1,
+            grouped,
         )
     };
     let (queries, keys) = (query.size()[2], key.size()[2]);
