@@ -220,7 +220,8 @@ fn check_fits(model: &impl Decoder, rows: &[MixedRow<'_>], room: usize) -> Resul
     }
     for (row, r) in rows.iter().enumerate() {
         let (virtual_len, len) = (r.conditioning.virtual_len(), r.tokens.len());
-        if virtual_len + len + room > model.n_positions() {
+        // Saturating: `room` comes from a request or a flag and may be near `usize::MAX`.
+        if virtual_len.saturating_add(len).saturating_add(room) > model.n_positions() {
             return Err(InputError(format!(
                 "row {row}: {len} tokens + {virtual_len} virtual tokens + {room} new tokens \
                  exceed the model's {} positions; shorten the input or ask for fewer tokens",
@@ -233,14 +234,16 @@ fn check_fits(model: &impl Decoder, rows: &[MixedRow<'_>], room: usize) -> Resul
     let (prefix_width, width) = (prefix_width.unwrap_or(0), width.unwrap_or(0));
     // Keys the attention sees in the batch, not positions: rows that each fit may still not
     // fit side by side.
-    model.check_fits(prefix_width + width + room).map_err(|_| {
-        InputError(format!(
-            "these rows do not fit one batch: the longest prefix ({prefix_width}) plus the \
+    model
+        .check_fits(prefix_width.saturating_add(width).saturating_add(room))
+        .map_err(|_| {
+            InputError(format!(
+                "these rows do not fit one batch: the longest prefix ({prefix_width}) plus the \
                  longest input ({width}) plus {room} new tokens exceed the model's {} \
                  positions; run them in smaller groups",
-            model.n_positions()
-        ))
-    })
+                model.n_positions()
+            ))
+        })
 }
 
 /// `[B, width, d]`: each row's virtual tokens and tokens, padded on `side` (padding entries are

@@ -14,8 +14,14 @@ pub const IGNORE_INDEX: i64 = -100;
 ///
 /// `logits`: `[B, T, V]`; `labels`: `[B, T]`. Returns `(nll, counted)`, both `[B, T-1]`, where
 /// `counted` is 1.0 for positions whose label is not [`IGNORE_INDEX`] and `nll` is 0 elsewhere.
+/// A batch of one position predicts nothing: both are then `[B, 1]` of zeros (as Burn has no
+/// empty tensors to return), so such an example counts no tokens instead of failing.
 pub fn next_token_nll(logits: Tensor<3>, labels: Tensor<2, Int>) -> (Tensor<2>, Tensor<2>) {
     let [batch, len, vocab] = logits.dims();
+    if len < 2 {
+        let nothing = Tensor::zeros([batch, 1], &logits.device());
+        return (nothing.clone(), nothing);
+    }
     let predictions = logits.narrow(1, 0, len - 1);
     let targets = labels.narrow(1, 1, len - 1);
     let ignored = targets.clone().equal_elem(IGNORE_INDEX);

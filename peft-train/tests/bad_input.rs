@@ -714,3 +714,126 @@ fn eval_refuses_to_report_nan_scores() {
     );
     assert!(!report.exists());
 }
+
+/// Counts given as the largest number a flag takes are refused with the flag's name or mean
+/// "all of it"; none overflows or reserves memory for its value.
+#[test]
+fn huge_counts_are_refused_or_capped_never_overflowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = data("text.jsonl");
+    let huge = usize::MAX.to_string();
+    let out = dir.path().join("virtual");
+    let message = fails(&strs(&train_args(
+        &out,
+        &text,
+        &["--num-virtual-tokens", &huge],
+    )));
+    assert!(
+        message.contains("--num-virtual-tokens") && message.contains("positions"),
+        "{message}"
+    );
+    // A batch larger than the data is all of it, as PyTorch's DataLoader gives.
+    for (name, extra) in [
+        ("batch", ["--batch-size", &huge, "--max-steps", "1"]),
+        (
+            "accumulation",
+            ["--grad-accumulation", &huge, "--max-steps", "1"],
+        ),
+        ("steps", ["--batch-size", &huge, "--max-steps", &huge]),
+    ] {
+        let out = dir.path().join(name);
+        ok(&strs(&train_args(&out, &text, &extra)));
+        assert!(out.join("adapter").exists(), "{name}");
+    }
+    let message = fails(&[
+        "generate",
+        "--model",
+        &model(),
+        "--prompt",
+        "The Mill",
+        "--max-new-tokens",
+        &huge,
+    ]);
+    assert!(message.contains("positions"), "{message}");
+}
+
+/// An example of one token predicts nothing without virtual tokens before it: `eval` scores it
+/// with 0 tokens (as it does an example whose targets are all ignored) beside the others.
+#[test]
+fn eval_scores_an_example_of_one_token_as_predicting_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "short.jsonl",
+        "{\"input_ids\": [5]}\n{\"input_ids\": [5, 6, 7]}\n",
+    );
+    for batch_size in ["1", "8"] {
+        let report = dir.path().join(format!("r{batch_size}.json"));
+        ok(&[
+            "eval",
+            "--model",
+            &model(),
+            "--data",
+            &file,
+            "--output",
+            &path_str(&report),
+            "--batch-size",
+            batch_size,
+        ]);
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        let tokens: Vec<u64> = report["examples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["tokens"].as_u64().unwrap())
+            .collect();
+        assert_eq!(tokens, [0, 2], "batch size {batch_size}");
+        assert!(report["mean_loss"].as_f64().unwrap() > 0.0);
+    }
+}
+
+/// A labelled line needs text: with none, no position may be left to predict its label from
+/// (prefix tuning, full fine-tuning), so it is refused by its line, for every method.
+#[test]
+fn a_label_without_text_is_refused_by_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // " the" and " and" are one token each in the fixture tokenizer: the label's deciding
+    // token is its first.
+    let file = write(
+        dir.path(),
+        "labels.jsonl",
+        "{\"text\": \"The Mill\", \"label\": \"the\"}\n{\"text\": \"\", \"label\": \"and\"}\n",
+    );
+    for method in ["prompt", "prefix", "full"] {
+        let out = dir.path().join(method);
+        let message = fails(&strs(&train_args(&out, &file, &["--method", method])));
+        assert!(
+            message.contains("labels.jsonl:2") && message.contains("`text` is empty"),
+            "{method}: {message}"
+        );
+    }
+}
+
+/// Training lines may mix labels with plain text; accuracy is then not measured (a batch of
+/// plain text has no classes), even when the validation lines all have labels.
+#[test]
+fn labelled_and_plain_lines_train_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let labelled = "{\"text\": \"The Mill\", \"label\": \"the\"}\n\
+                    {\"text\": \"Alimentum\", \"label\": \"and\"}\n";
+    let mixed = write(
+        dir.path(),
+        "mixed.jsonl",
+        &format!("{labelled}{{\"text\": \"The Eagle\"}}\n"),
+    );
+    let valid = write(dir.path(), "valid.jsonl", labelled);
+    let out = dir.path().join("run");
+    let log = ok(&strs(&train_args(
+        &out,
+        &mixed,
+        &["--valid-data", &valid, "--batch-size", "1"],
+    )));
+    assert!(!log.contains("Accuracy"), "{log}");
+    assert!(out.join("adapter").exists());
+}

@@ -328,6 +328,15 @@ pub fn tokenize(
                     )
                 })?;
                 let mut ids = encode(&text)?;
+                // The label is scored by the position before its deciding token; with no
+                // text there may be none (prefix tuning, full fine-tuning).
+                if ids.is_empty() {
+                    bail!(
+                        "{}: `text` is empty; a label is predicted from the text before it, \
+                         so give the example some text",
+                        at()
+                    );
+                }
                 let mut labels = vec![IGNORE_INDEX; ids.len()];
                 let spelled = &verbalizer.tokens[class];
                 labels.extend(spelled.iter().map(|&t| i64::from(t)));

@@ -125,6 +125,15 @@ impl AdapterSpec {
         if p == 0 {
             bail!("--num-virtual-tokens must be at least 1");
         }
+        // Before the adapter's tables are allocated: a huge count would exhaust memory first.
+        let positions = base.model.n_positions();
+        if self.method != Method::Full && p >= positions {
+            bail!(
+                "--num-virtual-tokens {p} leaves no room in model `{}`'s {positions} positions; \
+                 use fewer",
+                base.name
+            );
+        }
         let config = |shape| PromptLearningConfig::new(p, shape).for_base_model(base.name);
         let device = base.model.device();
         Ok(match self.method {

@@ -55,7 +55,7 @@ use crate::train::outcome::{ensure_finite, epoch_metrics, save_trained, with_bes
 use crate::train::plot::LossCurves;
 use crate::train::progress::PlainProgress;
 use crate::train::run_dir::{OutputLock, check_resume};
-use crate::train::schedule::{StepPlan, lr_schedule};
+use crate::train::schedule::{StepPlan, loader_batch_size, lr_schedule};
 use crate::train::trainee::{ExampleBatcher, Trainee};
 
 /// Trains as `args` say: the adapter (or whole model) in `OUTPUT_DIR`, with checkpoints,
@@ -133,8 +133,13 @@ impl TrainingData {
                 train.clone()
             }
         };
-        let classification =
-            train.verbalizer.is_some() && valid.examples.iter().all(|e| e.class.is_some());
+        // Accuracy is measured on both splits, so every batch of both must have classes: a
+        // file may mix labelled lines with plain text, which then trains on the loss alone.
+        let every_example_has_a_class =
+            |set: &Dataset| set.examples.iter().all(|e| e.class.is_some());
+        let classification = train.verbalizer.is_some()
+            && every_example_has_a_class(&train)
+            && every_example_has_a_class(&valid);
         Ok(Self {
             train,
             valid,
@@ -195,7 +200,10 @@ impl Run {
                 .map_or(0, |v| v.shared_prefix),
         };
         let mut train_loader = DataLoaderBuilder::new(batcher.clone())
-            .batch_size(settings.batch_size)
+            .batch_size(loader_batch_size(
+                settings.batch_size,
+                data.train.examples.len(),
+            ))
             .build(EpochShuffled::new(
                 data.train.examples.clone(),
                 self.clock.clone(),
@@ -204,7 +212,10 @@ impl Run {
             train_loader = train_loader.slice(0, plan.items_per_epoch);
         }
         let valid_loader = DataLoaderBuilder::new(batcher)
-            .batch_size(settings.batch_size)
+            .batch_size(loader_batch_size(
+                settings.batch_size,
+                data.valid.examples.len(),
+            ))
             .build(InMemDataset::new(data.valid.examples.clone()));
 
         install_ctrl_c(self.interrupter.clone());

@@ -22,28 +22,40 @@ pub(crate) struct StepPlan {
 }
 
 impl StepPlan {
-    /// Epochs, examples per epoch and optimizer steps, honouring `--max-steps`.
+    /// Epochs, examples per epoch and optimizer steps, honouring `--max-steps`. (Products
+    /// saturate: the counts come from flags, and any of them may be huge.)
     pub fn new(settings: &TrainSettings, items: usize) -> Self {
-        let per_step = settings.batch_size * settings.grad_accumulation;
+        let batch_size = loader_batch_size(settings.batch_size, items);
+        let per_step = batch_size.saturating_mul(settings.grad_accumulation);
         let steps_per_epoch = items
-            .div_ceil(settings.batch_size)
+            .div_ceil(batch_size)
             .div_ceil(settings.grad_accumulation)
             .max(1);
         let (epochs, items_per_epoch) = match settings.max_steps {
-            Some(steps) if steps < steps_per_epoch => (1, (steps * per_step).min(items)),
+            Some(steps) if steps < steps_per_epoch => {
+                (1, steps.saturating_mul(per_step).min(items))
+            }
             Some(steps) => (
                 settings.epochs.min(steps.div_ceil(steps_per_epoch)).max(1),
                 items,
             ),
             None => (settings.epochs.max(1), items),
         };
-        let total_steps = epochs * steps_per_epoch.min(items_per_epoch.div_ceil(per_step));
+        let total_steps =
+            epochs.saturating_mul(steps_per_epoch.min(items_per_epoch.div_ceil(per_step)));
         Self {
             epochs,
             items_per_epoch,
             total_steps,
         }
     }
+}
+
+/// The batch size a data loader of `items` examples is given for `--batch-size`: a batch
+/// larger than the data is all of it, as PyTorch's `DataLoader` gives — and Burn's loader
+/// reserves room for the whole batch up front, so a huge flag would otherwise exhaust memory.
+pub(crate) fn loader_batch_size(batch_size: usize, items: usize) -> usize {
+    batch_size.min(items).max(1)
 }
 
 /// Linear warm-up to `--lr`, then constant, linear decay to 0 or cosine decay to 0.
