@@ -226,10 +226,13 @@ pub fn choose_token(logits: &[f32], sampling: Sampling, rng: &mut impl Rng) -> u
             top_k,
             top_p,
         } => {
-            let mut candidates: Vec<(u32, f32)> = logits
+            // In f64: a temperature near 0 (down to f32's smallest) scales f32 logits past
+            // f32's range, and infinite logits would make every weight NaN.
+            let temperature = f64::from(temperature);
+            let mut candidates: Vec<(u32, f64)> = logits
                 .iter()
                 .enumerate()
-                .map(|(id, &logit)| (id as u32, logit / temperature))
+                .map(|(id, &logit)| (id as u32, f64::from(logit) / temperature))
                 .collect();
             // Most likely first; equal logits keep id order so a seed is reproducible.
             candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -239,7 +242,7 @@ pub fn choose_token(logits: &[f32], sampling: Sampling, rng: &mut impl Rng) -> u
             let max = candidates[0].1;
             let mut weights: Vec<f64> = candidates
                 .iter()
-                .map(|&(_, logit)| f64::from(logit - max).exp())
+                .map(|&(_, logit)| (logit - max).exp())
                 .collect();
             let total: f64 = weights.iter().sum();
             weights.iter_mut().for_each(|w| *w /= total);
@@ -343,5 +346,25 @@ mod tests {
             top_p: None,
         };
         assert_eq!(sample_many(&logits, warm), sample_many(&logits, warm));
+    }
+
+    /// A temperature so small that the scaled logits leave f32's range still picks the most
+    /// likely token (once it picked the least likely: the weights had become NaN).
+    #[test]
+    fn the_smallest_temperatures_pick_the_most_likely_token() {
+        let logits = [-3.0, -1.0, -2.0];
+        for temperature in [1e-30, 1e-40, f32::from_bits(1)] {
+            let sampling = Sampling::Random {
+                temperature,
+                top_k: None,
+                top_p: Some(0.9),
+            };
+            let picks = sample_many(&logits, sampling);
+            assert!(
+                picks.iter().all(|&t| t == 1),
+                "{temperature:e}: {:?}",
+                &picks[..5]
+            );
+        }
     }
 }

@@ -51,14 +51,39 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// At most this many `stop` strings, as OpenAI's API allows.
 pub const MAX_STOP_STRINGS: usize = 4;
 
+/// The longest `stop` string: each is matched against the text's end after every token, on
+/// the HTTP threads, so its length bounds the work a request can ask of them.
+pub const MAX_STOP_CHARS: usize = 1_000;
+
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
         .route("/v1/adapters", post(load_adapter))
         .route("/v1/adapters/{name}", delete(unload_adapter))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+async fn unknown_route(uri: axum::http::Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        kind: "not_found_error",
+        message: format!(
+            "no route {}; the API serves /v1/completions, /v1/models and /v1/adapters",
+            uri.path()
+        ),
+    }
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        kind: "invalid_request_error",
+        message: format!("{} does not take {method}", uri.path()),
+    }
 }
 
 /// An error response.
@@ -103,6 +128,7 @@ impl From<EngineError> for ApiError {
                 (StatusCode::BAD_REQUEST, "invalid_request_error")
             }
             EngineError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "server_error"),
+            EngineError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
         };
         Self {
             status,
@@ -145,11 +171,12 @@ where
 struct CompletionRequest {
     model: String,
     prompt: String,
-    #[serde(default = "default_max_tokens")]
-    max_tokens: usize,
-    /// 0 is greedy decoding.
-    #[serde(default = "default_temperature")]
-    temperature: f32,
+    /// `null` or absent: 16, OpenAI's default.
+    #[serde(default)]
+    max_tokens: Option<usize>,
+    /// 0 is greedy decoding; `null` or absent: 1.
+    #[serde(default)]
+    temperature: Option<f32>,
     #[serde(default)]
     top_p: Option<f32>,
     #[serde(default)]
@@ -158,7 +185,7 @@ struct CompletionRequest {
     stop: Option<Stop>,
     /// Answer with server-sent events as the text is generated.
     #[serde(default)]
-    stream: bool,
+    stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
     /// Accepted for compatibility with OpenAI clients; only 1 is supported.
@@ -171,6 +198,16 @@ struct CompletionRequest {
     echo: Option<bool>,
     #[serde(default)]
     best_of: Option<usize>,
+    /// Not supported; accepted where they ask for nothing (0 or `null`; `{}` for
+    /// `logit_bias`), since some OpenAI clients send them with every request.
+    #[serde(default)]
+    frequency_penalty: Option<f32>,
+    #[serde(default)]
+    presence_penalty: Option<f32>,
+    #[serde(default)]
+    logit_bias: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    suffix: Option<String>,
     /// An end-user id, for the client's own bookkeeping: accepted and ignored.
     #[serde(default)]
     #[allow(dead_code)]
@@ -185,13 +222,9 @@ struct StreamOptions {
     include_usage: bool,
 }
 
-fn default_max_tokens() -> usize {
-    16
-}
-
-fn default_temperature() -> f32 {
-    1.0
-}
+/// OpenAI's defaults for what a request leaves out.
+const DEFAULT_MAX_TOKENS: usize = 16;
+const DEFAULT_TEMPERATURE: f32 = 1.0;
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -213,7 +246,7 @@ async fn completions(
     State(state): State<Arc<AppState>>,
     JsonBody(request): JsonBody<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let stream = request.stream;
+    let stream = request.stream.unwrap_or(false);
     let include_usage = request
         .stream_options
         .as_ref()
@@ -305,13 +338,34 @@ impl Completing {
         if request.echo == Some(true) {
             return Err(ApiError::bad_request("`echo` is not supported"));
         }
-        if request.max_tokens == 0 {
+        for (name, penalty) in [
+            ("frequency_penalty", request.frequency_penalty),
+            ("presence_penalty", request.presence_penalty),
+        ] {
+            if penalty.is_some_and(|p| p != 0.0) {
+                return Err(ApiError::bad_request(format!(
+                    "`{name}` is not supported (only 0)"
+                )));
+            }
+        }
+        if request
+            .logit_bias
+            .as_ref()
+            .is_some_and(|bias| !bias.is_empty())
+        {
+            return Err(ApiError::bad_request("`logit_bias` is not supported"));
+        }
+        if request.suffix.is_some() {
+            return Err(ApiError::bad_request("`suffix` is not supported"));
+        }
+        let max_tokens = request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+        if max_tokens == 0 {
             return Err(ApiError::bad_request("`max_tokens` must be at least 1"));
         }
-        if !(request.temperature.is_finite() && request.temperature >= 0.0) {
+        let temperature = request.temperature.unwrap_or(DEFAULT_TEMPERATURE);
+        if !(temperature.is_finite() && temperature >= 0.0) {
             return Err(ApiError::bad_request(format!(
-                "`temperature` must be 0 (greedy) or positive, not {}",
-                request.temperature
+                "`temperature` must be 0 (greedy) or positive, not {temperature}"
             )));
         }
         if let Some(p) = request.top_p
@@ -321,10 +375,16 @@ impl Completing {
                 "`top_p` must be above 0 and at most 1, not {p}"
             )));
         }
-        let sampling = Sampling::from_temperature(request.temperature, None, request.top_p);
+        let sampling = Sampling::from_temperature(temperature, None, request.top_p);
         let stops: Vec<String> = request.stop.map(Stop::strings).unwrap_or_default();
         if stops.iter().any(String::is_empty) {
             return Err(ApiError::bad_request("`stop` strings must not be empty"));
+        }
+        if let Some(long) = stops.iter().find(|s| s.chars().count() > MAX_STOP_CHARS) {
+            return Err(ApiError::bad_request(format!(
+                "`stop` strings are at most {MAX_STOP_CHARS} characters, not {}",
+                long.chars().count()
+            )));
         }
         if stops.len() > MAX_STOP_STRINGS {
             return Err(ApiError::bad_request(format!(
@@ -350,7 +410,7 @@ impl Completing {
         let needed = prompt
             .len()
             .saturating_add(virtual_tokens)
-            .saturating_add(request.max_tokens);
+            .saturating_add(max_tokens);
         if needed > limit {
             return Err(ApiError::bad_request(format!(
                 "the prompt is {} tokens; with `{}`'s {virtual_tokens} virtual tokens and \
@@ -358,16 +418,17 @@ impl Completing {
                  the prompt or lower max_tokens",
                 prompt.len(),
                 request.model,
-                request.max_tokens,
+                max_tokens,
             )));
         }
         let prompt_tokens = prompt.len();
         let events = engine.complete(CompletionJob {
             model: request.model.clone(),
             prompt,
-            max_tokens: request.max_tokens,
+            max_tokens,
             sampling,
-            seed: request.seed.unwrap_or(0),
+            // As in OpenAI's API, a request without a seed samples a different text each time.
+            seed: request.seed.unwrap_or_else(rand::random),
         })?;
         let id = state.next_id.fetch_add(1, Ordering::Relaxed);
         Ok(Self {
@@ -515,8 +576,9 @@ async fn load_adapter(
 
 async fn unload_adapter(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Path(name) = name.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let info = state.engine.unload(name).await?;
     Ok(Json(json!(info)))
 }

@@ -57,6 +57,10 @@ pub enum EngineError {
     Input(String),
     #[error("the model worker has stopped")]
     Stopped,
+    /// The model's code panicked on this request's batch (a backend's own check, a GPU out of
+    /// memory): the batch's requests fail, and the worker goes on with the next.
+    #[error("internal error while generating: {0}")]
+    Internal(String),
 }
 
 enum Job {
@@ -171,6 +175,8 @@ struct Admitted {
     job: CompletionJob,
     conditioning: Conditioning,
     events: EventSender,
+    /// Told its end already: it had all its tokens while others of its batch go on.
+    ended: std::cell::Cell<bool>,
 }
 
 /// The model thread: `D` is the base model, of any family.
@@ -197,7 +203,7 @@ impl<D: Decoder> Worker<D> {
                 }
             }
             for group in group_compatible(batch) {
-                self.run_group(group);
+                self.run_group_guarded(group);
             }
         }
     }
@@ -211,13 +217,16 @@ impl<D: Decoder> Worker<D> {
                     job,
                     conditioning,
                     events,
+                    ended: std::cell::Cell::new(false),
                 }),
                 Err(err) => {
                     let _ = events.send(CompletionEvent::Done(Err(err.into())));
                 }
             },
             Job::Load(name, path, reply) => {
-                let result = self.registry.load(&name, &path).map_err(Into::into);
+                let load = || self.registry.load(&name, &path).map_err(Into::into);
+                let result =
+                    guarded(load).unwrap_or_else(|panic| Err(EngineError::Internal(panic)));
                 self.publish();
                 let _ = reply.send(result);
             }
@@ -236,25 +245,38 @@ impl<D: Decoder> Worker<D> {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = self.registry.infos();
     }
 
+    /// [`Self::run_group`], with a panic in the model's code failing the group's requests
+    /// instead of ending the one thread that every later request needs.
+    fn run_group_guarded(&self, group: Vec<Admitted>) {
+        let rows: Vec<&Admitted> = group.iter().collect();
+        if let Err(panic) = guarded(|| self.run_group(&rows)) {
+            finish(&rows, || Err(EngineError::Internal(panic.clone())));
+        }
+    }
+
     /// One mixed-adapter generation for the group; if the rows cannot share a batch (their
     /// lengths together exceed the model), each runs alone instead.
-    fn run_group(&self, group: Vec<Admitted>) {
-        let rows: Vec<&Admitted> = group.iter().collect();
-        match self.stream_rows(&rows) {
-            Ok(()) => finish(&rows, &Ok(())),
+    fn run_group(&self, rows: &[&Admitted]) {
+        let refused = |err: &String| Err(EngineError::Input(err.clone()));
+        match self.stream_rows(rows) {
+            Ok(()) => finish(rows, || Ok(())),
             // The batch was refused before any token went out: no row has seen anything yet.
             Err((_, 0)) if rows.len() > 1 => {
                 for row in rows {
-                    let alone = std::slice::from_ref(&row);
-                    finish(alone, &self.stream_rows(alone).map_err(|(err, _)| err));
+                    let alone = std::slice::from_ref(row);
+                    match self.stream_rows(alone) {
+                        Ok(()) => finish(alone, || Ok(())),
+                        Err((err, _)) => finish(alone, || refused(&err)),
+                    }
                 }
             }
-            Err((err, _)) => finish(&rows, &Err(err)),
+            Err((err, _)) => finish(rows, || refused(&err)),
         }
     }
 
     /// Generates for `rows` in one batch, sending each token to its request as it is chosen.
-    /// A row stops when it has its `max_tokens` or its request stopped listening. On error,
+    /// A row stops when it has its `max_tokens` — its request is told it ended then, not
+    /// when the batch's longest row ends — or when its request stopped listening. On error,
     /// also says how many tokens had been sent.
     fn stream_rows(&self, rows: &[&Admitted]) -> Result<(), (String, usize)> {
         let lead = &rows[0].job;
@@ -277,22 +299,37 @@ impl<D: Decoder> Worker<D> {
         generate_mixed_streaming(&self.model, &mixed, &config, |row, token| {
             sent[row] += 1;
             let listening = rows[row].events.send(CompletionEvent::Token(token)).is_ok();
-            if listening && sent[row] < rows[row].job.max_tokens {
-                RowFlow::Continue
-            } else {
-                RowFlow::Stop
+            if !listening {
+                return RowFlow::Stop;
             }
+            if sent[row] < rows[row].job.max_tokens {
+                return RowFlow::Continue;
+            }
+            finish(&rows[row..=row], || Ok(()));
+            RowFlow::Stop
         })
         .map(drop)
         .map_err(|err| (err.to_string(), sent.iter().sum()))
     }
 }
 
-/// Tells each row's request how its generation ended.
-fn finish(rows: &[&Admitted], result: &Result<(), String>) {
-    for row in rows {
-        let ended = result.clone().map_err(EngineError::Input);
-        let _ = row.events.send(CompletionEvent::Done(ended));
+/// Runs `work`, turning a panic into its message. (The default hook has printed it, with its
+/// place, to standard error already.) Nothing the worker keeps is left half-changed by one:
+/// a generation's state is its own, and a load changes the registry only once it succeeded.
+fn guarded<T>(work: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the model panicked".to_string())
+    })
+}
+
+/// Tells each row's request that was not told yet how its generation ended.
+fn finish(rows: &[&Admitted], ended: impl Fn() -> Result<(), EngineError>) {
+    for row in rows.iter().filter(|row| !row.ended.replace(true)) {
+        let _ = row.events.send(CompletionEvent::Done(ended()));
     }
 }
 
@@ -309,4 +346,171 @@ fn group_compatible(batch: Vec<Admitted>) -> Vec<Vec<Admitted>> {
         groups.insert(0, greedy);
     }
     groups
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::prelude::*;
+    use peft_core::ModelShape;
+    use peft_decoder::{ForwardInput, KvCache};
+
+    use super::*;
+
+    /// A model whose forward pass panics on its first `panics` calls, as a backend's own
+    /// assertion or a GPU out of memory would, and then answers; with a `gate`, every forward
+    /// pass after the first waits for a message on it.
+    #[derive(Default)]
+    struct Flaky {
+        panics: std::cell::Cell<usize>,
+        gate: Option<std::sync::mpsc::Receiver<()>>,
+        forwards: std::cell::Cell<usize>,
+    }
+
+    impl Decoder for Flaky {
+        fn n_positions(&self) -> usize {
+            16
+        }
+        fn n_layer(&self) -> usize {
+            1
+        }
+        fn device(&self) -> Device {
+            Device::flex()
+        }
+        fn embed_tokens(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+            let [batch, len] = ids.dims();
+            Tensor::zeros([batch, len, 4], &self.device())
+        }
+        fn forward(&self, input: ForwardInput<'_>, _: Option<&mut KvCache>) -> Tensor<3> {
+            if self.panics.get() > 0 {
+                self.panics.set(self.panics.get() - 1);
+                panic!("out of memory");
+            }
+            self.forwards.set(self.forwards.get() + 1);
+            if let Some(gate) = &self.gate
+                && self.forwards.get() > 1
+            {
+                let _ = gate.recv();
+            }
+            input.embeddings
+        }
+        fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+            hidden
+        }
+        fn token_embeddings(&self) -> Tensor<2> {
+            Tensor::zeros([4, 4], &self.device())
+        }
+        fn output_embeddings(&self) -> Tensor<2> {
+            self.token_embeddings()
+        }
+    }
+
+    fn job(max_tokens: usize) -> CompletionJob {
+        CompletionJob {
+            model: "base".into(),
+            prompt: vec![1, 2],
+            max_tokens,
+            sampling: Sampling::Greedy,
+            seed: 0,
+        }
+    }
+
+    fn start(model: Flaky) -> Engine {
+        let shape = ModelShape {
+            d_model: 4,
+            n_layer: 1,
+            n_head: 1,
+        };
+        Engine::start(
+            model,
+            Registry::new("base", shape, Device::flex()),
+            3,
+            BatchLimits {
+                max_batch: 4,
+                max_wait: Duration::from_millis(200),
+            },
+        )
+    }
+
+    /// Every event of one completion, up to its end.
+    fn events(mut receiver: CompletionEvents) -> Vec<CompletionEvent> {
+        let mut events = Vec::new();
+        while let Some(event) = receiver.blocking_recv() {
+            let done = matches!(event, CompletionEvent::Done(_));
+            events.push(event);
+            if done {
+                break;
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn a_panic_in_the_model_fails_its_batch_and_the_next_request_is_served() {
+        let engine = start(Flaky {
+            panics: std::cell::Cell::new(1),
+            ..Flaky::default()
+        });
+        let failed = events(engine.complete(job(2)).unwrap());
+        assert!(
+            matches!(&failed[..], [CompletionEvent::Done(Err(EngineError::Internal(m)))] if m == "out of memory"),
+            "{failed:?}"
+        );
+        let served = events(engine.complete(job(2)).unwrap());
+        assert!(
+            matches!(
+                &served[..],
+                [
+                    CompletionEvent::Token(_),
+                    CompletionEvent::Token(_),
+                    CompletionEvent::Done(Ok(()))
+                ]
+            ),
+            "{served:?}"
+        );
+    }
+
+    /// A request that has its `max_tokens` ends then, while a longer one of its batch goes on
+    /// (it used to hear of its end only with the batch's).
+    #[test]
+    fn a_request_with_all_its_tokens_ends_before_its_batch_does() {
+        let (open, gate) = std::sync::mpsc::channel();
+        let engine = start(Flaky {
+            gate: Some(gate),
+            ..Flaky::default()
+        });
+        let short = engine.complete(job(1)).unwrap();
+        let long = engine.complete(job(3)).unwrap();
+        // Held at its second forward pass, the batch cannot end before the gate opens; if
+        // the short request waits for the batch, the gate opens after a while anyway.
+        let opened_late = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchdog = {
+            let (open, opened_late) = (open.clone(), opened_late.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(10));
+                opened_late.store(true, std::sync::atomic::Ordering::SeqCst);
+                for _ in 0..2 {
+                    let _ = open.send(());
+                }
+            })
+        };
+        let ended = events(short);
+        assert!(
+            matches!(
+                &ended[..],
+                [CompletionEvent::Token(_), CompletionEvent::Done(Ok(()))]
+            ),
+            "{ended:?}"
+        );
+        assert!(
+            !opened_late.load(std::sync::atomic::Ordering::SeqCst),
+            "the short request ended only with its batch"
+        );
+        for _ in 0..2 {
+            open.send(()).unwrap();
+        }
+        let finished = events(long);
+        assert_eq!(finished.len(), 4, "{finished:?}");
+        assert!(matches!(finished[3], CompletionEvent::Done(Ok(()))));
+        drop(watchdog);
+    }
 }

@@ -121,6 +121,32 @@ fn hostile_requests_never_take_the_server_down_or_change_good_answers() {
             400,
             "frequency",
         ),
+        (
+            json!({"model": "prompt", "prompt": "x", "frequency_penalty": 0.5}),
+            400,
+            "frequency_penalty",
+        ),
+        (
+            json!({"model": "prompt", "prompt": "x", "presence_penalty": -1}),
+            400,
+            "presence_penalty",
+        ),
+        (
+            json!({"model": "prompt", "prompt": "x", "logit_bias": {"50256": -100}}),
+            400,
+            "logit_bias",
+        ),
+        (
+            json!({"model": "prompt", "prompt": "x", "suffix": "y"}),
+            400,
+            "suffix",
+        ),
+        // Each stop string is matched after every token: their length is bounded.
+        (
+            json!({"model": "prompt", "prompt": "x", "stop": ["a".repeat(1001)]}),
+            400,
+            "1000 characters",
+        ),
         (json!([]), 400, ""),
         (json!(null), 400, ""),
     ];
@@ -132,14 +158,51 @@ fn hostile_requests_never_take_the_server_down_or_change_good_answers() {
     }
     check_good("mistyped requests");
 
-    // What OpenAI clients send by default is accepted.
+    // What OpenAI clients send by default is accepted: options that ask for nothing, and
+    // `null` for what has a default.
     let (status, body) = complete(
         &server,
         json!({"model": "prompt", "prompt": "The Mill", "max_tokens": 8, "temperature": 0,
-               "logprobs": null, "n": 1, "user": "someone", "echo": false}),
+               "logprobs": null, "n": 1, "user": "someone", "echo": false,
+               "frequency_penalty": 0, "presence_penalty": 0.0, "logit_bias": {},
+               "suffix": null, "stream": null, "stop": null, "top_p": null, "seed": null}),
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["choices"][0]["text"], expected_text);
+    let (status, body) = complete(
+        &server,
+        json!({"model": "prompt", "prompt": "The Mill", "max_tokens": null, "temperature": 0}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["usage"]["completion_tokens"], 16,
+        "OpenAI's default: {body}"
+    );
+    let (status, body) = complete(
+        &server,
+        json!({"model": "prompt", "prompt": "The Mill", "max_tokens": 2, "temperature": null}),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // Routes and methods the API does not have are JSON errors too.
+    for (request, status, named) in [
+        (
+            ureq::get(&format!("{}/v1/chat", server.base)),
+            404,
+            "/v1/chat",
+        ),
+        (ureq::get(&completions), 405, "GET"),
+        (
+            ureq::delete(&format!("{}/v1/adapters/%FF", server.base)),
+            400,
+            "",
+        ),
+    ] {
+        let (got, error) = call(request, None);
+        assert_eq!(got, status, "{error}");
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(named), "{message}");
+    }
 
     // Fuzzed bodies: a valid request with bytes replaced, cut or inserted (a fixed generator,
     // so a failure repeats). Whatever they parse to, the answer is never a 5xx.

@@ -130,8 +130,15 @@ fn completions_match_solo_generation_even_when_batched_together() {
     // Sampling: the same seed gives the same text; `stop` cuts it.
     let sampled = json!({"model": "prefix", "prompt": "a", "max_tokens": 10, "temperature": 1.0, "top_p": 0.9, "seed": 7});
     let (_, first) = complete(&server, sampled.clone());
-    let (_, second) = complete(&server, sampled);
+    let (_, second) = complete(&server, sampled.clone());
     assert_eq!(text_of(&first), text_of(&second));
+    // Without a seed, as in OpenAI's API, each request samples its own text.
+    let mut unseeded = sampled;
+    unseeded.as_object_mut().unwrap().remove("seed");
+    let texts: std::collections::BTreeSet<String> = (0..4)
+        .map(|_| text_of(&complete(&server, unseeded.clone()).1))
+        .collect();
+    assert!(texts.len() > 1, "four unseeded samples were all {texts:?}");
     let full = &expected[0];
     if let Some(stop) = full.get(2..4).filter(|s| !s.trim().is_empty()) {
         let (status, cut) = complete(
