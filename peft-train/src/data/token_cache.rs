@@ -6,8 +6,9 @@
 //! whole tokenizer, the model's vocabulary size, the length limit, what to do with overlong
 //! examples and the verbalizer —
 //! so an edited file or another tokenizer never reads stale tokens. Entries are safetensors
-//! files (the token ids, targets, lengths, classes and source lines as flat arrays); one that
-//! cannot be read is tokenised again and replaced. The cache is an optimisation: failing to
+//! files (the token ids, targets, lengths, classes and source lines as flat arrays, with a
+//! SHA-256 of their contents: a damaged entry would otherwise train on wrong tokens, or panic
+//! on an id past the vocabulary); one that cannot be read is tokenised again and replaced. The cache is an optimisation: failing to
 //! write it is a warning, never an error.
 
 use std::collections::HashMap;
@@ -22,7 +23,10 @@ use crate::data::{
 };
 
 /// Bump when the entry layout or the tokenisation rules change.
-const FORMAT: &str = "peft-rs tokenized dataset v1";
+const FORMAT: &str = "peft-rs tokenized dataset v2";
+
+/// The arrays of an entry, in the order its checksum covers them.
+const ARRAYS: [&str; 5] = ["ids", "labels", "lengths", "classes", "lines"];
 
 /// A directory of tokenised datasets.
 #[derive(Clone, Debug)]
@@ -198,6 +202,10 @@ fn encode(dataset: &Dataset, source: &Path) -> Result<Vec<u8>> {
     ];
     let metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
+        (
+            "sha256".to_string(),
+            checksum([&ids, &labels, &lengths, &classes, &lines]),
+        ),
         ("source".to_string(), source.display().to_string()),
         ("truncated".to_string(), dataset.truncated.to_string()),
         (
@@ -206,6 +214,16 @@ fn encode(dataset: &Dataset, source: &Path) -> Result<Vec<u8>> {
         ),
     ]);
     Ok(safetensors::serialize(tensors, Some(metadata))?)
+}
+
+/// SHA-256 of an entry's arrays (in [`ARRAYS`] order, each length-prefixed), in hex.
+fn checksum(arrays: [&[u8]; 5]) -> String {
+    let mut hash = Sha256::new();
+    for array in arrays {
+        hash.update((array.len() as u64).to_le_bytes());
+        hash.update(array);
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn decode(bytes: &[u8]) -> Result<Dataset> {
@@ -219,6 +237,11 @@ fn decode(bytes: &[u8]) -> Result<Dataset> {
     };
     if field("format")? != FORMAT {
         bail!("written by another version ({})", field("format")?);
+    }
+    let arrays = ARRAYS.map(|name| file.tensor(name).map(|view| view.data().to_vec()));
+    let arrays: Vec<Vec<u8>> = arrays.into_iter().collect::<Result<_, _>>()?;
+    if field("sha256")? != &checksum(std::array::from_fn(|i| arrays[i].as_slice())) {
+        bail!("its contents do not match their checksum (the file is damaged)");
     }
     let words = |name: &str, dtype: Dtype| -> Result<Vec<[u8; 8]>> {
         let view = file.tensor(name)?;
@@ -247,8 +270,10 @@ fn decode(bytes: &[u8]) -> Result<Dataset> {
     let lengths = words("lengths", Dtype::U64)?;
     let classes = words("classes", Dtype::I64)?;
     let lines = words("lines", Dtype::U64)?;
-    let total: u64 = lengths.iter().map(|&w| u64::from_le_bytes(w)).sum();
-    if total != ids.len() as u64
+    let total = lengths
+        .iter()
+        .try_fold(0u64, |sum, &w| sum.checked_add(u64::from_le_bytes(w)));
+    if total != Some(ids.len() as u64)
         || labels.len() != ids.len()
         || classes.len() != lengths.len()
         || lines.len() != lengths.len()
@@ -362,5 +387,22 @@ mod tests {
         std::fs::write(&entry, &good[..good.len() - 3]).unwrap();
         let err = read_entry(&entry).unwrap_err();
         assert!(format!("{err:#}").contains("not a readable token cache entry"));
+    }
+
+    /// A flipped bit inside the token ids still parses as safetensors; the checksum catches it.
+    #[test]
+    fn a_changed_token_is_caught_by_the_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = dir.path().join("x.safetensors");
+        let mut bytes = encode(&dataset(), Path::new("data.jsonl")).unwrap();
+        let first_id = 5u32.to_le_bytes();
+        let at = bytes
+            .windows(4)
+            .rposition(|w| w == first_id)
+            .expect("the ids are in the file");
+        bytes[at] ^= 0x40;
+        std::fs::write(&entry, &bytes).unwrap();
+        let err = read_entry(&entry).unwrap_err();
+        assert!(format!("{err:#}").contains("checksum"), "{err:#}");
     }
 }
