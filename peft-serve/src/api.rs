@@ -405,7 +405,7 @@ impl Completing {
         if prompt.is_empty() {
             return Err(ApiError::bad_request("`prompt` has no tokens"));
         }
-        let limit = engine.n_positions;
+        let limit = engine.max_context;
         // Saturating: `max_tokens` is the client's number, up to u64::MAX.
         let needed = prompt
             .len()
@@ -414,8 +414,8 @@ impl Completing {
         if needed > limit {
             return Err(ApiError::bad_request(format!(
                 "the prompt is {} tokens; with `{}`'s {virtual_tokens} virtual tokens and \
-                 max_tokens {}, that is {needed} positions, over the model's {limit}: shorten \
-                 the prompt or lower max_tokens",
+                 max_tokens {}, that is {needed} positions, over the {limit} this server \
+                 allows: shorten the prompt or lower max_tokens",
                 prompt.len(),
                 request.model,
                 max_tokens,

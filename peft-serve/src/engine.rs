@@ -81,7 +81,9 @@ pub struct Engine {
     /// updates it after each load and unload; the worker's registry is the truth.
     loaded: Arc<RwLock<Vec<AdapterInfo>>>,
     pub base_name: String,
-    pub n_positions: usize,
+    /// Most positions one request may use: the model's, or fewer (see
+    /// [`Engine::limit_context`]).
+    pub max_context: usize,
     /// The end-of-text token, which ends a row.
     pub eos_id: u32,
 }
@@ -100,7 +102,7 @@ impl Engine {
             queue,
             loaded: loaded.clone(),
             base_name: registry.base_name().to_string(),
-            n_positions: model.n_positions(),
+            max_context: model.n_positions(),
             eos_id,
         };
         std::thread::Builder::new()
@@ -117,6 +119,13 @@ impl Engine {
             })
             .expect("spawning the model thread");
         engine
+    }
+
+    /// Lowers the positions one request may use (prompt, virtual tokens and new tokens) below
+    /// the model's: attention's memory grows with their square, so a model of tens of
+    /// thousands of positions would let one request take more than the machine has.
+    pub fn limit_context(&mut self, positions: usize) {
+        self.max_context = self.max_context.min(positions);
     }
 
     pub fn adapters(&self) -> Vec<AdapterInfo> {

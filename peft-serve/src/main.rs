@@ -40,6 +40,11 @@ struct Args {
     /// How long a request waits for others to share its batch, in milliseconds.
     #[arg(long, default_value_t = 10)]
     max_wait_ms: u64,
+    /// Most positions one request may use (prompt, virtual tokens and max_tokens); default:
+    /// the model's. Attention's memory grows with the square of it: lower it for models of
+    /// long contexts (Qwen2.5's 32,768 positions, say) to bound what one request can take.
+    #[arg(long)]
+    max_context: Option<usize>,
     #[command(flatten)]
     device: DeviceArg,
 }
@@ -64,6 +69,9 @@ fn run(args: Args) -> Result<()> {
     if args.max_batch == 0 {
         bail!("--max-batch must be at least 1");
     }
+    if args.max_context == Some(0) {
+        bail!("--max-context must be at least 1");
+    }
     let loaded = LoadedModel::load(&args.model, &args.device, false)?;
     // Requests are text: the server cannot run without the model's tokenizer.
     let tokenizer = loaded.tokenizer()?.clone();
@@ -76,7 +84,7 @@ fn run(args: Args) -> Result<()> {
             info.peft_type, info.num_virtual_tokens, info.parameters
         );
     }
-    let engine = Engine::start(
+    let mut engine = Engine::start(
         loaded.model,
         registry,
         tokenizer.eos_id(),
@@ -85,6 +93,9 @@ fn run(args: Args) -> Result<()> {
             max_wait: Duration::from_millis(args.max_wait_ms),
         },
     );
+    if let Some(positions) = args.max_context {
+        engine.limit_context(positions);
+    }
     let state = Arc::new(AppState::new(engine, tokenizer));
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{Server, call, complete, fixtures, start_server};
+use common::{Server, call, complete, fixtures, start_server, start_server_with_flags};
 
 /// The JSON events of a streamed completion, checking the stream ends with `[DONE]`.
 fn stream(server: &Server, body: Value) -> Vec<Value> {
@@ -315,4 +315,21 @@ fn streamed_completions_arrive_piece_by_piece_with_the_same_text() {
         json!({"model": "prefix", "prompt": "hi", "max_tokens": 3, "temperature": 0}),
     );
     assert_eq!(status, 200);
+}
+
+/// `--max-context` lowers what one request may use below the model's positions.
+#[test]
+fn max_context_bounds_each_request() {
+    let adapters = [("prompt", fixtures().join("adapters/prompt"))];
+    let server = start_server_with_flags("tiny-gpt2", &adapters, &["--max-context", "16"]);
+    let request = |max_tokens: usize| json!({"model": "prompt", "prompt": "The Mill", "max_tokens": max_tokens, "temperature": 0});
+    let (status, body) = complete(&server, request(4));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = complete(&server, request(20));
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("over the 16 this server allows"),
+        "{message}"
+    );
 }

@@ -39,7 +39,17 @@ pub fn start_server() -> Server {
 
 /// The server on the fixture model `model` (named `tiny` in requests) with `adapters`.
 pub fn start_server_with(model: &str, adapters: &[(&str, std::path::PathBuf)]) -> Server {
+    start_server_with_flags(model, adapters, &[])
+}
+
+/// [`start_server_with`], with more flags.
+pub fn start_server_with_flags(
+    model: &str,
+    adapters: &[(&str, std::path::PathBuf)],
+    flags: &[&str],
+) -> Server {
     let mut command = Command::new(env!("CARGO_BIN_EXE_peft-serve"));
+    command.args(flags);
     command.arg("--model").arg(fixtures().join(model)).args([
         "--base-name",
         "tiny",
