@@ -49,7 +49,7 @@ pub enum CompletionEvent {
 pub type CompletionEvents = tokio::sync::mpsc::UnboundedReceiver<CompletionEvent>;
 type EventSender = tokio::sync::mpsc::UnboundedSender<CompletionEvent>;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -259,27 +259,23 @@ impl<D: Decoder> Worker<D> {
     fn run_group_guarded(&self, group: Vec<Admitted>) {
         let rows: Vec<&Admitted> = group.iter().collect();
         if let Err(panic) = guarded(|| self.run_group(&rows)) {
-            finish(&rows, || Err(EngineError::Internal(panic.clone())));
+            finish(&rows, &Err(EngineError::Internal(panic)));
         }
     }
 
     /// One mixed-adapter generation for the group; if the rows cannot share a batch (their
     /// lengths together exceed the model), each runs alone instead.
     fn run_group(&self, rows: &[&Admitted]) {
-        let refused = |err: &String| Err(EngineError::Input(err.clone()));
+        let refused = |(err, _sent): (String, usize)| EngineError::Input(err);
         match self.stream_rows(rows) {
-            Ok(()) => finish(rows, || Ok(())),
             // The batch was refused before any token went out: no row has seen anything yet.
             Err((_, 0)) if rows.len() > 1 => {
                 for row in rows {
                     let alone = std::slice::from_ref(row);
-                    match self.stream_rows(alone) {
-                        Ok(()) => finish(alone, || Ok(())),
-                        Err((err, _)) => finish(alone, || refused(&err)),
-                    }
+                    finish(alone, &self.stream_rows(alone).map_err(refused));
                 }
             }
-            Err((err, _)) => finish(rows, || refused(&err)),
+            result => finish(rows, &result.map_err(refused)),
         }
     }
 
@@ -314,7 +310,7 @@ impl<D: Decoder> Worker<D> {
             if sent[row] < rows[row].job.max_tokens {
                 return RowFlow::Continue;
             }
-            finish(&rows[row..=row], || Ok(()));
+            finish(&rows[row..=row], &Ok(()));
             RowFlow::Stop
         })
         .map(drop)
@@ -336,9 +332,9 @@ fn guarded<T>(work: impl FnOnce() -> T) -> Result<T, String> {
 }
 
 /// Tells each row's request that was not told yet how its generation ended.
-fn finish(rows: &[&Admitted], ended: impl Fn() -> Result<(), EngineError>) {
+fn finish(rows: &[&Admitted], result: &Result<(), EngineError>) {
     for row in rows.iter().filter(|row| !row.ended.replace(true)) {
-        let _ = row.events.send(CompletionEvent::Done(ended()));
+        let _ = row.events.send(CompletionEvent::Done(result.clone()));
     }
 }
 

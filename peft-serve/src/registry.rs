@@ -19,7 +19,7 @@ pub struct AdapterInfo {
     pub parameters: usize,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("no adapter named `{0}` is loaded; GET /v1/models lists what is")]
     NotFound(String),

@@ -119,20 +119,20 @@ impl AdapterSpec {
         })
     }
 
+    /// The positions the adapter takes before each example's tokens (none for full
+    /// fine-tuning).
+    pub fn virtual_tokens(&self) -> usize {
+        match self.method {
+            Method::Full => 0,
+            Method::Prompt | Method::Prefix => self.num_virtual_tokens,
+        }
+    }
+
     /// A new adapter of this spec for `base` (none for full fine-tuning).
     pub fn adapter(&self, base: BaseModel<'_>) -> Result<Option<PeftAdapter>> {
         let p = self.num_virtual_tokens;
         if p == 0 {
             bail!("--num-virtual-tokens must be at least 1");
-        }
-        // Before the adapter's tables are allocated: a huge count would exhaust memory first.
-        let positions = base.model.n_positions();
-        if self.method != Method::Full && p >= positions {
-            bail!(
-                "--num-virtual-tokens {p} leaves no room in model `{}`'s {positions} positions; \
-                 use fewer",
-                base.name
-            );
         }
         let config = |shape| PromptLearningConfig::new(p, shape).for_base_model(base.name);
         let device = base.model.device();

@@ -38,9 +38,7 @@ use burn::train::{
     ExecutionStrategy, Interrupter, Learner, LearningResult, MetricEarlyStoppingStrategy,
     StoppingCondition, SupervisedTraining,
 };
-use peft_decoder::Adapted;
 use peft_runtime::LoadedModel;
-use peft_runtime::Model;
 
 use crate::data::Dataset;
 use crate::data::token_cache::{TokenCache, load_tokenized};
@@ -75,8 +73,14 @@ pub fn train(args: &TrainArgs) -> Result<TrainOutcome> {
     let run = Run::new(args, &loaded.device);
     let resume_epoch = check_resume(args, &run.checkpoint_dir)?;
 
+    // Checked before the adapter's tables are allocated: a huge count would exhaust memory
+    // first.
+    let max_len = loaded
+        .config
+        .positions_after(args.adapter.virtual_tokens())
+        .context("--num-virtual-tokens")?;
     let model = args.adapter.model(BaseModel::of(&loaded))?;
-    let data = TrainingData::load(args, &loaded, &model)?;
+    let data = TrainingData::load(args, &loaded, max_len)?;
     println!("{}", model.parameter_count());
     let trainee = Trainee::new(
         model,
@@ -119,12 +123,8 @@ struct TrainingData {
 }
 
 impl TrainingData {
-    fn load(args: &TrainArgs, loaded: &LoadedModel, model: &Adapted<Model>) -> Result<Self> {
-        let virtual_tokens = model
-            .adapter
-            .as_ref()
-            .map_or(0, |a| a.config.base().num_virtual_tokens);
-        let max_len = loaded.config.positions_after(virtual_tokens)?;
+    /// `max_len`: the tokens an example may have after the adapter's virtual tokens.
+    fn load(args: &TrainArgs, loaded: &LoadedModel, max_len: usize) -> Result<Self> {
         let train = load_dataset(&args.data, loaded, max_len, args, None)?;
         let valid = match &args.valid_data {
             Some(path) => load_dataset(path, loaded, max_len, args, train.verbalizer.clone())?,
