@@ -256,11 +256,11 @@ impl PeftAdapter {
 
         let native_path = dir.join(NATIVE_FILE);
         if config.kind().uses_native_file() && native_path.is_file() {
-            let adapter = Self::load_native(&config, &native_path, device)?;
+            let (adapter, native_dtype) = Self::load_native(&config, &native_path, device)?;
             // Python's `peft` re-saves only the PEFT table: a native file that no longer
             // projects to it is stale, and the PEFT table is what the adapter now is.
             let difference = max_difference(adapter.peft_table(), table.clone());
-            if difference <= table_tolerance(saved_dtype, &table) {
+            if difference <= table_tolerance(&[saved_dtype, native_dtype], &table) {
                 return Ok(adapter);
             }
             tracing::warn!(
@@ -277,8 +277,13 @@ impl PeftAdapter {
     }
 
     /// A reparameterised adapter (a prefix with its MLP or per-layer projection) from the
-    /// native file; sizes are checked against the file before anything is allocated.
-    fn load_native(config: &PeftConfig, path: &Path, device: &Device) -> AdapterResult<Self> {
+    /// native file, and the float type the file holds it in (f32 unless every tensor was
+    /// saved in a half type); sizes are checked against the file before anything is allocated.
+    fn load_native(
+        config: &PeftConfig,
+        path: &Path,
+        device: &Device,
+    ) -> AdapterResult<(Self, DType)> {
         let bytes = read_file(path)?;
         let file =
             SafeTensors::deserialize(&bytes).map_err(|err| format_error(path, err.to_string()))?;
@@ -299,7 +304,8 @@ impl PeftAdapter {
                 ),
             ));
         }
-        drop(file);
+        let (converted, saved_dtype) = in_f32(&file, path)?;
+        let bytes = converted.unwrap_or(bytes);
         let mut adapter = Self {
             module: config.untrained(device),
             config: config.clone(),
@@ -308,7 +314,7 @@ impl PeftAdapter {
         adapter
             .load_from(&mut store)
             .map_err(|err| format_error(path, err.to_string()))?;
-        Ok(adapter)
+        Ok((adapter, saved_dtype))
     }
 }
 
@@ -318,12 +324,13 @@ fn max_difference(a: Tensor<2>, b: Tensor<2>) -> f32 {
 }
 
 /// How far a table recomputed in f32 may be from the one saved: rounding of the recomputation,
-/// or of the saved type when PEFT stored half precision.
-fn table_tolerance(saved: DType, table: &Tensor<2>) -> f32 {
+/// or of the saved types when a file (PEFT's table, the native MLP) held half precision.
+fn table_tolerance(saved: &[DType], table: &Tensor<2>) -> f32 {
     let scale = table.clone().abs().max().into_scalar::<f32>().max(1.0);
-    let relative = match saved {
-        DType::F32 => 1e-5,
-        _ => 1e-2,
+    let relative = if saved.iter().all(|dtype| *dtype == DType::F32) {
+        1e-5
+    } else {
+        1e-2
     };
     relative * scale
 }
@@ -379,17 +386,7 @@ fn read_peft_table(path: &Path, device: &Device) -> AdapterResult<(Tensor<2>, DT
             format!("no `{PEFT_TENSOR}` tensor; is this a prompt or prefix tuning adapter?"),
         )
     })?;
-    let dtype = match view.dtype() {
-        safetensors::Dtype::F32 => DType::F32,
-        safetensors::Dtype::F16 => DType::F16,
-        safetensors::Dtype::BF16 => DType::BF16,
-        other => {
-            return Err(format_error(
-                path,
-                format!("`{PEFT_TENSOR}` has dtype {other:?}; expected F32, F16 or BF16"),
-            ));
-        }
-    };
+    let dtype = float_dtype(PEFT_TENSOR, &view, path)?;
     let shape = view.shape().to_vec();
     if shape.len() != 2 {
         return Err(format_error(
@@ -397,8 +394,58 @@ fn read_peft_table(path: &Path, device: &Device) -> AdapterResult<(Tensor<2>, DT
             format!("`{PEFT_TENSOR}` has shape {shape:?}; expected two dimensions"),
         ));
     }
-    let data = TensorData::from_bytes_vec(view.data().to_vec(), shape, dtype).convert::<f32>();
-    Ok((Tensor::from_data(data, device), dtype))
+    Ok((Tensor::from_data(f32_data(&view, dtype), device), dtype))
+}
+
+/// The Burn type of a stored float tensor; other types are an error naming the tensor.
+fn float_dtype(name: &str, view: &TensorView, path: &Path) -> AdapterResult<DType> {
+    match view.dtype() {
+        safetensors::Dtype::F32 => Ok(DType::F32),
+        safetensors::Dtype::F16 => Ok(DType::F16),
+        safetensors::Dtype::BF16 => Ok(DType::BF16),
+        other => Err(format_error(
+            path,
+            format!("`{name}` has dtype {other:?}; expected F32, F16 or BF16"),
+        )),
+    }
+}
+
+fn f32_data(view: &TensorView, dtype: DType) -> TensorData {
+    TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), dtype).convert::<f32>()
+}
+
+/// `file` again with every tensor in f32 (`None` when it already is), and the half type it
+/// held, if any: an adapter's trainable parameters are f32 whatever type a file holds them in
+/// (mixed precision keeps them so, and PEFT's table is read the same way), and Burn's store
+/// would otherwise load a half-precision parameter as it is.
+fn in_f32(file: &SafeTensors, path: &Path) -> AdapterResult<(Option<Vec<u8>>, DType)> {
+    let tensors = file.tensors();
+    let mut saved_dtype = DType::F32;
+    for (name, view) in &tensors {
+        match float_dtype(name, view, path)? {
+            DType::F32 => {}
+            half => saved_dtype = half,
+        }
+    }
+    if saved_dtype == DType::F32 {
+        return Ok((None, saved_dtype));
+    }
+    let mut converted = Vec::with_capacity(tensors.len());
+    for (name, view) in &tensors {
+        let dtype = float_dtype(name, view, path)?;
+        converted.push((name.clone(), f32_data(view, dtype), view.shape().to_vec()));
+    }
+    let views = converted
+        .iter()
+        .map(|(name, data, shape)| {
+            TensorView::new(safetensors::Dtype::F32, shape.clone(), data.as_bytes())
+                .map(|view| (name.clone(), view))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| format_error(path, err.to_string()))?;
+    let bytes =
+        safetensors::serialize(views, None).map_err(|err| format_error(path, err.to_string()))?;
+    Ok((Some(bytes), saved_dtype))
 }
 
 fn read_file(path: &Path) -> AdapterResult<Vec<u8>> {

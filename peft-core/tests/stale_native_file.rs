@@ -57,3 +57,53 @@ fn a_re_saved_peft_table_wins_over_a_stale_native_file() {
     assert!(!reloaded.has_reparameterisation());
     assert_eq!(table(&reloaded), shifted);
 }
+
+/// The native file rewritten in half precision (by a tool that halves every safetensors file it
+/// finds, say): the MLP still loads for resuming, in f32 as the trainable parameters always
+/// are, and its table is the saved one within f16's rounding.
+#[test]
+fn a_native_file_in_half_precision_loads_in_f32() {
+    let device = ComputeBackend::Flex.device().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture(dir.path());
+    let intact = PeftAdapter::load(dir.path(), SHAPE, &device).unwrap();
+
+    let native = dir.path().join(peft_core::adapter::NATIVE_FILE);
+    let bytes = std::fs::read(&native).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let halved: Vec<(String, Vec<u8>, Vec<usize>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            assert_eq!(view.dtype(), safetensors::Dtype::F32);
+            let halves = view
+                .data()
+                .chunks_exact(4)
+                .flat_map(|b| {
+                    let value = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    burn::tensor::f16::from_f32(value).to_le_bytes()
+                })
+                .collect();
+            (name, halves, view.shape().to_vec())
+        })
+        .collect();
+    let views = halved.iter().map(|(name, data, shape)| {
+        let view = TensorView::new(safetensors::Dtype::F16, shape.clone(), data).unwrap();
+        (name.clone(), view)
+    });
+    std::fs::write(&native, safetensors::serialize(views, None).unwrap()).unwrap();
+
+    let reloaded = PeftAdapter::load(dir.path(), SHAPE, &device).unwrap();
+    assert!(
+        reloaded.has_reparameterisation(),
+        "the halved MLP still projects to the saved table, within f16's rounding"
+    );
+    assert_eq!(reloaded.peft_table().dtype(), burn::tensor::DType::F32);
+    let (before, after) = (table(&intact), table(&reloaded));
+    let worst = before
+        .iter()
+        .zip(&after)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst > 0.0 && worst < 1e-2, "table moved by {worst}");
+}
