@@ -155,6 +155,7 @@ impl Setup {
             tokenizer: None,
             name: &self.model,
             precision: self.device.dtype,
+            backend: self.device.backend(),
         }
     }
 

@@ -33,6 +33,17 @@ pub trait KindConfig {
     fn native_values(&self) -> Option<usize> {
         None
     }
+    /// How many values the kind trains: its native file's when it has one, else PEFT's table
+    /// (`None` if that overflows).
+    fn trainable_values(&self) -> Option<usize> {
+        if self.uses_native_file() {
+            return self.native_values();
+        }
+        let base = self.base();
+        base.num_virtual_tokens
+            .checked_mul(base.num_transformer_submodules)?
+            .checked_mul(self.table_width()?)
+    }
 }
 
 /// The trainable half of an adapter kind: what it hands a model and what PEFT saves of it.

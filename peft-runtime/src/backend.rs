@@ -86,14 +86,18 @@ impl ComputeBackend {
     /// Backends compiled into this binary that run on the CPU, in preference order.
     /// Tests run on each of them.
     pub fn compiled_cpu() -> Vec<ComputeBackend> {
-        [
-            ComputeBackend::Flex,
-            ComputeBackend::NdArray,
-            ComputeBackend::Tch,
-        ]
-        .into_iter()
-        .filter(|b| b.is_compiled())
-        .collect()
+        Self::ALL
+            .into_iter()
+            .filter(|b| b.is_cpu() && b.is_compiled())
+            .collect()
+    }
+
+    /// Whether the backend computes on the CPU, its tensors in the host's memory.
+    pub fn is_cpu(self) -> bool {
+        match self {
+            ComputeBackend::Flex | ComputeBackend::NdArray | ComputeBackend::Tch => true,
+            ComputeBackend::Vulkan | ComputeBackend::TchCuda | ComputeBackend::Cuda => false,
+        }
     }
 
     /// The best backend compiled in and usable here: a CUDA one only where an NVIDIA driver is

@@ -28,6 +28,7 @@ pub mod backend;
 pub mod family;
 pub mod files;
 pub mod loaded;
+pub mod memory;
 
 pub use args::{DeviceArg, Precision};
 pub use backend::{ComputeBackend, DeviceError};

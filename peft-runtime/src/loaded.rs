@@ -10,6 +10,7 @@ use peft_decoder::precision::cast_floats;
 use peft_gpt2::{Gpt2Tokenizer, has_tokenizer_files, resolve_dir};
 
 use crate::args::{DeviceArg, Precision};
+use crate::backend::ComputeBackend;
 use crate::family::{Model, ModelConfig, load_model_dir};
 
 /// A base model ready to run, with its tokenizer when it has one.
@@ -22,6 +23,8 @@ pub struct LoadedModel {
     /// The directory the model was read from (a hub snapshot for a hub id).
     pub dir: PathBuf,
     pub device: Device,
+    /// The backend of `device`.
+    pub backend: ComputeBackend,
     /// The float type the model runs in (`--dtype`): its weights' type too, unless loaded by
     /// [`Self::load_weights_in`] in another.
     pub precision: Precision,
@@ -46,6 +49,7 @@ impl LoadedModel {
     ) -> Result<Self> {
         let weights_dtype = weights.dtype();
         let precision = device.dtype;
+        let backend = device.backend();
         let device = device.open(autodiff)?;
         let loading = || format!("loading model `{model}`");
         // A directory, or a hub id: the Hugging Face cache first, a download only where allowed.
@@ -65,6 +69,7 @@ impl LoadedModel {
             tokenizer,
             dir,
             device,
+            backend,
             precision,
             name: model.to_string(),
         })

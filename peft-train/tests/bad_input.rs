@@ -755,6 +755,21 @@ fn huge_counts_are_refused_or_capped_never_overflowed() {
         &huge,
     ]);
     assert!(message.contains("positions"), "{message}");
+    // A projection wider than any memory (the allocator used to abort the process) or than
+    // can be counted is refused by its flag before anything is allocated.
+    for hidden in ["1000000000000", &huge] {
+        let out = dir.path().join(format!("projection{}", hidden.len()));
+        let message = fails(&strs(&train_args(
+            &out,
+            &text,
+            &["--method", "prefix", "--prefix-projection", hidden],
+        )));
+        assert!(
+            message.contains(&format!("--prefix-projection {hidden}"))
+                && message.contains("of memory free on this machine"),
+            "{message}"
+        );
+    }
 }
 
 /// An example of one token predicts nothing without virtual tokens before it: `eval` scores it

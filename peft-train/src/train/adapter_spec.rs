@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use clap::{Args, Parser, ValueEnum};
+use peft_core::params::thousands;
 use peft_core::{
     AdapterModule, AdapterShapes, KindConfig, PeftAdapter, PeftConfig, PrefixReparameterisation,
     PrefixTuningConfig, PromptInit, PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
@@ -13,7 +14,8 @@ use peft_core::{
 use peft_decoder::{Adapted, Decoder};
 use peft_gpt2::Gpt2Tokenizer;
 use peft_runtime::args::{at_least_one, dropout_probability, positive};
-use peft_runtime::{LoadedModel, Model, Precision};
+use peft_runtime::memory::{TRAINING_BYTES_PER_PARAMETER, ensure_host_room};
+use peft_runtime::{ComputeBackend, LoadedModel, Model, Precision};
 use serde::Serialize;
 
 /// The adapter to train and how it starts.
@@ -94,6 +96,8 @@ pub struct BaseModel<'a> {
     /// The float type the forward pass runs in (`--dtype`). The weights are in it too, except
     /// for full fine-tuning, which trains f32 weights.
     pub precision: Precision,
+    /// The backend the model runs on: whether a new adapter's memory is the host's.
+    pub backend: ComputeBackend,
 }
 
 impl<'a> BaseModel<'a> {
@@ -104,6 +108,7 @@ impl<'a> BaseModel<'a> {
             tokenizer: loaded.tokenizer.as_ref(),
             name: &loaded.name,
             precision: loaded.precision,
+            backend: loaded.backend,
         }
     }
 }
@@ -115,7 +120,19 @@ impl AdapterSpec {
         Ok(match self.adapter(base)? {
             Some(adapter) => Adapted::new(base.model.clone(), Some(adapter)),
             // The base's weights are f32 here (see `train`): they are what is trained.
-            None => Adapted::full_finetune(base.model.clone()).computing_in(base.precision.dtype()),
+            None => {
+                let values = base.model.num_params();
+                let bytes = values.checked_mul(TRAINING_BYTES_PER_PARAMETER);
+                ensure_host_room(base.backend, bytes, || {
+                    format!(
+                        "--method full: the gradients and AdamW's moments of model `{}`'s {} \
+                         parameters",
+                        base.name,
+                        thousands(values)
+                    )
+                })?;
+                Adapted::full_finetune(base.model.clone()).computing_in(base.precision.dtype())
+            }
         })
     }
 
@@ -140,25 +157,38 @@ impl AdapterSpec {
             Method::Full => None,
             Method::Prefix => {
                 let reparameterisation = self.prefix_reparameterisation();
+                let flag = match reparameterisation {
+                    PrefixReparameterisation::Direct => "--method prefix".to_string(),
+                    PrefixReparameterisation::Mlp { hidden } => {
+                        format!("--prefix-projection {hidden}")
+                    }
+                    PrefixReparameterisation::PerLayer { width } => {
+                        format!("--prefix-layer-projection {width}")
+                    }
+                };
                 // The widths are checked against the model here, where they come from the
                 // command line, before anything is allocated or trained.
-                PrefixTuningConfig::new(config(base.shapes.prefix), reparameterisation)
-                    .check()
-                    .map_err(|message| {
-                        let flag = match reparameterisation {
-                            PrefixReparameterisation::Direct => "--method prefix",
-                            PrefixReparameterisation::Mlp { .. } => "--prefix-projection",
-                            PrefixReparameterisation::PerLayer { .. } => {
-                                "--prefix-layer-projection"
-                            }
-                        };
-                        anyhow::anyhow!(
-                            "{flag} does not fit model `{}` (its prefix keys and values: {}): \
-                             {message}",
-                            base.name,
-                            base.shapes.prefix
-                        )
-                    })?;
+                let prefix =
+                    PrefixTuningConfig::new(config(base.shapes.prefix), reparameterisation);
+                prefix.check().map_err(|message| {
+                    anyhow::anyhow!(
+                        "{flag} does not fit model `{}` (its prefix keys and values: {}): \
+                         {message}",
+                        base.name,
+                        base.shapes.prefix
+                    )
+                })?;
+                let values = prefix.trainable_values();
+                let bytes = values.and_then(|values| {
+                    values.checked_mul(size_of::<f32>() + TRAINING_BYTES_PER_PARAMETER)
+                });
+                ensure_host_room(base.backend, bytes, || {
+                    let values = values.map_or_else(String::new, |n| thousands(n) + " ");
+                    format!(
+                        "{flag}: the adapter's {values}parameters with their gradients and \
+                         AdamW's moments"
+                    )
+                })?;
                 Some(PeftAdapter::prefix_tuning(
                     config(base.shapes.prefix),
                     reparameterisation,
