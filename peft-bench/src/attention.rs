@@ -122,8 +122,8 @@ pub fn run(args: &AttentionBench) -> Result<AttentionRecord> {
             AttentionMask::new(args.prefix, 0, queries, Some(key_mask()), &device)
         }
         MaskingArg::Bias => AttentionMask {
+            bias: AttentionMask::new(args.prefix, 0, queries, None, &device).full_bias(queries),
             masking: Masking::Bias,
-            ..AttentionMask::new(args.prefix, 0, queries, None, &device)
         },
     };
     let mask = mask.cast(dtype);

@@ -46,12 +46,19 @@ pub fn set_fused_attention(enabled: bool) {
     FUSED_ATTENTION.store(enabled, Ordering::Relaxed);
 }
 
-/// Which keys each query of one forward pass may see: the additive score bias every path
-/// applies, and what it is made of, for kernels that can skip hidden keys.
+/// Which keys each query of one forward pass may see: what the kernels are told, and the
+/// additive score bias of the paths that need it whole ([`Self::full_bias`]).
+///
+/// Under causal masking the bias holds only what each row hides besides causality (its
+/// padding), one value per key, `[B or 1, 1, 1, keys]`: the fused kernels apply causality by
+/// position, so no `[T, keys]` tensor is built for them — at a long context's length that
+/// tensor, not the model, is what a request's memory is spent on (32,768 positions: 4 GiB in
+/// f32, and as much again for each row of a padded batch).
 #[derive(Clone, Debug)]
 pub struct AttentionMask {
-    /// `[B or 1, 1, T, prefix + past + T]`: 0 where a key may be seen, [`MASKED_SCORE`] where
-    /// not (see [`score_bias`]).
+    /// Additive, 0 where a key may be seen and [`MASKED_SCORE`] where not: with causal
+    /// masking the keys' own bias, `[B or 1, 1, 1, keys]` (zeros without padding); with
+    /// [`Masking::Bias`] the whole bias, `[B or 1, 1, T, keys]`.
     pub bias: Tensor<4>,
     pub masking: Masking,
 }
@@ -67,11 +74,15 @@ impl AttentionMask {
         key_mask: Option<Tensor<2, Bool>>,
         device: &Device,
     ) -> Self {
+        let keys = prefix_len + past_len + query_len;
         let masking = match key_mask {
             Some(_) => Masking::CausalAndBias,
             None => Masking::Causal,
         };
-        let bias = score_bias(prefix_len, past_len, query_len, key_mask, device);
+        let bias = match key_mask {
+            Some(mask) => padding_bias(mask, keys),
+            None => Tensor::zeros([1, 1, 1, keys], device),
+        };
         Self { bias, masking }
     }
 
@@ -80,6 +91,20 @@ impl AttentionMask {
         Self {
             bias: self.bias.cast(dtype),
             ..self
+        }
+    }
+
+    /// The whole additive bias for `queries` queries, `[B or 1, 1, queries, keys]`: causality
+    /// (aligned bottom-right, as [`Masking::Causal`] says) added to the keys' own bias, for
+    /// the paths that take the mask as scores to add (the decomposed attention).
+    pub fn full_bias(&self, queries: usize) -> Tensor<4> {
+        match self.masking {
+            Masking::Bias => self.bias.clone(),
+            Masking::Causal | Masking::CausalAndBias => {
+                let keys = self.bias.dims()[3];
+                let causal = causal_bias(0, keys - queries, queries, &self.bias.device());
+                self.bias.clone() + causal.cast(self.bias.dtype())
+            }
         }
     }
 }
@@ -104,11 +129,12 @@ pub fn attend(
     if !FUSED_ATTENTION.load(Ordering::Relaxed) || !fused::runs_on(&device) {
         let groups = query.dims()[1] / keys.key.dims()[1];
         let repeat = |kv: &LayerKv| repeat_kv_heads(kv, groups);
+        let bias = mask.full_bias(query.dims()[2]);
         return attend_decomposed(
             query,
             prefix.map(repeat).as_ref(),
             &repeat(keys),
-            mask.bias.clone(),
+            bias,
             scale,
             dropout,
         );
@@ -214,33 +240,38 @@ pub fn score_bias(
     key_mask: Option<Tensor<2, Bool>>,
     device: &Device,
 ) -> Tensor<4> {
+    let causal = causal_bias(prefix_len, past_len, query_len, device);
+    match key_mask {
+        Some(mask) => causal + padding_bias(mask, prefix_len + past_len + query_len),
+        None => causal,
+    }
+}
+
+/// `[1, 1, query_len, prefix + past + query_len]`: query `i` (at absolute index
+/// `past_len + i`) sees the prefix and own keys `j <= past_len + i`.
+fn causal_bias(prefix_len: usize, past_len: usize, query_len: usize, device: &Device) -> Tensor<4> {
     let own_len = past_len + query_len;
-    // Query i (at absolute index past_len + i) sees own keys j <= past_len + i.
     let future = Tensor::<2, Bool>::tril_mask([query_len, own_len], past_len as i64, device);
-    let causal = Tensor::cat(
+    Tensor::cat(
         vec![
             Tensor::<2>::zeros([query_len, prefix_len], device),
             future.float().mul_scalar(MASKED_SCORE),
         ],
         1,
     )
-    .reshape([1, 1, query_len, prefix_len + own_len]);
-    match key_mask {
-        Some(mask) => {
-            let [batch, key_len] = mask.dims();
-            assert_eq!(
-                key_len,
-                prefix_len + own_len,
-                "attention mask covers {key_len} keys, expected prefix {prefix_len} + past \
-                 {past_len} + new {query_len}"
-            );
-            let padding = mask
-                .bool_not()
-                .float()
-                .mul_scalar(MASKED_SCORE)
-                .reshape([batch, 1, 1, key_len]);
-            causal + padding
-        }
-        None => causal,
-    }
+    .reshape([1, 1, query_len, prefix_len + own_len])
+}
+
+/// `[B, 1, 1, keys]`: [`MASKED_SCORE`] at the keys whose `key_mask` (`[B, keys]`) entry is false.
+fn padding_bias(key_mask: Tensor<2, Bool>, keys: usize) -> Tensor<4> {
+    let [batch, key_len] = key_mask.dims();
+    assert_eq!(
+        key_len, keys,
+        "attention mask covers {key_len} keys, expected {keys} (prefix + past + new)"
+    );
+    key_mask
+        .bool_not()
+        .float()
+        .mul_scalar(MASKED_SCORE)
+        .reshape([batch, 1, 1, keys])
 }

@@ -298,7 +298,7 @@ fn fused_attention_matches_the_decomposed_outputs_and_gradients() {
                 query.clone(),
                 prefix.map(repeated).as_ref(),
                 &repeated(keys),
-                operands.mask.bias.clone(),
+                operands.mask.full_bias(case.queries),
                 scale,
                 &no_dropout,
             );
@@ -426,7 +426,7 @@ fn cpu_attention_dropout_is_the_decomposed_attention_under_its_mask() {
             let groups = heads.query / heads.kv;
             let (key, value) = (repeat_heads(key, groups), repeat_heads(value, groups));
             let scores = operands.query.clone().matmul(key.swap_dims(2, 3)) * scale
-                + operands.mask.bias.clone();
+                + operands.mask.full_bias(case.queries);
             let probs = softmax(scores, 3).mask_fill(keeps.bool_not(), 0.0) / (1.0 - rate);
             let reference = probs.matmul(value);
             let (fused, fused_grads) = output_and_gradients(&operands, fused);
@@ -621,5 +621,30 @@ fn attention_dropout_acts_only_in_training() {
             difference == 0.0,
             "{backend}: dropout acted in inference ({difference})"
         );
+    }
+}
+
+/// The mask a model builds holds one bias value per key and batch row, never a `[T, S]` tensor
+/// (the fused operation applies causality by position); spelled out whole for the decomposed
+/// path it is `score_bias`, causality and padding together.
+#[test]
+fn a_mask_holds_a_bias_per_key_and_spells_out_to_the_score_bias() {
+    for (backend, device) in devices() {
+        // A prefix of 1, 2 cached tokens, 3 new ones; the first row's first cached one is
+        // padding.
+        let (prefix, past, queries) = (1, 2, 3);
+        let keys = prefix + past + queries;
+        let rows: Vec<bool> = (0..2 * keys).map(|i| i != prefix).collect();
+        let key_mask = Tensor::<2, Bool>::from_data(TensorData::new(rows, [2, keys]), &device);
+        for (key_mask, bias_shape) in [(Some(key_mask), [2, 1, 1, keys]), (None, [1, 1, 1, keys])] {
+            let mask = AttentionMask::new(prefix, past, queries, key_mask.clone(), &device);
+            assert_eq!(mask.bias.dims(), bias_shape, "{backend}");
+            let whole = score_bias(prefix, past, queries, key_mask, &device);
+            assert_eq!(
+                max_difference(mask.full_bias(queries), whole),
+                0.0,
+                "{backend}: the whole bias differs from score_bias"
+            );
+        }
     }
 }

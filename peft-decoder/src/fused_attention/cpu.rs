@@ -7,9 +7,11 @@
 //! a time: the block's scores against every key are one matrix product into a scratch buffer
 //! of `QUERY_BLOCK × S`, softmaxed row by row, and multiplied by the values. Memory beyond the
 //! inputs and outputs is therefore a few such buffers per core, never `[B, H, T, S]`. Under a
-//! causal mask a block reads only the keys its last row may see ([`Masking::keys_seen`]): the
-//! others' probabilities are exactly 0, so skipping them changes no value and saves up to half
-//! the work of a long sequence. The
+//! causal mask a block reads only the keys its last row may see ([`Masking::keys_seen`]), and
+//! each row's probabilities past its own causal limit are set to 0 by position: the others'
+//! probabilities are exactly 0, so skipping them changes no value and saves up to half
+//! the work of a long sequence, and the bias need carry only the padding, one row of it
+//! broadcast over the queries. The
 //! backward recomputes each block's probabilities (as FlashAttention does) instead of storing
 //! them, so nothing but the inputs is kept between forward and backward. Dropout's mask is
 //! recomputed the same way: each keep-or-drop is a hash of the call's seed and the
@@ -90,9 +92,10 @@ struct Dims {
     queries: usize,
     keys: usize,
     head_dim: usize,
-    /// The bias's batch and head sizes (each 1 when broadcast).
+    /// The bias's batch, head and query sizes (each 1 when broadcast).
     bias_batch: usize,
     bias_heads: usize,
+    bias_queries: usize,
 }
 
 impl Dims {
@@ -102,6 +105,12 @@ impl Dims {
             kv_heads > 0 && heads % kv_heads == 0,
             "{heads} query heads cannot share {kv_heads} key/value heads evenly"
         );
+        assert!(
+            (bias[2] == 1 || bias[2] == query[2]) && bias[3] == key[2],
+            "a bias of shape {bias:?} for {} queries and {} keys",
+            query[2],
+            key[2]
+        );
         Self {
             heads,
             groups: heads / kv_heads,
@@ -110,6 +119,7 @@ impl Dims {
             head_dim: query[3],
             bias_batch: bias[0],
             bias_heads: bias[1],
+            bias_queries: bias[2],
         }
     }
 
@@ -125,12 +135,45 @@ impl Dims {
         pair / self.groups
     }
 
-    /// Where the `[T, S]` bias of (batch `b`, head `h`) starts.
-    fn bias_offset(&self, pair: usize) -> usize {
+    /// The bias of (batch `b`, head `h`) pair `pair`'s query rows `start..`.
+    fn bias_rows<'a>(&self, bias: &'a [f32], pair: usize, start: usize) -> BiasRows<'a> {
         let (b, h) = (pair / self.heads, pair % self.heads);
         let b = if self.bias_batch == 1 { 0 } else { b };
         let h = if self.bias_heads == 1 { 0 } else { h };
-        (b * self.bias_heads + h) * self.queries * self.keys
+        let (per_query, stride) = match self.bias_queries {
+            1 => (0, 0),
+            _ => (start, self.keys),
+        };
+        let offset = (b * self.bias_heads + h) * self.bias_queries * self.keys;
+        BiasRows {
+            values: &bias[offset + per_query * self.keys..],
+            stride,
+        }
+    }
+
+    /// How many leading keys query `query` sees by position: those up to its causal limit
+    /// (aligned bottom-right) under causal masking, all of them otherwise.
+    fn keys_by_position(&self, masking: Masking, query: usize) -> usize {
+        match masking {
+            Masking::Bias => self.keys,
+            Masking::Causal | Masking::CausalAndBias => (self.keys + query + 1)
+                .saturating_sub(self.queries)
+                .min(self.keys),
+        }
+    }
+}
+
+/// Consecutive query rows of a bias: each its own `S` values, or one row shared by all
+/// (`stride` 0, a bias broadcast over the queries).
+#[derive(Clone, Copy)]
+struct BiasRows<'a> {
+    values: &'a [f32],
+    stride: usize,
+}
+
+impl BiasRows<'_> {
+    fn row(&self, row: usize, keys: usize) -> &[f32] {
+        &self.values[row * self.stride..][..keys]
     }
 }
 
@@ -157,7 +200,6 @@ fn forward<B: Backend>(
         .for_each(|(pair, out)| {
             let (q, kv_pair) = (q.pair(pair), dims.kv_pair(pair));
             let (k, v) = (k.pair(kv_pair), v.pair(kv_pair));
-            let bias = &bias[dims.bias_offset(pair)..][..t * s];
             let mut probs = vec![0.0f32; QUERY_BLOCK.min(t) * s];
             for start in (0..t).step_by(QUERY_BLOCK) {
                 let rows = QUERY_BLOCK.min(t - start);
@@ -167,7 +209,8 @@ fn forward<B: Backend>(
                     probs,
                     &q[start * d..][..rows * d],
                     &k[..seen * d],
-                    &bias[start * s..][..rows * s],
+                    dims.bias_rows(&bias, pair, start),
+                    dims.keys_by_position(settings.masking, start),
                     d,
                     settings.scale as f32,
                 );
@@ -230,7 +273,6 @@ fn backward<B: Backend>(
                 let pair = kv_pair * dims.groups + member;
                 let q = q.pair(pair);
                 let d_out = &d_out[pair * t * d..][..t * d];
-                let bias = &bias[dims.bias_offset(pair)..][..t * s];
                 for start in (0..t).step_by(QUERY_BLOCK) {
                     let rows = QUERY_BLOCK.min(t - start);
                     // Only the keys the block sees: the others' probabilities and gradients
@@ -242,7 +284,15 @@ fn backward<B: Backend>(
                         (&mut probs[..rows * seen], &mut d_scores[..rows * seen]);
                     let q_block = &q[start * d..][..rows * d];
                     let d_out_block = &d_out[start * d..][..rows * d];
-                    probabilities(probs, q_block, k, &bias[start * s..][..rows * s], d, scale);
+                    probabilities(
+                        probs,
+                        q_block,
+                        k,
+                        dims.bias_rows(&bias, pair, start),
+                        dims.keys_by_position(settings.masking, start),
+                        d,
+                        scale,
+                    );
                     let first = ((pair * t + start) * s) as u64;
                     let attended = match &mask {
                         Some(mask) => {
@@ -363,18 +413,20 @@ pub fn cpu_dropout_keeps(rate: f64, seed: u64, shape: [usize; 4]) -> Vec<bool> {
 }
 
 /// `probs[rows, keys] = softmax(q·kᵀ·scale + bias)` for one block of query rows and the leading
-/// keys they see; `bias` holds the block's rows of the whole bias (`S` values each).
+/// keys they see, the block's first row seeing `first_row_keys` of them by position and each
+/// next row one more (causality: the others' probabilities are exactly 0, as `exp` of a masked
+/// score is).
 fn probabilities(
     probs: &mut [f32],
     q: &[f32],
     k: &[f32],
-    bias: &[f32],
+    bias: BiasRows,
+    first_row_keys: usize,
     head_dim: usize,
     scale: f32,
 ) {
     let rows = q.len() / head_dim;
     let keys = k.len() / head_dim;
-    let bias_width = bias.len() / rows;
     matmul(
         probs,
         Mat::rows(q, rows, head_dim),
@@ -382,9 +434,11 @@ fn probabilities(
         false,
         scale,
     );
-    for (row, bias) in probs.chunks_mut(keys).zip(bias.chunks(bias_width)) {
+    for (index, row) in probs.chunks_mut(keys).enumerate() {
+        let (row, hidden) = row.split_at_mut((first_row_keys + index).min(keys));
+        hidden.fill(0.0);
         let mut max = f32::NEG_INFINITY;
-        for (score, bias) in row.iter_mut().zip(bias) {
+        for (score, bias) in row.iter_mut().zip(bias.row(index, keys)) {
             *score += bias;
             max = max.max(*score);
         }

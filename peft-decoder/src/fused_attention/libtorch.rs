@@ -7,9 +7,9 @@
 //! skip the blocks above the diagonal. PyTorch aligns that mask top-left while ours is
 //! aligned bottom-right (the prefix is open to every query), so `S − T` zero query rows go in
 //! front and their outputs are dropped: query `S − T + i` of the padded block sees the first
-//! `S − T + i + 1` keys, as query `i` must. Otherwise the bias goes in as a float `attn_mask`
-//! with `is_causal = false`, which rules flash attention out on CUDA (the memory-efficient
-//! kernel takes it).
+//! `S − T + i + 1` keys, as query `i` must. Otherwise the mask goes in as a float `attn_mask`
+//! with `is_causal = false` — the keys' bias with causality added to it here, `[B, 1, T, S]`
+//! — which rules flash attention out on CUDA (the memory-efficient kernel takes it).
 //!
 //! Without dropout a tracked forward keeps only its operands, and the backward runs the forward
 //! again under PyTorch's autograd to reach SDPA's backward kernel. With dropout that second
@@ -23,6 +23,7 @@ use burn::backend::libtorch::{LibTorch, TchTensor};
 use burn::backend::tensor::FloatTensor;
 
 use super::{AttentionSaved, AttentionSettings, FusedAttentionOps, Masking};
+use crate::attention::MASKED_SCORE;
 use crate::extension::{graph_gradients, torch_gradients};
 
 fn attention(
@@ -70,7 +71,14 @@ fn attention(
             let padded = tch::Tensor::cat(&[&padding, query], 2);
             sdpa(&padded, None, true).narrow(2, hidden_rows, queries)
         }
-        _ => sdpa(query, Some(&bias.to_kind(query.kind())), false),
+        Masking::Bias => sdpa(query, Some(&bias.to_kind(query.kind())), false),
+        // The keys' own bias, `[B or 1, 1, 1, S]`, with causality added: PyTorch takes one mask.
+        Masking::Causal | Masking::CausalAndBias => {
+            let causal = tch::Tensor::ones([queries, keys], (bias.kind(), bias.device()))
+                .triu(hidden_rows + 1)
+                * MASKED_SCORE;
+            sdpa(query, Some(&(bias + causal).to_kind(query.kind())), false)
+        }
     }
 }
 

@@ -8,10 +8,11 @@
 //! [`FusedAttentionOps::fused_attention_backward`]. Other backends (CubeCL: Vulkan, CUDA) are not
 //! routed here: [`runs_on`] says so and callers keep the decomposed path there.
 //!
-//! The bias is a constant (the causal and padding mask as an additive score bias): it receives no
-//! gradient. [`Masking`] tells the kernels what the bias is made of, so that they can skip the
-//! keys a query cannot see (the CPU kernel) or hand causality to kernels that mask by position
-//! themselves (LibTorch: PyTorch's flash and memory-efficient kernels without a mask operand).
+//! The bias is a constant (the padding mask as an additive score bias): it receives no
+//! gradient. [`Masking`] says whether the operation masks causally itself, by position, so that
+//! the kernels can skip the keys a query cannot see (the CPU kernel) or hand causality to kernels
+//! that mask by position themselves (LibTorch: PyTorch's flash and memory-efficient kernels
+//! without a mask operand), and no `[T, S]` mask is built where none is needed.
 //! Dropout on the probabilities happens inside, so that full fine-tuning (GPT-2's attention
 //! dropout) stays fused too; the backward must see the forward's mask, which each
 //! backend ensures in its own way: LibTorch keeps PyTorch's autograd graph of a forward with
@@ -36,17 +37,17 @@ use burn::prelude::*;
 pub use crate::extension::runs_on;
 pub use cpu::cpu_dropout_keeps;
 
-/// What an attention call's bias hides, as far as the caller knows: the bias's values are the
-/// same either way, but a kernel may use the structure to skip work.
+/// What hides the keys of an attention call: the bias alone, or causality (applied by the
+/// operation, by position) and the bias.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Masking {
-    /// No structure: the bias alone says which keys each query sees.
+    /// No structure: the bias, `[B or 1, H or 1, T, S]`, alone says which keys each query sees.
     Bias,
     /// Causal, aligned bottom-right (query `i` of `T` sees none of the `S ≥ T` keys after the
     /// first `S − T + i + 1`, so the keys before the last `T` — prefix and cache — are open to
-    /// all), and the bias may hide more (padding).
+    /// all), and the bias hides more (padding).
     CausalAndBias,
-    /// Exactly that causal mask: the bias hides nothing else.
+    /// Exactly that causal mask: the bias is zeros.
     Causal,
 }
 
@@ -100,8 +101,10 @@ pub trait FusedAttentionOps: Backend {
     /// probability `settings.dropout` (and scaling the kept ones by `1 / (1 − dropout)`).
     /// `query` is `[B, H, T, d]`, `key` and `value` `[B, H / g, S, d]` (grouped-query
     /// attention when `g > 1`: query head `h` reads key/value head `h / g`), `bias`
-    /// `[B or 1, H or 1, T, S]` (hiding at least what `settings.masking` says); returns
-    /// `[B, H, T, d]`.
+    /// `[B or 1, H or 1, T or 1, S]`; returns `[B, H, T, d]`. Under causal masking the
+    /// operation applies causality itself (aligned bottom-right, see [`Masking`]) and `bias`
+    /// holds what else is hidden, usually one row per batch row broadcast over the queries;
+    /// under [`Masking::Bias`] `bias` is the whole mask.
     fn fused_attention(
         query: FloatTensor<Self>,
         key: FloatTensor<Self>,
