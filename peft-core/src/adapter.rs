@@ -420,21 +420,18 @@ fn f32_data(view: &TensorView, dtype: DType) -> TensorData {
 /// would otherwise load a half-precision parameter as it is.
 fn in_f32(file: &SafeTensors, path: &Path) -> AdapterResult<(Option<Vec<u8>>, DType)> {
     let tensors = file.tensors();
-    let mut saved_dtype = DType::F32;
-    for (name, view) in &tensors {
-        match float_dtype(name, view, path)? {
-            DType::F32 => {}
-            half => saved_dtype = half,
-        }
-    }
-    if saved_dtype == DType::F32 {
-        return Ok((None, saved_dtype));
-    }
-    let mut converted = Vec::with_capacity(tensors.len());
-    for (name, view) in &tensors {
-        let dtype = float_dtype(name, view, path)?;
-        converted.push((name.clone(), f32_data(view, dtype), view.shape().to_vec()));
-    }
+    let dtypes = tensors
+        .iter()
+        .map(|(name, view)| float_dtype(name, view, path))
+        .collect::<AdapterResult<Vec<_>>>()?;
+    let Some(&saved_dtype) = dtypes.iter().find(|dtype| **dtype != DType::F32) else {
+        return Ok((None, DType::F32));
+    };
+    let converted: Vec<_> = tensors
+        .iter()
+        .zip(dtypes)
+        .map(|((name, view), dtype)| (name.clone(), f32_data(view, dtype), view.shape().to_vec()))
+        .collect();
     let views = converted
         .iter()
         .map(|(name, data, shape)| {

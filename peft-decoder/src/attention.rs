@@ -75,13 +75,9 @@ impl AttentionMask {
         device: &Device,
     ) -> Self {
         let keys = prefix_len + past_len + query_len;
-        let masking = match key_mask {
-            Some(_) => Masking::CausalAndBias,
-            None => Masking::Causal,
-        };
-        let bias = match key_mask {
-            Some(mask) => padding_bias(mask, keys),
-            None => Tensor::zeros([1, 1, 1, keys], device),
+        let (bias, masking) = match key_mask {
+            Some(mask) => (padding_bias(mask, keys), Masking::CausalAndBias),
+            None => (Tensor::zeros([1, 1, 1, keys], device), Masking::Causal),
         };
         Self { bias, masking }
     }
