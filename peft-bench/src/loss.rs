@@ -1,6 +1,7 @@
 //! The language-modelling loss alone, forward and backward, as the training step calls it
 //! (`peft_decoder::loss::fused_lm_loss`): the LM head's products and the cross-entropy over the
-//! vocabulary, chunk by chunk, with the fused cross-entropy or Burn's tensor operations.
+//! vocabulary, chunk by chunk (of the device's size or `--chunk-rows`), with the fused
+//! cross-entropy or Burn's tensor operations.
 
 use std::time::Instant;
 
@@ -9,7 +10,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use clap::Args;
 use peft_decoder::fused_cross_entropy::set_fused_cross_entropy;
-use peft_decoder::loss::{LossTargets, fused_lm_loss};
+use peft_decoder::loss::{LossTargets, fused_lm_loss_in_chunks, loss_chunk_rows};
 use peft_runtime::DeviceArg;
 use peft_runtime::args::at_least_one;
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -37,6 +38,10 @@ pub struct LossBench {
     /// tensor operations.
     #[arg(long, value_enum, default_value = "fused")]
     pub cross_entropy: Fusion,
+    /// Rows of logits computed at once; the training step's choice for the device if not given
+    /// (`peft_decoder::loss::loss_chunk_rows`).
+    #[arg(long, value_parser = at_least_one)]
+    pub chunk_rows: Option<usize>,
     #[command(flatten)]
     pub device: DeviceArg,
     #[arg(long, default_value_t = 0)]
@@ -55,6 +60,7 @@ pub struct LossRecord {
     pub backend: String,
     pub dtype: String,
     pub cross_entropy: Fusion,
+    pub chunk_rows: usize,
     pub rows: usize,
     pub width: usize,
     pub vocab: usize,
@@ -103,12 +109,21 @@ pub fn run(args: &LossBench) -> Result<LossRecord> {
     let targets =
         LossTargets::from_rows([labels.as_slice()]).predicted_labels(args.rows + 1, 0, &device);
 
+    let chunk_rows = args
+        .chunk_rows
+        .unwrap_or_else(|| loss_chunk_rows(&device, args.vocab));
     let mut training_ms = Vec::with_capacity(args.calls);
     let mut loss = f32::NAN;
     for call in 0..args.warmup + args.calls {
         sync()?;
         let started = Instant::now();
-        let value = fused_lm_loss(hidden.clone(), head.clone(), args.train_head, &targets);
+        let value = fused_lm_loss_in_chunks(
+            hidden.clone(),
+            head.clone(),
+            args.train_head,
+            &targets,
+            chunk_rows,
+        );
         let grads = value.clone().backward();
         sync()?;
         let elapsed = started.elapsed();
@@ -125,6 +140,7 @@ pub fn run(args: &LossBench) -> Result<LossRecord> {
         backend: args.device.backend().name().to_string(),
         dtype: dtype_name(hidden.dtype()),
         cross_entropy: args.cross_entropy,
+        chunk_rows,
         rows: args.rows,
         width: args.width,
         vocab: args.vocab,

@@ -21,6 +21,25 @@ pub fn runs_on(device: &Device) -> bool {
     }
 }
 
+/// Whether `device` is the host's processor (flex, ndarray, LibTorch's CPU device) rather than
+/// an accelerator: the two want work cut in differently sized pieces (see
+/// [`crate::loss::loss_chunk_rows`]).
+// LibTorch is deprecated upstream but still one of this project's backends.
+#[allow(deprecated)]
+pub fn is_host(device: &Device) -> bool {
+    match device.clone().inner().as_dispatch() {
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => true,
+        #[cfg(feature = "ndarray")]
+        DispatchDevice::NdArray(_) => true,
+        #[cfg(feature = "tch")]
+        DispatchDevice::LibTorch(device) => {
+            matches!(device, burn::backend::libtorch::LibTorchDevice::Cpu)
+        }
+        _ => false,
+    }
+}
+
 /// A CPU tensor's values as f32, in row-major order (half types are widened: the kernels
 /// accumulate in f32), copied out of the tensor ([`WritableF32`] says why; it avoids the copy
 /// where it can).
@@ -39,7 +58,7 @@ pub(crate) fn f32_values<B: Backend>(tensor: FloatTensor<B>) -> Vec<f32> {
 /// copied out first ([`f32_values`]) and comes back as a new f32 tensor.
 ///
 /// Why: `TensorData::try_into_vec` cannot take over a flex buffer (its allocation is aligned
-/// beyond `f32`'s), so [`f32_values`] copies every tensor it reads — for the loss, a 25 MB chunk
+/// beyond `f32`'s), so [`f32_values`] copies every tensor it reads — for the loss, a 51 MB chunk
 /// of logits; for full fine-tuning's AdamW, every parameter and its moments, each step.
 pub(crate) struct WritableF32<B: Backend> {
     storage: Writable<B>,

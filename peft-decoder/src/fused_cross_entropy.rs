@@ -4,8 +4,8 @@
 //!
 //! As Burn tensor operations this is a softmax (itself a maximum, a subtraction, an exponential,
 //! a sum and a division), two row maxima, a logarithm, a gather, a sum and a scatter: a dozen
-//! passes over `[rows, vocab]` values (25 MB per chunk of GPT-2's vocabulary), each with a fresh
-//! result, and on flex the exponential is the C library's scalar `expf`. Here:
+//! passes over `[rows, vocab]` values (51 MB per 256-row chunk of GPT-2's vocabulary), each with
+//! a fresh result, and on flex the exponential is the C library's scalar `expf`. Here:
 //! - on flex and ndarray, each row is read twice and written once, on every core, with the
 //!   vectorised exponential of [`crate::cpu_exp`], the gradient written over the logits where
 //!   they are not shared;

@@ -5,6 +5,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::activation::log_softmax;
 
+use crate::extension::is_host;
 use crate::fused_cross_entropy::cross_entropy_with_grad;
 
 /// Label value that excludes a position from the loss (PyTorch's `ignore_index`).
@@ -130,9 +131,31 @@ pub struct PredictedLabels {
     tensors: Option<(Tensor<1, Int>, Tensor<1, Int>)>,
 }
 
-/// Rows of logits materialised at once by [`fused_lm_loss`]: `[ROWS, vocab]` f32 is 25 MB for
-/// GPT-2's vocabulary.
-const FUSED_LOSS_ROWS: usize = 128;
+/// Rows of logits [`fused_lm_loss`] materialises at once on the host's processor. Each chunk
+/// packs the whole `[vocab, d]` head again for its three matrix products, a cost that only more
+/// rows per chunk amortise (whatever the vocabulary): the loss of 1,024 GPT-2 rows, forward and
+/// backward, took 1.09 s in 128-row chunks and 0.94 s in 256-row ones on flex, 1.5–1.8 s and
+/// 1.3 s on LibTorch CPU, and 1,024-row chunks saved only 9% more for 310 MiB more memory
+/// (BENCHMARKS.md). A 256-row chunk is 51 MB of f32 logits for GPT-2, 131 MB for Llama 3.
+const HOST_LOSS_ROWS: usize = 256;
+
+/// Logits [`fused_lm_loss`] materialises at once on an accelerator: 2²⁷ values, 512 MiB in f32
+/// (2,670 of GPT-2's rows, 1,046 of Llama 3's). There a chunk costs about ten kernel launches
+/// whatever its size, and its gradient product `[rows, vocab] × [vocab, d]` has a `[rows, d]`
+/// output that fills only a few of the GPU's cores when `rows` is small: in 128-row chunks
+/// GPT-2's loss at 32 × 512 tokens was 128 chunks a step. (Hugging Face materialises every
+/// row's logits at once: 3.3 GB in f32 at that shape.)
+const ACCELERATOR_LOSS_VALUES: usize = 1 << 27;
+
+/// How many rows of logits [`fused_lm_loss`] computes at once on `device` for a vocabulary of
+/// `vocab` tokens.
+pub fn loss_chunk_rows(device: &Device, vocab: usize) -> usize {
+    if is_host(device) {
+        HOST_LOSS_ROWS
+    } else {
+        (ACCELERATOR_LOSS_VALUES / vocab.max(1)).max(1)
+    }
+}
 
 /// The mean next-token loss over `targets`, as [`mean_loss`] computes it from the full logits,
 /// without ever building them: the LM head (`head`, the tied `[vocab, d]` embedding) and the
@@ -160,6 +183,20 @@ pub fn fused_lm_loss(
     train_head: bool,
     targets: &PredictedLabels,
 ) -> Tensor<1> {
+    let chunk_rows = loss_chunk_rows(&hidden.device(), head.dims()[0]);
+    fused_lm_loss_in_chunks(hidden, head, train_head, targets, chunk_rows)
+}
+
+/// [`fused_lm_loss`] computing `chunk_rows` rows of logits at a time (at least one); the result
+/// does not depend on it beyond the order of f32 sums.
+pub fn fused_lm_loss_in_chunks(
+    hidden: Tensor<3>,
+    head: Tensor<2>,
+    train_head: bool,
+    targets: &PredictedLabels,
+    chunk_rows: usize,
+) -> Tensor<1> {
+    let chunk_rows = chunk_rows.max(1);
     let [batch, len, width] = hidden.dims();
     assert_eq!(
         len, targets.seq_len,
@@ -176,10 +213,10 @@ pub fn fused_lm_loss(
         head.clone().detach().without_autodiff(),
     );
     let mut total = Tensor::<1>::zeros([1], &rows_const.device());
-    let mut row_grads = Vec::with_capacity(count.div_ceil(FUSED_LOSS_ROWS));
+    let mut row_grads = Vec::with_capacity(count.div_ceil(chunk_rows));
     let mut head_grad: Option<Tensor<2>> = None;
-    for start in (0..count).step_by(FUSED_LOSS_ROWS) {
-        let size = FUSED_LOSS_ROWS.min(count - start);
+    for start in (0..count).step_by(chunk_rows) {
+        let size = chunk_rows.min(count - start);
         let h = rows_const.clone().narrow(0, start, size);
         let target = labels.clone().without_autodiff().narrow(0, start, size);
         // The head's product in the model's type, the softmax in f32 (as under autocast).

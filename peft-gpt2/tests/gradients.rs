@@ -12,7 +12,9 @@ use peft_core::{
     AdapterModule, ModelShape, PeftAdapter, PeftConfig, PrefixReparameterisation, PromptEncoder,
     PromptInit, PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
 };
-use peft_gpt2::loss::{IGNORE_INDEX, LossTargets, fused_lm_loss, mean_loss};
+use peft_gpt2::loss::{
+    IGNORE_INDEX, LossTargets, fused_lm_loss_in_chunks, loss_chunk_rows, mean_loss,
+};
 use peft_gpt2::{AdaptedGpt2, load_pretrained};
 use peft_runtime::ComputeBackend;
 
@@ -242,45 +244,53 @@ fn fused_loss_matches_full_logits_loss_and_gradients() {
         device.seed(7);
         let (logits, aligned) = model.forward(ids.clone(), Some(mask.clone()), labels.clone());
         let plain = mean_loss(logits, aligned);
-        device.seed(7);
-        let conditioning = model.conditioning();
-        let hidden = model
-            .base
-            .hidden_conditioned(ids.clone(), Some(mask.clone()), &conditioning);
-        let prompt_len = conditioning.prompt_len();
-        let labels_at = targets.predicted_labels(hidden.dims()[1], prompt_len, &device);
-        let fused = fused_lm_loss(
-            hidden,
-            model.base.wte.weight.val(),
-            model.full_finetune,
-            &labels_at,
-        );
-        let (plain_value, fused_value) = (
-            plain.clone().into_scalar::<f32>(),
-            fused.clone().into_scalar::<f32>(),
-        );
-        assert!(
-            (plain_value - fused_value).abs() <= 1e-5,
-            "{name}: loss {fused_value} vs {plain_value}"
-        );
+        let plain_value = plain.clone().into_scalar::<f32>();
         let plain_grads = gradient_values(&model, &plain.backward());
-        let fused_grads = gradient_values(&model, &fused.backward());
-        let mut compared = 0;
-        for (i, (p, f)) in plain_grads.iter().zip(&fused_grads).enumerate() {
-            match (p, f) {
-                (None, None) => {}
-                (Some(p), Some(f)) => {
-                    let worst = max_abs_diff(f, p, None);
-                    let scale = p.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    assert!(
-                        worst <= 1e-5 + 1e-4 * scale,
-                        "{name}: parameter {i} gradient differs by {worst} (scale {scale})"
-                    );
-                    compared += 1;
+        // The device's chunk size (every row at once here), and chunks that split the rows
+        // unevenly, so that the chunks' losses and gradients are summed.
+        for chunk_rows in [loss_chunk_rows(&device, config.vocab_size), 1, 3] {
+            device.seed(7);
+            let conditioning = model.conditioning();
+            let hidden =
+                model
+                    .base
+                    .hidden_conditioned(ids.clone(), Some(mask.clone()), &conditioning);
+            let prompt_len = conditioning.prompt_len();
+            let labels_at = targets.predicted_labels(hidden.dims()[1], prompt_len, &device);
+            let fused = fused_lm_loss_in_chunks(
+                hidden,
+                model.base.wte.weight.val(),
+                model.full_finetune,
+                &labels_at,
+                chunk_rows,
+            );
+            let fused_value = fused.clone().into_scalar::<f32>();
+            assert!(
+                (plain_value - fused_value).abs() <= 1e-5,
+                "{name}, chunks of {chunk_rows}: loss {fused_value} vs {plain_value}"
+            );
+            let fused_grads = gradient_values(&model, &fused.backward());
+            let mut compared = 0;
+            for (i, (p, f)) in plain_grads.iter().zip(&fused_grads).enumerate() {
+                match (p, f) {
+                    (None, None) => {}
+                    (Some(p), Some(f)) => {
+                        let worst = max_abs_diff(f, p, None);
+                        let scale = p.iter().fold(0f32, |m, v| m.max(v.abs()));
+                        assert!(
+                            worst <= 1e-5 + 1e-4 * scale,
+                            "{name}, chunks of {chunk_rows}: parameter {i} gradient differs by \
+                             {worst} (scale {scale})"
+                        );
+                        compared += 1;
+                    }
+                    _ => panic!(
+                        "{name}, chunks of {chunk_rows}: parameter {i} has a gradient in only \
+                         one of the losses"
+                    ),
                 }
-                _ => panic!("{name}: parameter {i} has a gradient in only one of the losses"),
             }
+            assert!(compared > 0, "{name}: no gradients compared");
         }
-        assert!(compared > 0, "{name}: no gradients compared");
     }
 }

@@ -34,7 +34,10 @@
 #   attention — peft-rs only: GPT-2 small's attention operation alone (12 heads of 64), forward
 #           and forward + backward, told its mask is causal (PyTorch's causal kernels, no mask
 #           operand), causal with padding, or a bias without structure (the mask as an operand);
-#           `prompt` gives SEQ + 20 queries, `prefix` SEQ queries after 20 prefix keys.
+#           `prompt` gives SEQ + 20 queries, `prefix` SEQ queries after 20 prefix keys;
+#   loss — peft-rs only: the LM head and cross-entropy alone, forward and backward, over
+#           BATCH × SEQ positions, in the chunks the training step uses on the device and in
+#           the 128-row chunks of earlier runs (METHOD `full` also computes the head's gradient).
 # Other knobs: BENCH_STEPS (10), BENCH_RUN_TIMEOUT_S (300, one process's limit),
 # BENCH_DEVICE (tch-cuda) and BENCH_TORCH_DEVICE (cuda) — tch / cpu try the whole script on a
 # CPU, with tiny BENCH_CASES.
@@ -54,7 +57,8 @@ torch_device="${BENCH_TORCH_DEVICE:-cuda}"
 steps="${BENCH_STEPS:-10}"
 budget="${BENCH_BUDGET_S:-420}"
 run_timeout="${BENCH_RUN_TIMEOUT_S:-300}"
-cases="${BENCH_CASES:-train:gpt2:prompt:32x512:bf16+decomposed train:gpt2:prefix:32x512:bf16 \
+cases="${BENCH_CASES:-train:gpt2:prompt:32x512:bf16+decomposed loss:gpt2:prompt:32x512:bf16 \
+train:gpt2:prefix:32x512:bf16 \
 train:gpt2:full:32x512:bf16+adamw attention:gpt2:prefix:8x1004:bf16 train:gpt2:prompt:8x1004:bf16 \
 train:llama-3.2-1b:prompt:8x256:bf16 \
 infer:gpt2:prompt:32x128:bf16 mixed:gpt2:prompt:8x16:bf16 train:gpt2:prefix:8x1004:bf16 \
@@ -153,6 +157,21 @@ for case in $cases; do
             for masking in causal padded bias; do
                 record "$bench" attention --batch "$batch" "${shape_args[@]}" --dtype "$dtype" \
                     --masking "$masking" --device "$device"
+            done
+            ;;
+        loss)
+            head=()
+            [ "$method" = full ] && head=(--train-head)
+            case "$model" in
+                gpt2) vocab=(--vocab 50257 --width 768) ;;
+                llama-3.2-1b) vocab=(--vocab 128256 --width 2048) ;;
+                *) echo "loss: no vocabulary known for $model" >&2; continue ;;
+            esac
+            for chunk in default 128; do
+                chunk_args=()
+                [ "$chunk" != default ] && chunk_args=(--chunk-rows "$chunk")
+                record "$bench" loss --rows "$((batch * seq))" "${vocab[@]}" "${head[@]}" \
+                    "${chunk_args[@]}" --dtype "$dtype" --device "$device"
             done
             ;;
         *) echo "unknown mode in case $case" >&2 ;;

@@ -20,7 +20,9 @@ def main(path):
     records = [json.loads(line) for line in open(path) if line.strip()]
     failed = [r for r in records if "failed" in r]
     attention = [r for r in records if r.get("mode") == "attention"]
-    runs = [r for r in records if "failed" not in r and r.get("mode") != "attention"]
+    losses = [r for r in records if r.get("mode") == "loss"]
+    runs = [r for r in records
+            if "failed" not in r and r.get("mode") not in ("attention", "loss")]
     cases = {}
     for r in runs:
         key = (r["mode"], r["model"], r["method"], r["batch"], r["seq"], r["dtype"])
@@ -80,6 +82,15 @@ def main(path):
             print(f"| {r['batch']}×{r['heads']}×{r['queries']}×{r['keys']}, head {r['head_dim']}, "
                   f"{r['dtype']} | {r['masking']} | {fmt(r['forward_ms_median'], 2)} "
                   f"| {fmt(r['training_ms_median'], 2)} |")
+    if losses:
+        print("\n| LM loss alone (peft-rs) | head trained | rows per chunk | forward + backward ms "
+              "| peak RSS MiB | GPU peak MiB |")
+        print("|---|---|---|---|---|---|")
+        for r in losses:
+            print(f"| {r['rows']} rows × {r['vocab']:,} vocabulary, width {r['width']}, "
+                  f"{r['dtype']} | {'yes' if r['train_head'] else 'no'} | {r['chunk_rows']} "
+                  f"| {fmt(r['training_ms_median'], 2)} | {fmt(r['peak_rss_mib'])} "
+                  f"| {fmt(r.get('gpu_peak_mib'))} |")
     for r in failed:
         print(f"\nfailed: `{r['failed']}`: {r['error']}")
 
