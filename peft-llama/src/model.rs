@@ -260,7 +260,7 @@ impl Decoder for Llama {
 
     fn forward(&self, input: ForwardInput<'_>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
         let mask = input.attention_mask(self, cache.as_deref());
-        let phases = self.rope.phases(input.positions);
+        let phases = self.rope.phases(input.positions, input.embeddings.dtype());
         let mut x = input.embeddings;
         for (index, layer) in self.model.layers.iter().enumerate() {
             let prefix = input.prefix.map(|p| &p.layers[index]);

@@ -3,6 +3,7 @@
 //! head's first half of dimensions rotated against its second half (`rotate_half`).
 
 use burn::prelude::*;
+use burn::tensor::DType;
 
 use crate::config::{LlamaConfig, RopeScaling};
 
@@ -55,8 +56,9 @@ impl Rope {
     }
 
     /// `cos` and `sin` of every position's phases, each `[B, 1, T, head_dim]`, for positions
-    /// `[B, T]`.
-    pub fn phases(&self, positions: Tensor<2, Int>) -> (Tensor<4>, Tensor<4>) {
+    /// `[B, T]`: computed in f32, then rounded to `dtype` (the activations' type) once for
+    /// every layer, as transformers' rotary embedding does.
+    pub fn phases(&self, positions: Tensor<2, Int>, dtype: DType) -> (Tensor<4>, Tensor<4>) {
         let [batch, len] = positions.dims();
         let half = self.inv_freq.len();
         let device = positions.device();
@@ -65,17 +67,16 @@ impl Rope {
                 .reshape([1, 1, half]);
         let freqs = positions.float().reshape([batch, len, 1]) * inv_freq;
         let phases = Tensor::cat(vec![freqs.clone(), freqs], 2).unsqueeze_dim::<4>(1);
-        (phases.clone().cos(), phases.sin())
+        (phases.clone().cos().cast(dtype), phases.sin().cast(dtype))
     }
 }
 
-/// `x·cos + rotate_half(x)·sin` for `x` `[B, heads, T, head_dim]`.
+/// `x·cos + rotate_half(x)·sin` for `x` `[B, heads, T, head_dim]`, `cos` and `sin` in `x`'s
+/// type ([`Rope::phases`]).
 pub fn rotate(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
     let half = x.dims()[3] / 2;
     let first = x.clone().narrow(3, 0, half);
     let second = x.clone().narrow(3, half, half);
     let rotated = Tensor::cat(vec![second.neg(), first], 3);
-    // The phases are f32; a half-precision model rotates in its own type, as transformers does.
-    let (cos, sin) = (cos.clone().cast(x.dtype()), sin.clone().cast(x.dtype()));
-    x * cos + rotated * sin
+    x * cos.clone() + rotated * sin.clone()
 }
