@@ -5,7 +5,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::activation::log_softmax;
 
-use crate::extension::is_host;
+use crate::extension::{is_host, runs_on};
 use crate::fused_cross_entropy::cross_entropy_with_grad;
 
 /// Label value that excludes a position from the loss (PyTorch's `ignore_index`).
@@ -132,29 +132,40 @@ pub struct PredictedLabels {
 }
 
 /// Rows of logits [`fused_lm_loss`] materialises at once on the host's processor. Each chunk
-/// packs the whole `[vocab, d]` head again for its three matrix products, a cost that only more
-/// rows per chunk amortise (whatever the vocabulary): the loss of 1,024 GPT-2 rows, forward and
-/// backward, took 1.09 s in 128-row chunks and 0.94 s in 256-row ones on flex, 1.5–1.8 s and
-/// 1.3 s on LibTorch CPU, and 1,024-row chunks saved only 9% more for 310 MiB more memory
-/// (BENCHMARKS.md). A 256-row chunk is 51 MB of f32 logits for GPT-2, 131 MB for Llama 3.
+/// packs the whole `[vocab, d]` head again for its matrix products (two, three when the head is
+/// trained), a cost that only more rows per chunk amortise, whatever the vocabulary: the loss of
+/// 1,024 GPT-2 rows, forward and backward, took 1.09 s in 128-row chunks and 0.94 s in 256-row
+/// ones on flex, 1.5–1.8 s and 1.3 s on LibTorch CPU, and 1,024-row chunks saved only 9–10%
+/// more for 300 MiB more memory (BENCHMARKS.md). A 256-row chunk is 51 MB of f32 logits for
+/// GPT-2, 131 MB for Llama 3.
 const HOST_LOSS_ROWS: usize = 256;
 
-/// Logits [`fused_lm_loss`] materialises at once on an accelerator: 2²⁷ values, 512 MiB in f32
-/// (2,670 of GPT-2's rows, 1,046 of Llama 3's). There a chunk costs about ten kernel launches
-/// whatever its size, and its gradient product `[rows, vocab] × [vocab, d]` has a `[rows, d]`
-/// output that fills only a few of the GPU's cores when `rows` is small: in 128-row chunks
-/// GPT-2's loss at 32 × 512 tokens was 128 chunks a step. (Hugging Face materialises every
-/// row's logits at once: 3.3 GB in f32 at that shape.)
-const ACCELERATOR_LOSS_VALUES: usize = 1 << 27;
+/// Logits [`fused_lm_loss`] materialises at once on a GPU through LibTorch: 2²⁷ values, 512
+/// MiB in f32 (2,670 of GPT-2's rows, 1,046 of Llama 3's). There a chunk costs about ten kernel
+/// launches whatever its size, and its gradient product `[rows, vocab] × [vocab, d]` has a
+/// `[rows, d]` output that fills only a few of the GPU's cores when `rows` is small: in 128-row
+/// chunks GPT-2's loss at 32 × 512 tokens was 128 chunks a step. (Hugging Face materialises
+/// every row's logits at once: 3.3 GB in f32 at that shape.)
+const LIBTORCH_GPU_LOSS_VALUES: usize = 1 << 27;
+
+/// Logits [`fused_lm_loss`] materialises at once on the other accelerators (CubeCL: Vulkan,
+/// CUDA), where the cross-entropy runs as Burn's tensor operations, several `[rows, vocab]` f32
+/// tensors alive at once, and where a buffer bound to a shader may be no larger than the
+/// adapter allows (128 MiB is WebGPU's default, and some GPUs' own limit): 2²⁴ values, 64 MiB
+/// in f32 (333 of GPT-2's rows, 130 of Llama 3's).
+const OTHER_GPU_LOSS_VALUES: usize = 1 << 24;
 
 /// How many rows of logits [`fused_lm_loss`] computes at once on `device` for a vocabulary of
 /// `vocab` tokens.
 pub fn loss_chunk_rows(device: &Device, vocab: usize) -> usize {
-    if is_host(device) {
-        HOST_LOSS_ROWS
+    let values = if is_host(device) {
+        return HOST_LOSS_ROWS;
+    } else if runs_on(device) {
+        LIBTORCH_GPU_LOSS_VALUES
     } else {
-        (ACCELERATOR_LOSS_VALUES / vocab.max(1)).max(1)
-    }
+        OTHER_GPU_LOSS_VALUES
+    };
+    (values / vocab.max(1)).max(1)
 }
 
 /// The mean next-token loss over `targets`, as [`mean_loss`] computes it from the full logits,
