@@ -6,38 +6,40 @@ use burn::backend::{Backend, DispatchDevice, TensorMetadata, tensor::FloatTensor
 use burn::prelude::*;
 use burn::tensor::{DType, FloatDType, TensorData, read_sync};
 
+/// Where a device computes, as this crate's operations tell backends apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// The host's processor through flex, ndarray or LibTorch's CPU device: the fused
+    /// operations run, with this crate's CPU kernels or PyTorch's.
+    HostCpu,
+    /// An accelerator through LibTorch (CUDA): the fused operations run, with PyTorch's kernels.
+    LibTorchGpu,
+    /// Any other backend (CubeCL: Vulkan, CUDA): Burn's own tensor operations.
+    Other,
+}
+
+/// The [`Engine`] of `device` (with or without autodiff).
+// LibTorch is deprecated upstream but still one of this project's backends.
+#[allow(deprecated)]
+pub fn engine(device: &Device) -> Engine {
+    match device.clone().inner().as_dispatch() {
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => Engine::HostCpu,
+        #[cfg(feature = "ndarray")]
+        DispatchDevice::NdArray(_) => Engine::HostCpu,
+        #[cfg(feature = "tch")]
+        DispatchDevice::LibTorch(burn::backend::libtorch::LibTorchDevice::Cpu) => Engine::HostCpu,
+        #[cfg(feature = "tch")]
+        DispatchDevice::LibTorch(_) => Engine::LibTorchGpu,
+        _ => Engine::Other,
+    }
+}
+
 /// Whether the fused operations run on `device`'s backend (with or without autodiff): flex,
 /// ndarray and LibTorch where compiled in. Elsewhere (CubeCL: Vulkan, CUDA) callers keep the
 /// decomposed form.
 pub fn runs_on(device: &Device) -> bool {
-    match device.clone().inner().as_dispatch() {
-        #[cfg(feature = "flex")]
-        DispatchDevice::Flex(_) => true,
-        #[cfg(feature = "ndarray")]
-        DispatchDevice::NdArray(_) => true,
-        #[cfg(feature = "tch")]
-        DispatchDevice::LibTorch(_) => true,
-        _ => false,
-    }
-}
-
-/// Whether `device` is the host's processor (flex, ndarray, LibTorch's CPU device) rather than
-/// an accelerator: the two want work cut in differently sized pieces (see
-/// [`crate::loss::loss_chunk_rows`]).
-// LibTorch is deprecated upstream but still one of this project's backends.
-#[allow(deprecated)]
-pub fn is_host(device: &Device) -> bool {
-    match device.clone().inner().as_dispatch() {
-        #[cfg(feature = "flex")]
-        DispatchDevice::Flex(_) => true,
-        #[cfg(feature = "ndarray")]
-        DispatchDevice::NdArray(_) => true,
-        #[cfg(feature = "tch")]
-        DispatchDevice::LibTorch(device) => {
-            matches!(device, burn::backend::libtorch::LibTorchDevice::Cpu)
-        }
-        _ => false,
-    }
+    engine(device) != Engine::Other
 }
 
 /// A CPU tensor's values as f32, in row-major order (half types are widened: the kernels

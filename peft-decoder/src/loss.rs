@@ -5,7 +5,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::activation::log_softmax;
 
-use crate::extension::{is_host, runs_on};
+use crate::extension::{Engine, engine};
 use crate::fused_cross_entropy::cross_entropy_with_grad;
 
 /// Label value that excludes a position from the loss (PyTorch's `ignore_index`).
@@ -158,12 +158,10 @@ const OTHER_GPU_LOSS_VALUES: usize = 1 << 24;
 /// How many rows of logits [`fused_lm_loss`] computes at once on `device` for a vocabulary of
 /// `vocab` tokens.
 pub fn loss_chunk_rows(device: &Device, vocab: usize) -> usize {
-    let values = if is_host(device) {
-        return HOST_LOSS_ROWS;
-    } else if runs_on(device) {
-        LIBTORCH_GPU_LOSS_VALUES
-    } else {
-        OTHER_GPU_LOSS_VALUES
+    let values = match engine(device) {
+        Engine::HostCpu => return HOST_LOSS_ROWS,
+        Engine::LibTorchGpu => LIBTORCH_GPU_LOSS_VALUES,
+        Engine::Other => OTHER_GPU_LOSS_VALUES,
     };
     (values / vocab.max(1)).max(1)
 }

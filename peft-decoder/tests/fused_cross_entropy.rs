@@ -5,10 +5,11 @@
 
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution, TensorData};
-use peft_decoder::extension::runs_on;
+use peft_decoder::extension::{Engine, engine, runs_on};
 use peft_decoder::fused_cross_entropy::{
     cross_entropy_with_grad, cross_entropy_with_grad_decomposed,
 };
+use peft_decoder::loss::loss_chunk_rows;
 
 mod common;
 use common::devices;
@@ -110,5 +111,23 @@ fn a_nan_logit_makes_the_loss_nan() {
         let (loss, _) = cross_entropy_with_grad(logits, targets(2, 3, &device));
         let loss = loss.into_scalar::<f32>();
         assert!(loss.is_nan(), "{backend}: loss {loss} hides the NaN logit");
+    }
+}
+
+/// Every CPU backend, LibTorch's CPU device included, is the host's processor, and cuts the loss
+/// into chunks of rows whatever the vocabulary (a GPU's chunk would shrink with it).
+#[test]
+fn cpu_backends_cut_the_loss_into_chunks_of_rows() {
+    for (backend, device) in devices() {
+        assert_eq!(engine(&device), Engine::HostCpu, "{backend}");
+        let (gpt2, qwen) = (
+            loss_chunk_rows(&device, 50_257),
+            loss_chunk_rows(&device, 151_936),
+        );
+        assert_eq!(
+            gpt2, qwen,
+            "{backend}: rows per chunk follow the vocabulary"
+        );
+        assert!(gpt2 >= 128, "{backend}: {gpt2} rows per chunk");
     }
 }
