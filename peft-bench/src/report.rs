@@ -48,9 +48,15 @@ pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_loss: Option<f32>,
     /// Training: which AdamW updated the parameters (`fused`, what `peft-train` runs, or
-    /// `burn`), and with `--time-optimizer` its median time per step alone, ms.
+    /// `burn`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub optimizer: Option<OptimizerKind>,
+    /// Training with `--time-phases`: the median time per step of the forward pass with the
+    /// loss, of the backward pass and of the optimizer's update, each alone, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forward_ms_median: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backward_ms_median: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub optimizer_ms_median: Option<f64>,
     /// Mixed-adapter mode: the same batch with one adapter for every row, tokens/s.
@@ -89,6 +95,8 @@ impl Record {
             first_loss: None,
             last_loss: None,
             optimizer: None,
+            forward_ms_median: None,
+            backward_ms_median: None,
             optimizer_ms_median: None,
             single_adapter_tokens_per_s: None,
             one_at_a_time_tokens_per_s: None,

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use burn::data::dataloader::batcher::Batcher;
+use burn::optim::GradientsParams;
 use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::prelude::*;
 use burn::train::Learner;
@@ -12,7 +13,7 @@ use clap::{Args, ValueEnum};
 use peft_runtime::args::at_least_one;
 use peft_train::data::TokenizedExample;
 use peft_train::train::adamw;
-use peft_train::train::trainee::{ExampleBatcher, Trainee};
+use peft_train::train::trainee::{ExampleBatcher, TrainBatch, Trainee};
 use serde::Serialize;
 
 use crate::report::{Record, median};
@@ -30,11 +31,14 @@ pub struct TrainBench {
     /// Which AdamW updates the parameters.
     #[arg(long, value_enum, default_value_t = OptimizerKind::Fused)]
     pub optimizer: OptimizerKind,
-    /// Also time the optimizer step alone. The device is synchronised before and after it,
-    /// which on a GPU costs the step the overlap of the update's launches with the end of the
-    /// backward pass, so compare steps timed the same way.
+    /// Also time the step's phases alone: the forward pass with the loss, the backward pass
+    /// and the optimizer's update, the device synchronised around each (as
+    /// `scripts/reference/bench_peft.py --time-phases` times PEFT's). The fused loss computes
+    /// its gradient with respect to the hidden states in the forward phase, which PEFT's
+    /// backward does. On a GPU the synchronisations cost the step the overlap of each phase's
+    /// launches with the previous phase's kernels, so compare steps timed the same way.
     #[arg(long)]
-    pub time_optimizer: bool,
+    pub time_phases: bool,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -88,25 +92,24 @@ pub fn run(args: &TrainBench) -> Result<Record> {
 
     let mut timings = Vec::with_capacity(args.steps);
     let mut losses = Vec::with_capacity(args.warmup + args.steps);
-    let mut optimizer_ms = Vec::with_capacity(args.steps);
+    let mut phases = PhaseTimes::default();
     for step in 0..args.warmup + args.steps {
         let started = Instant::now();
         let batch = batcher.batch(examples.clone(), &device);
-        let output = learner.train_step(batch);
-        learner.lr_step();
-        if args.time_optimizer {
-            sync(&device)?;
-            let update_started = Instant::now();
-            learner.optimizer_step(output.grads);
-            sync(&device)?;
+        let loss = if args.time_phases {
+            let (loss, times) = timed_step(&mut learner, batch, &device)?;
             if step >= args.warmup {
-                optimizer_ms.push(update_started.elapsed().as_secs_f64() * 1e3);
+                phases.push(times);
             }
+            loss
         } else {
+            let output = learner.train_step(batch);
             learner.optimizer_step(output.grads);
-        }
+            output.item.loss
+        };
+        learner.lr_step();
         // Reading the loss waits for the device, as the metrics do after every step.
-        let loss = output.item.loss.into_scalar::<f32>();
+        let loss = loss.into_scalar::<f32>();
         if !loss.is_finite() {
             bail!("step {step}: loss is {loss}");
         }
@@ -121,9 +124,58 @@ pub fn run(args: &TrainBench) -> Result<Record> {
     record.first_loss = losses.first().copied();
     record.last_loss = losses.last().copied();
     record.optimizer = Some(args.optimizer);
-    if args.time_optimizer {
-        optimizer_ms.sort_by(f64::total_cmp);
-        record.optimizer_ms_median = Some(median(&optimizer_ms));
+    if args.time_phases {
+        phases.report(&mut record);
     }
     Ok(record.finish())
+}
+
+/// One training step as `Learner::train_step` and `Learner::optimizer_step` run it (the
+/// `Trainee`'s forward pass and loss, the loss's backward pass, the update), the device
+/// synchronised after each phase: the loss, and each phase's time in ms.
+fn timed_step(
+    learner: &mut Learner<Trainee>,
+    batch: TrainBatch,
+    device: &Device,
+) -> Result<(Tensor<1>, [f64; 3])> {
+    let mut times = [0.0; 3];
+    let mut timed = |phase: usize, started: Instant| -> Result<()> {
+        sync(device)?;
+        times[phase] = started.elapsed().as_secs_f64() * 1e3;
+        Ok(())
+    };
+    sync(device)?;
+    let started = Instant::now();
+    let trainee = learner.model();
+    let output = trainee.forward(batch);
+    timed(0, started)?;
+    let started = Instant::now();
+    let grads = output.loss.clone().backward();
+    timed(1, started)?;
+    let started = Instant::now();
+    learner.optimizer_step(GradientsParams::from_grads(grads, &trainee));
+    timed(2, started)?;
+    Ok((output.loss, times))
+}
+
+/// The phases' times of the timed steps, ms: forward (with the loss), backward, optimizer.
+#[derive(Default)]
+struct PhaseTimes([Vec<f64>; 3]);
+
+impl PhaseTimes {
+    fn push(&mut self, times: [f64; 3]) {
+        for (phase, time) in self.0.iter_mut().zip(times) {
+            phase.push(time);
+        }
+    }
+
+    fn report(mut self, record: &mut Record) {
+        let [forward, backward, optimizer] = self.0.each_mut().map(|times| {
+            times.sort_by(f64::total_cmp);
+            Some(median(times))
+        });
+        record.forward_ms_median = forward;
+        record.backward_ms_median = backward;
+        record.optimizer_ms_median = optimizer;
+    }
 }

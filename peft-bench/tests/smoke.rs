@@ -71,6 +71,33 @@ fn training_modes_report_steps_parameters_and_memory() {
     );
 }
 
+/// `--time-phases` times the very step the plain run takes: the same losses, and phases that fit
+/// in the step.
+#[test]
+fn timing_the_phases_trains_as_the_plain_step_does() {
+    for method in ["prompt", "full"] {
+        let args = ["train", "--method", method, "--steps", "2", "--warmup", "1"];
+        let plain = bench(&args);
+        let phased = bench(&[args.as_slice(), &["--time-phases"]].concat());
+        for loss in ["first_loss", "last_loss"] {
+            assert_eq!(plain[loss], phased[loss], "{method}: {loss}");
+        }
+        assert!(plain.get("forward_ms_median").is_none(), "{plain}");
+        let phases: f64 = [
+            "forward_ms_median",
+            "backward_ms_median",
+            "optimizer_ms_median",
+        ]
+        .iter()
+        .map(|field| positive(&phased, field))
+        .sum();
+        assert!(
+            phases <= positive(&phased, "step_ms_max"),
+            "{method}: phases of {phases} ms in a step: {phased}"
+        );
+    }
+}
+
 #[test]
 fn generation_modes_report_prefill_decode_and_mixed_rates() {
     let record = bench(&[
@@ -161,6 +188,32 @@ fn the_loss_mode_gives_the_same_loss_with_either_cross_entropy() {
         (fused - decomposed).abs() <= 1e-5 * decomposed.abs(),
         "fused {fused}, decomposed {decomposed}"
     );
+}
+
+/// `--chunk-rows` changes how many rows of logits are computed at once, not the loss.
+#[test]
+fn the_loss_mode_gives_the_same_loss_in_any_chunks() {
+    let loss = |chunk_rows: Option<&str>| {
+        let mut args = vec!["loss", "--rows", "5", "--width", "8", "--vocab", "300"];
+        args.extend(["--train-head", "--calls", "1", "--warmup", "0"]);
+        if let Some(rows) = chunk_rows {
+            args.extend(["--chunk-rows", rows]);
+        }
+        let record = run(&args);
+        let used = record["chunk_rows"].as_u64().expect("chunk_rows reported");
+        if let Some(rows) = chunk_rows {
+            assert_eq!(used.to_string(), rows, "{record}");
+        }
+        record["loss"].as_f64().expect("a finite loss")
+    };
+    let whole = loss(None);
+    for rows in ["1", "2"] {
+        let chunked = loss(Some(rows));
+        assert!(
+            (chunked - whole).abs() <= 1e-5 * whole.abs(),
+            "chunks of {rows}: {chunked}, the device's chunks: {whole}"
+        );
+    }
 }
 
 /// Counts of zero (a batch of no rows, no tokens, no timed steps) are usage errors naming the

@@ -24,8 +24,9 @@
 #   train — training steps, both implementations; `+compile` after the dtype adds PEFT under
 #           torch.compile (~90 s of compilation), `+decomposed` adds peft-rs with Burn's own
 #           attention, LayerNorm and GELU (`--attention decomposed --layers decomposed`),
-#           `+adamw` adds two peft-rs runs that time the optimizer step alone
-#           (`--time-optimizer`), with peft-train's AdamW and with Burn's;
+#           `+phases` adds runs of both that time the forward pass (with the loss), the
+#           backward pass and the optimizer's update alone (`--time-phases`), peft-rs with
+#           peft-train's AdamW and with Burn's;
 #   compiled — PEFT alone under torch.compile, joining the `train` row of the same shape (last
 #           in the list: its compilation is the slowest run);
 #   infer — prefill and 64 KV-cached new tokens, both implementations;
@@ -57,13 +58,15 @@ torch_device="${BENCH_TORCH_DEVICE:-cuda}"
 steps="${BENCH_STEPS:-10}"
 budget="${BENCH_BUDGET_S:-420}"
 run_timeout="${BENCH_RUN_TIMEOUT_S:-300}"
-cases="${BENCH_CASES:-train:gpt2:prompt:32x512:bf16+decomposed loss:gpt2:prompt:32x512:bf16 \
-train:gpt2:prefix:32x512:bf16 \
-train:gpt2:full:32x512:bf16+adamw attention:gpt2:prefix:8x1004:bf16 train:gpt2:prompt:8x1004:bf16 \
-train:llama-3.2-1b:prompt:8x256:bf16 \
-infer:gpt2:prompt:32x128:bf16 mixed:gpt2:prompt:8x16:bf16 train:gpt2:prefix:8x1004:bf16 \
-train:gpt2:full:8x1004:bf16 train:gpt2:prompt:32x512:f32 compiled:gpt2:prompt:32x512:bf16 \
-train:gpt2:prompt:32x128:bf16 train:gpt2-medium:prompt:16x512:bf16}"
+# The default order: first the cases that were behind PEFT on the H200 (2026-11-28), then those
+# that were ahead.
+cases="${BENCH_CASES:-train:gpt2:full:32x512:bf16+phases train:gpt2:prompt:32x128:bf16+phases \
+train:gpt2:prefix:8x1004:bf16+phases train:llama-3.2-1b:prompt:8x256:bf16 \
+loss:gpt2:prompt:32x512:bf16 train:gpt2:full:8x1004:bf16 train:gpt2:prompt:32x512:f32 \
+train:gpt2:prompt:32x512:bf16+decomposed train:gpt2:prefix:32x512:bf16 \
+train:gpt2:prompt:8x1004:bf16 attention:gpt2:prefix:8x1004:bf16 infer:gpt2:prompt:32x128:bf16 \
+mixed:gpt2:prompt:8x16:bf16 compiled:gpt2:prompt:32x512:bf16 \
+train:gpt2-medium:prompt:16x512:bf16}"
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
     python3 -c 'import torch, transformers, peft; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")'
@@ -106,11 +109,11 @@ for case in $cases; do
     IFS=: read -r mode model method shape dtype <<< "$case"
     compile=0
     decomposed=0
-    adamw=0
+    phases=0
     case "$dtype" in
         *+compile) compile=1 ;;
         *+decomposed) decomposed=1 ;;
-        *+adamw) adamw=1 ;;
+        *+phases) phases=1 ;;
     esac
     dtype="${dtype%+*}"
     batch="${shape%x*}"
@@ -123,14 +126,18 @@ for case in $cases; do
                 record "$bench" train "${common[@]}" --steps "$steps" --device "$device" \
                     --attention decomposed --layers decomposed
             fi
-            if [ "$adamw" = 1 ]; then
+            if [ "$phases" = 1 ]; then
                 for optimizer in fused burn; do
                     record "$bench" train "${common[@]}" --steps "$steps" --device "$device" \
-                        --time-optimizer --optimizer "$optimizer"
+                        --time-phases --optimizer "$optimizer"
                 done
             fi
             record python3 scripts/reference/bench_peft.py train "${common[@]}" --steps "$steps" \
                 --device "$torch_device"
+            if [ "$phases" = 1 ]; then
+                record python3 scripts/reference/bench_peft.py train "${common[@]}" \
+                    --steps "$steps" --device "$torch_device" --time-phases
+            fi
             if [ "$compile" = 1 ]; then
                 record python3 scripts/reference/bench_peft.py train "${common[@]}" \
                     --steps "$steps" --device "$torch_device" --compile

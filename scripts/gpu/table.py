@@ -21,8 +21,11 @@ def main(path):
     failed = [r for r in records if "failed" in r]
     attention = [r for r in records if r.get("mode") == "attention"]
     losses = [r for r in records if r.get("mode") == "loss"]
+    # `+phases` runs (`--time-phases`): the step's phases timed alone, on a table of their own.
+    phases = [r for r in records if r.get("forward_ms_median") is not None]
     runs = [r for r in records
-            if "failed" not in r and r.get("mode") not in ("attention", "loss")]
+            if "failed" not in r and r.get("mode") not in ("attention", "loss")
+            and r.get("forward_ms_median") is None]
     cases = {}
     for r in runs:
         key = (r["mode"], r["model"], r["method"], r["batch"], r["seq"], r["dtype"])
@@ -31,9 +34,6 @@ def main(path):
         # fused operations' gain, on its own row.
         if r.get("attention") == "decomposed":
             implementation += "-decomposed"
-        # `+adamw` cases: the optimizer step timed alone, peft-train's AdamW and Burn's.
-        if r.get("optimizer_ms_median") is not None:
-            implementation += "-adamw-" + r["optimizer"]
         cases.setdefault(key, {})[implementation] = r
 
     print("| case | peft-rs tok/s | PEFT eager tok/s | ratio | PEFT compiled tok/s | ratio "
@@ -63,13 +63,6 @@ def main(path):
                   f"| {ratio(tok(decomposed), tok(eager))} | {fmt(tok(compiled))} "
                   f"| {ratio(tok(decomposed), tok(compiled))} "
                   f"| {fmt(peak(decomposed))} / {fmt(peak(eager))} |")
-        for optimizer in ("fused", "burn"):
-            timed = by.get("peft-rs-adamw-" + optimizer)
-            if timed:
-                print(f"| {name}, peft-rs with the {optimizer} AdamW step timed alone: "
-                      f"{fmt(timed['optimizer_ms_median'], 1)} ms of the step "
-                      f"| {fmt(tok(timed))} | {fmt(tok(eager))} | {ratio(tok(timed), tok(eager))} "
-                      f"| — | — | {fmt(peak(timed))} / {fmt(peak(eager))} |")
         if mode == "infer":
             prefill = lambda r: r and r.get("prefill_tokens_per_s")
             print(f"| {mode} {model} {method} {batch}×{seq} {dtype} (prefill) "
@@ -82,6 +75,17 @@ def main(path):
             print(f"| {r['batch']}×{r['heads']}×{r['queries']}×{r['keys']}, head {r['head_dim']}, "
                   f"{r['dtype']} | {r['masking']} | {fmt(r['forward_ms_median'], 2)} "
                   f"| {fmt(r['training_ms_median'], 2)} |")
+    if phases:
+        print("\n| phases timed alone (device synchronised after each) | implementation "
+              "| forward + loss ms | backward ms | optimizer ms | tok/s |")
+        print("|---|---|---|---|---|---|")
+        for r in phases:
+            who = r["implementation"]
+            if r.get("optimizer"):
+                who += f" ({r['optimizer']} AdamW)"
+            print(f"| {r['mode']} {r['model']} {r['method']} {r['batch']}×{r['seq']} {r['dtype']} "
+                  f"| {who} | {fmt(r['forward_ms_median'], 1)} | {fmt(r['backward_ms_median'], 1)} "
+                  f"| {fmt(r['optimizer_ms_median'], 1)} | {fmt(r['tokens_per_s'])} |")
     if losses:
         print("\n| LM loss alone (peft-rs) | head trained | rows per chunk | forward + backward ms "
               "| peak RSS MiB | GPU peak MiB |")

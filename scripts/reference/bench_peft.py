@@ -50,6 +50,9 @@ def parse_args():
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--time-phases", action="store_true",
+                        help="also time the forward pass with the loss, the backward pass and the "
+                        "optimizer's update alone, the device synchronised after each")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--warmup", type=int)
     parser.add_argument("--steps", type=int, default=5)
@@ -142,14 +145,26 @@ def bench_train(args, model, config):
     ids = torch.randint(0, config.vocab_size, (args.batch, args.seq), generator=generator)
     ids = ids.to(args.device)
     warmup = 2 if args.warmup is None else args.warmup
-    times, losses = [], []
+    times, losses, phases, marks = [], [], [], []
+
+    def mark():
+        # With --time-phases the device is synchronised after each phase, as peft-bench's
+        # --time-phases does.
+        if args.time_phases:
+            sync(args)
+            marks.append(time.perf_counter())
+
     for step in range(warmup + args.steps):
         started = time.perf_counter()
+        marks[:] = [started]
         with autocast(args):
             loss = step_fn(input_ids=ids, labels=ids).loss
+        mark()
         loss.backward()
+        mark()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        mark()
         value = loss.item()
         sync(args)
         if not torch.isfinite(torch.tensor(value)):
@@ -157,8 +172,13 @@ def bench_train(args, model, config):
         losses.append(value)
         if step >= warmup:
             times.append(time.perf_counter() - started)
+            if args.time_phases:
+                phases.append([(end - start) * 1e3 for start, end in zip(marks, marks[1:])])
     count = sum(p.numel() for p in trainable)
     out = record(args, "train", count, times, args.batch * args.seq)
+    if args.time_phases:
+        for name, times_ms in zip(("forward", "backward", "optimizer"), zip(*phases)):
+            out[f"{name}_ms_median"] = statistics.median(times_ms)
     # As peft-bench reports them: the loss before any update, and the last step's.
     out["first_loss"], out["last_loss"] = losses[0], losses[-1]
     return out
