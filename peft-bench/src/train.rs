@@ -103,11 +103,12 @@ pub fn run(args: &TrainBench) -> Result<Record> {
             }
             loss
         } else {
+            // In the order of Burn's training loop.
             let output = learner.train_step(batch);
+            learner.lr_step();
             learner.optimizer_step(output.grads);
             output.item.loss
         };
-        learner.lr_step();
         // Reading the loss waits for the device, as the metrics do after every step.
         let loss = loss.into_scalar::<f32>();
         if !loss.is_finite() {
@@ -130,7 +131,7 @@ pub fn run(args: &TrainBench) -> Result<Record> {
     Ok(record.finish())
 }
 
-/// One training step as `Learner::train_step` and `Learner::optimizer_step` run it (the
+/// One training step as `Learner::train_step`, `lr_step` and `optimizer_step` run it (the
 /// `Trainee`'s forward pass and loss, the loss's backward pass, the update), the device
 /// synchronised after each phase: the loss, and each phase's time in ms.
 fn timed_step(
@@ -152,8 +153,12 @@ fn timed_step(
     let started = Instant::now();
     let grads = output.loss.clone().backward();
     timed(1, started)?;
+    let grads = GradientsParams::from_grads(grads, &trainee);
+    // The learner holds the model; this clone would only share its parameters once more.
+    drop(trainee);
+    learner.lr_step();
     let started = Instant::now();
-    learner.optimizer_step(GradientsParams::from_grads(grads, &trainee));
+    learner.optimizer_step(grads);
     timed(2, started)?;
     Ok((output.loss, times))
 }
