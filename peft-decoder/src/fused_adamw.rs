@@ -261,14 +261,25 @@ impl AdamWOps for burn::backend::libtorch::LibTorch {
             true => tensor,
             false => TchTensor::new(tensor.tensor.copy()),
         };
-        let [mut param, mut moment_1, mut moment_2] = [param, moment_1, moment_2].map(writable);
+        let [mut moment_1, mut moment_2] = [moment_1, moment_2].map(writable);
         let step_size = f64::from(update.lr) / f64::from(update.bias_correction_1);
         let bias_correction_2_sqrt = f64::from(update.bias_correction_2).sqrt();
-        tch::no_grad(|| {
+        let param = tch::no_grad(|| {
             let grad = &grad.tensor;
-            if update.decay != 1.0 {
-                let _ = param.tensor.g_mul_scalar_(f64::from(update.decay));
-            }
+            // The weight decay. Burn's `Learner` updates a clone of the model while it still
+            // holds the original, so a parameter is usually shared here: then the decayed
+            // parameter is a new tensor, made in the pass a copy would have taken.
+            let decay = f64::from(update.decay);
+            let mut param = match (param.can_mut(), decay != 1.0) {
+                (true, true) => {
+                    let mut param = param;
+                    let _ = param.tensor.g_mul_scalar_(decay);
+                    param
+                }
+                (true, false) => param,
+                (false, true) => TchTensor::new(param.tensor.g_mul_scalar(decay)),
+                (false, false) => TchTensor::new(param.tensor.copy()),
+            };
             let _ = moment_1.tensor.lerp_(grad, f64::from(1.0 - update.beta_1));
             // One scratch buffer: g², then the denominator.
             let mut scratch = grad.square();
@@ -280,6 +291,7 @@ impl AdamWOps for burn::backend::libtorch::LibTorch {
             let _ = scratch.g_add_scalar_(f64::from(update.epsilon));
             let _ = scratch.g_div_scalar_(-step_size);
             let _ = param.tensor.addcdiv_(&moment_1.tensor, &scratch);
+            param
         });
         (param, moment_1, moment_2)
     }
