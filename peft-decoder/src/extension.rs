@@ -56,12 +56,15 @@ pub(crate) fn f32_values<B: Backend>(tensor: FloatTensor<B>) -> Vec<f32> {
 }
 
 /// A CPU tensor's f32 values for a kernel to update in place and hand back as a tensor: a flex
-/// f32 tensor that is contiguous and not shared is written where it lies; any other tensor is
-/// copied out first ([`f32_values`]) and comes back as a new f32 tensor.
+/// f32 tensor that is contiguous is written where it lies — after one copy of its buffer if
+/// another tensor shares it (flex's copy-on-write), as Burn's `Learner` shares every parameter
+/// with the model it is replacing while AdamW updates it; any other tensor is copied out first
+/// ([`f32_values`]) and comes back as a new f32 tensor.
 ///
 /// Why: `TensorData::try_into_vec` cannot take over a flex buffer (its allocation is aligned
-/// beyond `f32`'s), so [`f32_values`] copies every tensor it reads — for the loss, a 51 MB chunk
-/// of logits; for full fine-tuning's AdamW, every parameter and its moments, each step.
+/// beyond `f32`'s), so [`f32_values`] copies every tensor it reads, and making a flex tensor of
+/// the result copies it again — for the loss, a 51 MB chunk of logits; for full fine-tuning's
+/// AdamW, every parameter, each step.
 pub(crate) struct WritableF32<B: Backend> {
     storage: Writable<B>,
 }
@@ -106,7 +109,6 @@ impl<B: Backend> WritableF32<B> {
         let writable = |flex: &FlexTensor| {
             let layout = flex.layout();
             flex.dtype() == DType::F32
-                && flex.is_unique()
                 && layout.is_contiguous()
                 && layout.start_offset() == 0
                 && flex.bytes().len() == layout.num_elements() * size_of::<f32>()
@@ -133,10 +135,9 @@ impl<B: Backend> WritableF32<B> {
     pub(crate) fn values(&mut self) -> &mut [f32] {
         match &mut self.storage {
             Writable::Copied { values, .. } => values,
+            // Copies the buffer first if it is shared, once: the copy is then unique.
             #[cfg(feature = "flex")]
-            Writable::Flex(flex) => flex
-                .try_storage_mut::<f32>()
-                .unwrap_or_else(|| unreachable!("checked unique when taken")),
+            Writable::Flex(flex) => flex.storage_mut::<f32>(),
         }
     }
 
