@@ -150,17 +150,6 @@ impl Dims {
             stride,
         }
     }
-
-    /// How many leading keys query `query` sees by position: those up to its causal limit
-    /// (aligned bottom-right) under causal masking, all of them otherwise.
-    fn keys_by_position(&self, masking: Masking, query: usize) -> usize {
-        match masking {
-            Masking::Bias => self.keys,
-            Masking::Causal | Masking::CausalAndBias => (self.keys + query + 1)
-                .saturating_sub(self.queries)
-                .min(self.keys),
-        }
-    }
 }
 
 /// Consecutive query rows of a bias: each its own `S` values, or one row shared by all
@@ -210,7 +199,7 @@ fn forward<B: Backend>(
                     &q[start * d..][..rows * d],
                     &k[..seen * d],
                     dims.bias_rows(&bias, pair, start),
-                    dims.keys_by_position(settings.masking, start),
+                    dims.keys_seen(settings.masking, start, 1),
                     d,
                     settings.scale as f32,
                 );
@@ -289,7 +278,7 @@ fn backward<B: Backend>(
                         q_block,
                         k,
                         dims.bias_rows(&bias, pair, start),
-                        dims.keys_by_position(settings.masking, start),
+                        dims.keys_seen(settings.masking, start, 1),
                         d,
                         scale,
                     );
