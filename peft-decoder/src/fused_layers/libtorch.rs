@@ -94,12 +94,10 @@ impl FusedLayerOps for LibTorch {
         output_grad: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let [d_input, d_gamma] = torch_gradients(
-            [&input.tensor, &gamma.tensor],
-            &output_grad.tensor,
-            |[input, gamma]| rms_norm(input, gamma, epsilon),
-        );
-        (d_input, d_gamma)
+        let (d_input, d_gamma) = tch::no_grad(|| {
+            rms_norm_backward(&input.tensor, &gamma.tensor, &output_grad.tensor, epsilon)
+        });
+        (TchTensor::new(d_input), TchTensor::new(d_gamma))
     }
 
     fn fused_silu(input: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -119,7 +117,38 @@ impl FusedLayerOps for LibTorch {
 /// `input/√(mean(input²) + epsilon)·gamma` with the statistics in f32, as `LlamaRMSNorm`.
 fn rms_norm(input: &tch::Tensor, gamma: &tch::Tensor, epsilon: f64) -> tch::Tensor {
     let wide = input.to_kind(tch::Kind::Float);
-    let mean_square = wide.square().mean_dim(-1, true, tch::Kind::Float);
-    let normalised = wide * (mean_square + epsilon).rsqrt();
+    let normalised = &wide * inverse_rms(&wide, epsilon);
     normalised.to_kind(input.kind()) * gamma
+}
+
+/// `1/√(mean(x²) + epsilon)` of each row of an f32 `x`, `[.., 1]`.
+fn inverse_rms(wide: &tch::Tensor, epsilon: f64) -> tch::Tensor {
+    (wide.square().mean_dim(-1, true, tch::Kind::Float) + epsilon).rsqrt()
+}
+
+/// The input and gamma gradients of [`rms_norm`], written out rather than taken by PyTorch's
+/// autograd through the forward run again: that route launched the forward's kernels again,
+/// the objective's and autograd's for each element-wise step, 11 kernels a norm more (a
+/// SmolLM2 prompt-tuning step on LibTorch: 3,982 kernels then, 3,311 now, PEFT's 3,186), and
+/// took 2.5× as long at Llama-3.2-1B's 8 × 256 (BENCHMARKS.md). With `n = x·r`,
+/// `r = (mean(x²) + ε)^-½` in f32 and `dn` the gradient reaching `n` (`output_grad·gamma`),
+/// `dx = r·(dn − n·mean(dn·n))`.
+fn rms_norm_backward(
+    input: &tch::Tensor,
+    gamma: &tch::Tensor,
+    output_grad: &tch::Tensor,
+    epsilon: f64,
+) -> (tch::Tensor, tch::Tensor) {
+    let kind = input.kind();
+    let wide = input.to_kind(tch::Kind::Float);
+    let inverse_rms = inverse_rms(&wide, epsilon);
+    let normalised = wide * &inverse_rms;
+    let d_normalised = (output_grad * gamma).to_kind(tch::Kind::Float);
+    let projection = (&d_normalised * &normalised).mean_dim(-1, true, tch::Kind::Float);
+    let d_input = (d_normalised.addcmul(&normalised, &-projection) * inverse_rms).to_kind(kind);
+    let width = *input.size().last().unwrap_or(&0);
+    let d_gamma = (output_grad * normalised.to_kind(kind))
+        .reshape([-1, width])
+        .sum_dim_intlist([0i64].as_slice(), false, kind);
+    (d_input, d_gamma)
 }
