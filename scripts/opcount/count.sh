@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Kernels per training step of a LibTorch process: `peft-bench train --device tch` or
+# scripts/reference/bench_peft.py (PEFT), which both take --warmup and --steps. A kernel is a
+# PyTorch operator that does work of its own, not a view or an allocation (opcount.cpp): on a
+# GPU each is a launch, and for element-wise work a pass over memory, so the count taken on
+# the CPU tells where a GPU step spends launches. COMMAND runs with 2 and then 4 timed steps
+# (1 warm-up each); the difference over 2 is one step, printed with the operators making it up.
+# --trace NAMES (comma-separated operators) adds where each call of those came from: the
+# enclosing operators and, for a Rust binary, the innermost functions of ours on the stack.
+#
+#   scripts/opcount/count.sh target/release/peft-bench train --device tch --method prompt --batch 2 --seq 16
+#   scripts/opcount/count.sh python scripts/reference/bench_peft.py train --method prompt --batch 2 --seq 16
+#   scripts/opcount/count.sh --trace aten::copy_,aten::fill_ target/release/peft-bench train ...
+#
+# Needs the PyTorch 2.11 venv (scripts/torch-env.sh) and g++; the preloaded library is built
+# from the venv's headers into target/opcount on first use (5 s). The binary must be built
+# with the `tch` feature and not stripped, for --trace to name its functions.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+trace=""
+if [ "${1:-}" = --trace ]; then trace="$2"; shift 2; fi
+[ $# -gt 0 ] || { sed -n '2,17p' "$0"; exit 2; }
+source "$root/scripts/torch-env.sh"
+[ -n "$TORCH_FEATURE" ] || { echo "count.sh: no PyTorch 2.11 venv (scripts/torch-env.sh)" >&2; exit 1; }
+torch_dir="$(dirname "$TORCH_LIB")"
+out="$root/target/opcount"
+mkdir -p "$out"
+library="$out/libopcount.so"
+if [ ! -f "$library" ] || [ "$root/scripts/opcount/opcount.cpp" -nt "$library" ]; then
+    g++ -O1 -shared -fPIC -std=c++17 -I"$torch_dir/include" \
+        -I"$torch_dir/include/torch/csrc/api/include" "$root/scripts/opcount/opcount.cpp" \
+        -L"$TORCH_LIB" -ltorch_cpu -lc10 -ldl -Wl,-rpath,"$TORCH_LIB" -o "$library"
+fi
+for steps in 2 4; do
+    OPCOUNT_TRACE="$trace" OPCOUNT_OUT="$out/steps-$steps.tsv" LD_PRELOAD="$library" \
+        "$@" --warmup 1 --steps "$steps" > "$out/steps-$steps.log" 2>&1 \
+        || { echo "count.sh: the command failed; its output is $out/steps-$steps.log" >&2; exit 1; }
+done
+binary="$(command -v "$1")"
+python3 - "$out/steps-2.tsv" "$out/steps-4.tsv" "$binary" <<'PY'
+import re, signal, subprocess, sys
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the listing quietly
+def read(path):
+    rows = {}
+    for line in open(path):
+        calls, kernels, name = line.rstrip("\n").split("\t", 2)
+        rows[name] = (int(calls), int(kernels))
+    return rows
+two, four, binary = read(sys.argv[1]), read(sys.argv[2]), sys.argv[3]
+per_step = lambda name, i: (four.get(name, (0, 0))[i] - two.get(name, (0, 0))[i]) / 2
+print(f"{per_step('kernels in all', 1):.0f} kernels a step")
+ops = sorted((per_step(n, 1), n) for n in four if n != "kernels in all" and not n.startswith("TRACE"))
+for count, name in reversed(ops):
+    if count > 0:
+        print(f"{count:8.0f}  {name}")
+traces = sorted(((per_step(n, 0), n) for n in four if n.startswith("TRACE")), reverse=True)
+addresses = sorted({a for _, n in traces for a in re.findall(r"0x[0-9a-f]+", n)})
+names = {}
+if addresses and "python" not in binary:
+    lines = subprocess.run(["addr2line", "-f", "-C", "-e", binary, *addresses],
+                           capture_output=True, text=True).stdout.split("\n")
+    for i, address in enumerate(addresses):
+        function = lines[2 * i]
+        while re.search(r"<[^<>]*>", function):
+            function = re.sub(r"<[^<>]*>", "", function)
+        function = re.sub(r"::h[0-9a-f]{16}$", "", function)
+        names[address] = "::".join(function.split("::")[-2:])
+if traces:
+    print("\ncalls a step of the traced operators, by caller:")
+for count, name in traces:
+    if count > 0:
+        head = name.split(" 0x")[0][len("TRACE "):]
+        chain = " | ".join(names.get(a, a) for a in re.findall(r"0x[0-9a-f]+", name))
+        print(f"{count:8.0f}  {head}" + (f"\n          {chain}" if chain and names else ""))
+PY
