@@ -170,6 +170,75 @@ fn fused_rms_norm_matches_the_decomposed_outputs_and_gradients() {
     }
 }
 
+/// A frozen norm, as prompt and prefix tuning have: the fused backward is asked for the input's
+/// gradient alone (the parameters' are not computed, as in PyTorch), which still equals the
+/// decomposed form's, and the parameters get none.
+#[test]
+fn frozen_norms_give_their_input_gradient_alone() {
+    for (backend, device) in devices() {
+        let device = device.autodiff();
+        let shape = SHAPES[1];
+        let layer_norm_module = random_norm(shape[2], &device).no_grad();
+        let mut rms_norm_module = RmsNormConfig::new(shape[2])
+            .with_epsilon(EPSILON)
+            .init(&device);
+        rms_norm_module.gamma = Param::from_tensor(Tensor::<1>::random(
+            [shape[2]],
+            Distribution::Normal(1.0, 0.5),
+            &device,
+        ));
+        let rms_norm_module = rms_norm_module.no_grad();
+        let input =
+            Tensor::<3>::random(shape, Distribution::Normal(3.0, 2.0), &device).require_grad();
+        let weights = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let run = |forward: &dyn Fn(Tensor<3>) -> Tensor<3>, params: Vec<Tensor<1>>| {
+            let grads = (forward(input.clone()) * weights.clone()).sum().backward();
+            let parameter_grads = params.iter().filter(|p| p.grad(&grads).is_some()).count();
+            (
+                input.grad(&grads).expect("the input is tracked"),
+                parameter_grads,
+            )
+        };
+        let layer_norm_params = || {
+            let beta = layer_norm_module
+                .beta
+                .as_ref()
+                .expect("random_norm sets beta");
+            vec![layer_norm_module.gamma.val(), beta.val()]
+        };
+        let checks: [(
+            &str,
+            &dyn Fn(Tensor<3>) -> Tensor<3>,
+            &dyn Fn(Tensor<3>) -> Tensor<3>,
+            Vec<Tensor<1>>,
+        ); 2] = [
+            (
+                "LayerNorm",
+                &|x| layer_norm(&layer_norm_module, EPSILON, x),
+                &|x| layer_norm_module.forward(x),
+                layer_norm_params(),
+            ),
+            (
+                "RMSNorm",
+                &|x| rms_norm(&rms_norm_module, x),
+                &|x| rms_norm_module.forward(x),
+                vec![rms_norm_module.gamma.val()],
+            ),
+        ];
+        for (name, fused, decomposed, params) in checks {
+            let at = format!("{backend}, frozen {name} over {shape:?}");
+            let (fused_grad, fused_params) = run(fused, params.clone());
+            let (decomposed_grad, _) = run(decomposed, params);
+            assert_close(
+                fused_grad,
+                decomposed_grad,
+                &format!("{at}: input gradients"),
+            );
+            assert_eq!(fused_params, 0, "{at}: a frozen parameter got a gradient");
+        }
+    }
+}
+
 #[test]
 fn the_fused_layers_are_exact_where_they_are_known() {
     // Anchors independent of the decomposed forms: GELU(0) = 0 and GELU(x) → x for large x

@@ -3,7 +3,7 @@
 //! backend for the gradients.
 
 use burn::backend::autodiff::{
-    Autodiff,
+    Autodiff, NodeId,
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
     grads::Gradients,
     ops::{Backward, Ops, OpsKind},
@@ -22,18 +22,14 @@ impl<B: Backend + FusedLayerOps> Backward<B, 3> for LayerNormBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let output_grad = grads.consume::<B>(&ops.node);
         let (input, gamma, epsilon) = ops.state;
-        let (d_input, d_gamma, d_beta) =
-            B::fused_layer_norm_backward(input, gamma, output_grad, epsilon);
-        let [input_node, gamma_node, beta_node] = ops.parents;
-        for (node, grad) in [
-            (input_node, d_input),
-            (gamma_node, d_gamma),
-            (beta_node, d_beta),
-        ] {
-            if let Some(node) = node {
-                grads.register::<B>(node.id, grad);
-            }
-        }
+        let [input_node, gamma_node, beta_node] = ops.parents.map(|node| node.map(|node| node.id));
+        let affine = gamma_node.is_some() || beta_node.is_some();
+        let (d_input, d_affine) =
+            B::fused_layer_norm_backward(input, gamma, output_grad, epsilon, affine);
+        register::<B>(grads, input_node, Some(d_input));
+        let (d_gamma, d_beta) = d_affine.unzip();
+        register::<B>(grads, gamma_node, d_gamma);
+        register::<B>(grads, beta_node, d_beta);
     }
 }
 
@@ -47,13 +43,19 @@ impl<B: Backend + FusedLayerOps> Backward<B, 2> for RmsNormBackward {
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let output_grad = grads.consume::<B>(&ops.node);
         let (input, gamma, epsilon) = ops.state;
-        let (d_input, d_gamma) = B::fused_rms_norm_backward(input, gamma, output_grad, epsilon);
-        let [input_node, gamma_node] = ops.parents;
-        for (node, grad) in [(input_node, d_input), (gamma_node, d_gamma)] {
-            if let Some(node) = node {
-                grads.register::<B>(node.id, grad);
-            }
-        }
+        let [input_node, gamma_node] = ops.parents.map(|node| node.map(|node| node.id));
+        let (d_input, d_gamma) =
+            B::fused_rms_norm_backward(input, gamma, output_grad, epsilon, gamma_node.is_some());
+        register::<B>(grads, input_node, Some(d_input));
+        register::<B>(grads, gamma_node, d_gamma);
+    }
+}
+
+/// Adds `grad` to the gradient of the node `id`, when the node is tracked and the gradient was
+/// taken.
+fn register<B: Backend>(grads: &mut Gradients, id: Option<NodeId>, grad: Option<FloatTensor<B>>) {
+    if let (Some(id), Some(grad)) = (id, grad) {
+        grads.register::<B>(id, grad);
     }
 }
 
@@ -126,18 +128,21 @@ impl<B: Backend + FusedLayerOps, C: CheckpointStrategy> FusedLayerOps for Autodi
         gamma: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
         epsilon: f64,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let (d_input, d_gamma, d_beta) = B::fused_layer_norm_backward(
+        affine: bool,
+    ) -> (
+        FloatTensor<Self>,
+        Option<(FloatTensor<Self>, FloatTensor<Self>)>,
+    ) {
+        let (d_input, d_affine) = B::fused_layer_norm_backward(
             input.into_primitive(),
             gamma.into_primitive(),
             output_grad.into_primitive(),
             epsilon,
+            affine,
         );
-        (
-            Self::from_inner(d_input),
-            Self::from_inner(d_gamma),
-            Self::from_inner(d_beta),
-        )
+        let d_affine =
+            d_affine.map(|(d_gamma, d_beta)| (Self::from_inner(d_gamma), Self::from_inner(d_beta)));
+        (Self::from_inner(d_input), d_affine)
     }
 
     fn fused_gelu_tanh(input: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -179,14 +184,16 @@ impl<B: Backend + FusedLayerOps, C: CheckpointStrategy> FusedLayerOps for Autodi
         gamma: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
         epsilon: f64,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        affine: bool,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
         let (d_input, d_gamma) = B::fused_rms_norm_backward(
             input.into_primitive(),
             gamma.into_primitive(),
             output_grad.into_primitive(),
             epsilon,
+            affine,
         );
-        (Self::from_inner(d_input), Self::from_inner(d_gamma))
+        (Self::from_inner(d_input), d_gamma.map(Self::from_inner))
     }
 
     fn fused_silu(input: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -38,8 +38,15 @@ macro_rules! cpu_fused_layers {
                 gamma: FloatTensor<Self>,
                 output_grad: FloatTensor<Self>,
                 epsilon: f64,
-            ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-                layer_norm_backward::<Self>(input, gamma, output_grad, epsilon)
+                affine: bool,
+            ) -> (
+                FloatTensor<Self>,
+                Option<(FloatTensor<Self>, FloatTensor<Self>)>,
+            ) {
+                // The parameters' sums cost two multiply-adds an element in the same pass.
+                let (d_input, d_gamma, d_beta) =
+                    layer_norm_backward::<Self>(input, gamma, output_grad, epsilon);
+                (d_input, affine.then_some((d_gamma, d_beta)))
             }
 
             fn fused_gelu_tanh(input: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -66,8 +73,11 @@ macro_rules! cpu_fused_layers {
                 gamma: FloatTensor<Self>,
                 output_grad: FloatTensor<Self>,
                 epsilon: f64,
-            ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-                rms_norm_backward::<Self>(input, gamma, output_grad, epsilon)
+                affine: bool,
+            ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+                let (d_input, d_gamma) =
+                    rms_norm_backward::<Self>(input, gamma, output_grad, epsilon);
+                (d_input, affine.then_some(d_gamma))
             }
 
             fn fused_silu(input: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -36,25 +36,40 @@ impl FusedLayerOps for LibTorch {
 
     /// PyTorch's fused backward kernel, through autograd (tch does not expose
     /// `native_layer_norm_backward`). Beta's gradient is the output gradient summed over rows.
+    /// Without `affine`, gamma goes in as a constant, so that PyTorch skips its parameters'
+    /// kernel (and the sum for beta is not taken): a pass over the input and two over the
+    /// output gradient a norm fewer.
     fn fused_layer_norm_backward(
         input: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
         epsilon: f64,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        affine: bool,
+    ) -> (
+        FloatTensor<Self>,
+        Option<(FloatTensor<Self>, FloatTensor<Self>)>,
+    ) {
         let output_grad = &output_grad.tensor;
+        let layer_norm = |input: &tch::Tensor, gamma: &tch::Tensor| {
+            input.layer_norm(
+                last_dimension(input),
+                Some(gamma),
+                None::<&tch::Tensor>,
+                epsilon,
+                true,
+            )
+        };
+        if !affine {
+            let gamma = &gamma.tensor;
+            let [d_input] = torch_gradients([&input.tensor], output_grad, |[input]| {
+                layer_norm(input, gamma)
+            });
+            return (d_input, None);
+        }
         let [d_input, d_gamma] = torch_gradients(
             [&input.tensor, &gamma.tensor],
             output_grad,
-            |[input, gamma]| {
-                input.layer_norm(
-                    last_dimension(input),
-                    Some(gamma),
-                    None::<&tch::Tensor>,
-                    epsilon,
-                    true,
-                )
-            },
+            |[input, gamma]| layer_norm(input, gamma),
         );
         let width = *output_grad.size().last().unwrap_or(&0);
         let d_beta = output_grad.reshape([-1, width]).sum_dim_intlist(
@@ -62,7 +77,7 @@ impl FusedLayerOps for LibTorch {
             false,
             output_grad.kind(),
         );
-        (d_input, d_gamma, TchTensor::new(d_beta))
+        (d_input, Some((d_gamma, TchTensor::new(d_beta))))
     }
 
     fn fused_gelu_tanh(input: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -93,11 +108,13 @@ impl FusedLayerOps for LibTorch {
         gamma: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
         epsilon: f64,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        affine: bool,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
         let (d_input, d_gamma) = tch::no_grad(|| {
-            rms_norm_backward(&input.tensor, &gamma.tensor, &output_grad.tensor, epsilon)
+            let (input, gamma) = (&input.tensor, &gamma.tensor);
+            rms_norm_backward(input, gamma, &output_grad.tensor, epsilon, affine)
         });
-        (TchTensor::new(d_input), TchTensor::new(d_gamma))
+        (TchTensor::new(d_input), d_gamma.map(TchTensor::new))
     }
 
     fn fused_silu(input: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -126,7 +143,7 @@ fn inverse_rms(wide: &tch::Tensor, epsilon: f64) -> tch::Tensor {
     (wide.square().mean_dim(-1, true, tch::Kind::Float) + epsilon).rsqrt()
 }
 
-/// The input and gamma gradients of [`rms_norm`], written out rather than taken by PyTorch's
+/// The input and (with `affine`) gamma gradients of [`rms_norm`], written out rather than taken by PyTorch's
 /// autograd through the forward run again: that route launched the forward's kernels again,
 /// the objective's and autograd's for each element-wise step, 11 kernels a norm more (a
 /// SmolLM2 prompt-tuning step on LibTorch: 3,982 kernels then, 3,311 now, PEFT's 3,186), and
@@ -138,7 +155,8 @@ fn rms_norm_backward(
     gamma: &tch::Tensor,
     output_grad: &tch::Tensor,
     epsilon: f64,
-) -> (tch::Tensor, tch::Tensor) {
+    affine: bool,
+) -> (tch::Tensor, Option<tch::Tensor>) {
     let kind = input.kind();
     let wide = input.to_kind(tch::Kind::Float);
     let inverse_rms = inverse_rms(&wide, epsilon);
@@ -146,9 +164,11 @@ fn rms_norm_backward(
     let d_normalised = (output_grad * gamma).to_kind(tch::Kind::Float);
     let projection = (&d_normalised * &normalised).mean_dim(-1, true, tch::Kind::Float);
     let d_input = (d_normalised.addcmul(&normalised, &-projection) * inverse_rms).to_kind(kind);
-    let width = *input.size().last().unwrap_or(&0);
-    let d_gamma = (output_grad * normalised.to_kind(kind))
-        .reshape([-1, width])
-        .sum_dim_intlist([0i64].as_slice(), false, kind);
+    let d_gamma = affine.then(|| {
+        let width = *input.size().last().unwrap_or(&0);
+        (output_grad * normalised.to_kind(kind))
+            .reshape([-1, width])
+            .sum_dim_intlist([0i64].as_slice(), false, kind)
+    });
     (d_input, d_gamma)
 }

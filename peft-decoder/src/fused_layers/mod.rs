@@ -47,13 +47,19 @@ pub trait FusedLayerOps: Backend {
     ) -> FloatTensor<Self>;
 
     /// The gradients of `sum(output_grad ∘ fused_layer_norm(input, gamma, beta, epsilon))`
-    /// with respect to input, gamma and beta, in that order (beta's value plays no part).
+    /// with respect to input and, where `affine` asks for them, gamma and beta (beta's value
+    /// plays no part). A frozen norm (prompt and prefix tuning) asks for the input's alone, as
+    /// PyTorch computes no gradient for a parameter that does not require one.
     fn fused_layer_norm_backward(
         input: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
         epsilon: f64,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+        affine: bool,
+    ) -> (
+        FloatTensor<Self>,
+        Option<(FloatTensor<Self>, FloatTensor<Self>)>,
+    );
 
     /// `x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))/2` element-wise: GPT-2's `gelu_new`, PyTorch's
     /// `gelu(approximate="tanh")`.
@@ -74,13 +80,14 @@ pub trait FusedLayerOps: Backend {
     ) -> FloatTensor<Self>;
 
     /// The gradients of `sum(output_grad ∘ fused_rms_norm(input, gamma, epsilon))` with
-    /// respect to input and gamma, in that order.
+    /// respect to input and, where `affine` asks for it, gamma.
     fn fused_rms_norm_backward(
         input: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
         epsilon: f64,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+        affine: bool,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>);
 
     /// `x·σ(x)` element-wise.
     fn fused_silu(input: FloatTensor<Self>) -> FloatTensor<Self>;
