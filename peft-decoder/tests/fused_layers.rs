@@ -170,6 +170,9 @@ fn fused_rms_norm_matches_the_decomposed_outputs_and_gradients() {
     }
 }
 
+/// A norm's forward pass, fused or decomposed.
+type Forward<'a> = &'a dyn Fn(Tensor<3>) -> Tensor<3>;
+
 /// A frozen norm, as prompt and prefix tuning have: the fused backward is asked for the input's
 /// gradient alone (the parameters' are not computed, as in PyTorch), which still equals the
 /// decomposed form's, and the parameters get none.
@@ -206,12 +209,7 @@ fn frozen_norms_give_their_input_gradient_alone() {
                 .expect("random_norm sets beta");
             vec![layer_norm_module.gamma.val(), beta.val()]
         };
-        let checks: [(
-            &str,
-            &dyn Fn(Tensor<3>) -> Tensor<3>,
-            &dyn Fn(Tensor<3>) -> Tensor<3>,
-            Vec<Tensor<1>>,
-        ); 2] = [
+        let checks: [(&str, Forward, Forward, Vec<Tensor<1>>); 2] = [
             (
                 "LayerNorm",
                 &|x| layer_norm(&layer_norm_module, EPSILON, x),

@@ -50,6 +50,8 @@ pub trait FusedLayerOps: Backend {
     /// with respect to input and, where `affine` asks for them, gamma and beta (beta's value
     /// plays no part). A frozen norm (prompt and prefix tuning) asks for the input's alone, as
     /// PyTorch computes no gradient for a parameter that does not require one.
+    // The extension macro routes the outputs by their spelled-out types, so no alias here.
+    #[allow(clippy::type_complexity)]
     fn fused_layer_norm_backward(
         input: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
