@@ -262,6 +262,14 @@ pub(crate) fn torch_gradients<const N: usize>(
 
 /// The gradients of `sum(output_grad ∘ output)` with respect to `inputs`, through the autograd
 /// graph `output` carries from them (which this consumes).
+///
+/// tch's backward seeds its root with ones and takes no gradient for it, so `output_grad`
+/// enters as the objective's factor. Where both lie contiguous (a norm's output and gradient),
+/// the objective is a dot product, whose backward hands autograd `output_grad` itself (times
+/// the seed, 1: exactly) in one kernel; the product and sum it replaces took a full-size
+/// product forward, a reduction with its fills, and a product again backward. Elsewhere
+/// (attention's output, laid out by heads) a dot product would first copy both, so the
+/// product and sum stay.
 #[cfg(feature = "tch")]
 #[allow(deprecated)] // as above
 pub(crate) fn graph_gradients<const N: usize>(
@@ -270,7 +278,13 @@ pub(crate) fn graph_gradients<const N: usize>(
     inputs: [&tch::Tensor; N],
 ) -> [burn::backend::libtorch::TchTensor; N] {
     let grads = tch::with_grad(|| {
-        let objective = (output * output_grad).sum(output.kind());
+        let objective = if output.is_contiguous() && output_grad.is_contiguous() {
+            output
+                .view(-1)
+                .dot(&output_grad.to_kind(output.kind()).view(-1))
+        } else {
+            (output * output_grad).sum(output.kind())
+        };
         tch::Tensor::run_backward(&[objective], &inputs, false, false)
     });
     let grads: [tch::Tensor; N] = grads
