@@ -260,16 +260,26 @@ pub(crate) fn torch_gradients<const N: usize>(
     })
 }
 
+/// `tensor`'s dimensions from the one with the largest stride to the one with the smallest: the
+/// permutation that makes a dense tensor contiguous.
+#[cfg(feature = "tch")]
+fn memory_order(tensor: &tch::Tensor) -> Vec<i64> {
+    let strides = tensor.stride();
+    let mut order: Vec<i64> = (0..strides.len() as i64).collect();
+    order.sort_by_key(|&dim| std::cmp::Reverse(strides[dim as usize]));
+    order
+}
+
 /// The gradients of `sum(output_grad ∘ output)` with respect to `inputs`, through the autograd
 /// graph `output` carries from them (which this consumes).
 ///
 /// tch's backward seeds its root with ones and takes no gradient for it, so `output_grad`
-/// enters as the objective's factor. Where both lie contiguous (a norm's output and gradient),
-/// the objective is a dot product, whose backward hands autograd `output_grad` itself (times
-/// the seed, 1: exactly) in one kernel; the product and sum it replaces took a full-size
-/// product forward, a reduction with its fills, and a product again backward. Elsewhere
-/// (attention's output, laid out by heads) a dot product would first copy both, so the
-/// product and sum stay.
+/// enters as the objective's factor. Where both lie dense in the same order in memory (a
+/// norm's output and gradient, contiguous; the attention's, both laid out by heads), the
+/// objective is a dot product over that order, whose backward hands autograd `output_grad`
+/// itself (times the seed, 1: exactly) in one kernel; the product and sum it replaces took a
+/// full-size product forward, a reduction with its fills, and a product again backward.
+/// Elsewhere a dot product would first copy both, so the product and sum stay.
 #[cfg(feature = "tch")]
 #[allow(deprecated)] // as above
 pub(crate) fn graph_gradients<const N: usize>(
@@ -278,10 +288,11 @@ pub(crate) fn graph_gradients<const N: usize>(
     inputs: [&tch::Tensor; N],
 ) -> [burn::backend::libtorch::TchTensor; N] {
     let grads = tch::with_grad(|| {
-        let objective = if output.is_contiguous() && output_grad.is_contiguous() {
-            output
-                .view(-1)
-                .dot(&output_grad.to_kind(output.kind()).view(-1))
+        let order = memory_order(output);
+        let (in_order, grad_in_order) = (output.permute(&order), output_grad.permute(&order));
+        let objective = if in_order.is_contiguous() && grad_in_order.is_contiguous() {
+            let grad_in_order = grad_in_order.to_kind(output.kind());
+            in_order.view(-1).dot(&grad_in_order.view(-1))
         } else {
             (output * output_grad).sum(output.kind())
         };
