@@ -4,7 +4,7 @@
 //! in, for a small shape and one that spans several of the kernels' chunks.
 
 use burn::module::Param;
-use burn::nn::{LayerNorm, LayerNormConfig, RmsNormConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use peft_decoder::extension::runs_on;
@@ -46,6 +46,17 @@ fn random_norm(width: usize, device: &Device) -> LayerNorm {
     };
     norm.gamma = random(1.0);
     norm.beta = Some(random(0.0));
+    norm
+}
+
+/// An RMSNorm with a random gamma (tracked), whatever its init.
+fn random_rms_norm(width: usize, device: &Device) -> RmsNorm {
+    let mut norm = RmsNormConfig::new(width).with_epsilon(EPSILON).init(device);
+    norm.gamma = Param::from_tensor(Tensor::<1>::random(
+        [width],
+        Distribution::Normal(1.0, 0.5),
+        device,
+    ));
     norm
 }
 
@@ -141,14 +152,7 @@ fn fused_rms_norm_matches_the_decomposed_outputs_and_gradients() {
         let device = device.autodiff();
         for shape in SHAPES {
             let at = format!("{backend}, RMSNorm over {shape:?}");
-            let mut norm = RmsNormConfig::new(shape[2])
-                .with_epsilon(EPSILON)
-                .init(&device);
-            norm.gamma = Param::from_tensor(Tensor::<1>::random(
-                [shape[2]],
-                Distribution::Normal(1.0, 0.5),
-                &device,
-            ));
+            let norm = random_rms_norm(shape[2], &device);
             let input =
                 Tensor::<3>::random(shape, Distribution::Normal(1.0, 2.0), &device).require_grad();
             let weights = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), &device);
@@ -182,15 +186,7 @@ fn frozen_norms_give_their_input_gradient_alone() {
         let device = device.autodiff();
         let shape = SHAPES[1];
         let layer_norm_module = random_norm(shape[2], &device).no_grad();
-        let mut rms_norm_module = RmsNormConfig::new(shape[2])
-            .with_epsilon(EPSILON)
-            .init(&device);
-        rms_norm_module.gamma = Param::from_tensor(Tensor::<1>::random(
-            [shape[2]],
-            Distribution::Normal(1.0, 0.5),
-            &device,
-        ));
-        let rms_norm_module = rms_norm_module.no_grad();
+        let rms_norm_module = random_rms_norm(shape[2], &device).no_grad();
         let input =
             Tensor::<3>::random(shape, Distribution::Normal(3.0, 2.0), &device).require_grad();
         let weights = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), &device);
