@@ -49,6 +49,8 @@ def read(path):
 two, four, binary = read(sys.argv[1]), read(sys.argv[2]), sys.argv[3]
 per_step = lambda name, i: (four.get(name, (0, 0))[i] - two.get(name, (0, 0))[i]) / 2
 print(f"{per_step('kernels in all', 1):.0f} kernels a step")
+if not four.get("kernels in all", (0, 0))[1]:
+    print("no PyTorch operator ran: is the command on LibTorch (peft-bench --device tch)?")
 ops = sorted((per_step(n, 1), n) for n in four if n != "kernels in all" and not n.startswith("TRACE"))
 for count, name in reversed(ops):
     if count > 0:
