@@ -143,13 +143,13 @@ fn inverse_rms(wide: &tch::Tensor, epsilon: f64) -> tch::Tensor {
     (wide.square().mean_dim(-1, true, tch::Kind::Float) + epsilon).rsqrt()
 }
 
-/// The input and (with `affine`) gamma gradients of [`rms_norm`], written out rather than taken by PyTorch's
-/// autograd through the forward run again: that route launched the forward's kernels again,
-/// the objective's and autograd's for each element-wise step, 11 kernels a norm more (a
-/// SmolLM2 prompt-tuning step on LibTorch: 3,982 kernels then, 3,311 now, PEFT's 3,186), and
-/// took 2.5× as long at Llama-3.2-1B's 8 × 256 (BENCHMARKS.md). With `n = x·r`,
-/// `r = (mean(x²) + ε)^-½` in f32 and `dn` the gradient reaching `n` (`output_grad·gamma`),
-/// `dx = r·(dn − n·mean(dn·n))`.
+/// The input and (with `affine`) gamma gradients of [`rms_norm`], written out rather than
+/// taken by PyTorch's autograd through the forward run again: that route launched the
+/// forward's kernels again, the objective's and autograd's for each element-wise step, 11
+/// kernels a norm more (a SmolLM2 prompt-tuning step on LibTorch: 3,981 kernels then, 3,310
+/// after, PEFT's 3,186), and took 2.5× as long at Llama-3.2-1B's 8 × 256 (BENCHMARKS.md). With
+/// `n = x·r`, `r = (mean(x²) + ε)^-½` in f32 and `dn` the gradient reaching `n`
+/// (`output_grad·gamma`), `dx = r·(dn − n·mean(dn·n))`.
 fn rms_norm_backward(
     input: &tch::Tensor,
     gamma: &tch::Tensor,

@@ -6,8 +6,9 @@
 //! and products), each a pass over the activations forward, one or more backward, and each
 //! keeping its own operands for the backward. Here each is one pass forward and one backward,
 //! and keeps only its input. LibTorch runs PyTorch's own kernels (`layer_norm`, `gelu` with
-//! `approximate="tanh"`, `rms_norm`, `silu`, and their backward), flex and ndarray the kernels
-//! in [`cpu`];
+//! `approximate="tanh"`, `silu`, and their backward; the RMSNorm as Hugging Face writes it in
+//! PyTorch operations, and its backward written out the same way), flex and ndarray the
+//! kernels in [`cpu`];
 //! `Autodiff` records one node per call ([`autodiff`]). Other backends keep the decomposed form
 //! ([`runs_on`](crate::extension::runs_on)).
 
