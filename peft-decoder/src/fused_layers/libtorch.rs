@@ -9,6 +9,14 @@ use burn::backend::tensor::FloatTensor;
 use super::FusedLayerOps;
 use crate::extension::torch_gradients;
 
+/// `tensor` summed over every dimension but its last: a per-feature parameter's gradient.
+fn sum_over_rows(tensor: &tch::Tensor) -> tch::Tensor {
+    let width = *tensor.size().last().unwrap_or(&0);
+    tensor
+        .reshape([-1, width])
+        .sum_dim_intlist([0i64].as_slice(), false, tensor.kind())
+}
+
 /// The normalised (last) dimension, as `layer_norm` takes it.
 fn last_dimension(tensor: &tch::Tensor) -> Vec<i64> {
     tensor.size().last().copied().into_iter().collect()
@@ -71,12 +79,7 @@ impl FusedLayerOps for LibTorch {
             output_grad,
             |[input, gamma]| layer_norm(input, gamma),
         );
-        let width = *output_grad.size().last().unwrap_or(&0);
-        let d_beta = output_grad.reshape([-1, width]).sum_dim_intlist(
-            [0i64].as_slice(),
-            false,
-            output_grad.kind(),
-        );
+        let d_beta = sum_over_rows(output_grad);
         (d_input, Some((d_gamma, TchTensor::new(d_beta))))
     }
 
@@ -133,14 +136,16 @@ impl FusedLayerOps for LibTorch {
 
 /// `input/√(mean(input²) + epsilon)·gamma` with the statistics in f32, as `LlamaRMSNorm`.
 fn rms_norm(input: &tch::Tensor, gamma: &tch::Tensor, epsilon: f64) -> tch::Tensor {
-    let wide = input.to_kind(tch::Kind::Float);
-    let normalised = &wide * inverse_rms(&wide, epsilon);
+    let (normalised, _) = normalised_f32(input, epsilon);
     normalised.to_kind(input.kind()) * gamma
 }
 
-/// `1/√(mean(x²) + epsilon)` of each row of an f32 `x`, `[.., 1]`.
-fn inverse_rms(wide: &tch::Tensor, epsilon: f64) -> tch::Tensor {
-    (wide.square().mean_dim(-1, true, tch::Kind::Float) + epsilon).rsqrt()
+/// `input` in f32 divided by its rows' root mean square, and `1/√(mean(input²) + epsilon)` of
+/// each row (`[.., 1]`).
+fn normalised_f32(input: &tch::Tensor, epsilon: f64) -> (tch::Tensor, tch::Tensor) {
+    let wide = input.to_kind(tch::Kind::Float);
+    let inverse_rms = (wide.square().mean_dim(-1, true, tch::Kind::Float) + epsilon).rsqrt();
+    (wide * &inverse_rms, inverse_rms)
 }
 
 /// The input and (with `affine`) gamma gradients of [`rms_norm`], written out rather than
@@ -158,17 +163,10 @@ fn rms_norm_backward(
     affine: bool,
 ) -> (tch::Tensor, Option<tch::Tensor>) {
     let kind = input.kind();
-    let wide = input.to_kind(tch::Kind::Float);
-    let inverse_rms = inverse_rms(&wide, epsilon);
-    let normalised = wide * &inverse_rms;
+    let (normalised, inverse_rms) = normalised_f32(input, epsilon);
     let d_normalised = (output_grad * gamma).to_kind(tch::Kind::Float);
     let projection = (&d_normalised * &normalised).mean_dim(-1, true, tch::Kind::Float);
     let d_input = (d_normalised.addcmul(&normalised, &-projection) * inverse_rms).to_kind(kind);
-    let d_gamma = affine.then(|| {
-        let width = *input.size().last().unwrap_or(&0);
-        (output_grad * normalised.to_kind(kind))
-            .reshape([-1, width])
-            .sum_dim_intlist([0i64].as_slice(), false, kind)
-    });
+    let d_gamma = affine.then(|| sum_over_rows(&(output_grad * normalised.to_kind(kind))));
     (d_input, d_gamma)
 }
