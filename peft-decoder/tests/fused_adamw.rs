@@ -188,3 +188,29 @@ fn steps_leave_tensors_shared_with_the_parameters_alone() {
         );
     }
 }
+
+/// The update may work in the gradient's buffer, as nothing else reads it; a gradient the
+/// caller still holds keeps its values.
+#[test]
+fn steps_leave_gradients_held_elsewhere_alone() {
+    for (name, device) in devices() {
+        let start = params(&device);
+        let start_values = start.large.val().to_data();
+        let grads = gradients(&start, 0);
+        let held = grads
+            .get::<2>(start.large.id)
+            .expect("the large parameter has a gradient");
+        let before = held.to_data();
+        let moved = adamw(0.01, 1e-8).init().step(0.05, start, grads);
+        assert_eq!(
+            held.to_data(),
+            before,
+            "{name}: a held gradient was written"
+        );
+        assert_ne!(
+            moved.large.val().to_data(),
+            start_values,
+            "{name}: the parameter did not move"
+        );
+    }
+}
