@@ -12,6 +12,7 @@
 #   cargo build --release -p peft-bench -p peft-train --no-default-features --features tch
 #   echo /gpu/ >> .git/info/exclude && mkdir -p gpu
 #   for b in peft-bench peft-train; do strip -o gpu/$b target/release/$b && gzip -f gpu/$b; done
+#   gzip -c "$(scripts/profile/build.sh)" > gpu/libkineto.so.gz
 # (~23 min on 2 cores from clean; 30 MB together) then, with the device tool, carry `gpu` and run
 #   scripts/gpu/parity.sh; BENCH_BUDGET_S=380 BENCH_RUN_TIMEOUT_S=150 scripts/gpu/bench.sh
 # (parity.sh checks first that the GPU computes what the CPU does). The binaries link the
@@ -38,7 +39,12 @@
 #           `prompt` gives SEQ + 20 queries, `prefix` SEQ queries after 20 prefix keys;
 #   loss — peft-rs only: the LM head and cross-entropy alone, forward and backward, over
 #           BATCH × SEQ positions, in the chunks the training step uses on the device and in
-#           the 128-row chunks of earlier runs (METHOD `full` also computes the head's gradient).
+#           the 128-row chunks of earlier runs (METHOD `full` also computes the head's gradient);
+#   profile — where a training step's time goes on the device, both implementations, under
+#           PyTorch's profiler (scripts/profile/: each kernel's time, credited to the operator
+#           that launched it, one step as half the difference of runs of 2 and 4 steps, and
+#           the step's time against the device's busy time); the two side by side are added to
+#           $OUT/profile.txt (the traces stay on the machine: $OUT takes 8 files).
 # Other knobs: BENCH_STEPS (10), BENCH_RUN_TIMEOUT_S (300, one process's limit),
 # BENCH_DEVICE (tch-cuda) and BENCH_TORCH_DEVICE (cuda) — tch / cpu try the whole script on a
 # CPU, with tiny BENCH_CASES.
@@ -48,9 +54,15 @@ out="${OUT:-target/bench}"
 mkdir -p "$out"
 records="$out/gpu.jsonl"
 : > "$records"
+# What need not come back (the device tool returns 8 files of $OUT): the memory samples, the
+# last run's errors, the profiler's traces.
+scratch="$(mktemp -d)"
+rm -f "$out/profile.txt"
 
 source scripts/gpu/common.sh
 bench="$(unpack peft-bench "${PEFT_BENCH:-}")" || exit 1
+# The profiler's library, for `profile` cases only.
+kineto="$(unpack libkineto.so "${PROFILE_LIBRARY:-}" 2> /dev/null)" || kineto=""
 export PYTHONUNBUFFERED=1
 
 device="${BENCH_DEVICE:-tch-cuda}"
@@ -58,10 +70,11 @@ torch_device="${BENCH_TORCH_DEVICE:-cuda}"
 steps="${BENCH_STEPS:-10}"
 budget="${BENCH_BUDGET_S:-420}"
 run_timeout="${BENCH_RUN_TIMEOUT_S:-300}"
-# The default order: first the cases that were behind PEFT on the H200 (2026-11-28), then those
-# that were ahead.
-cases="${BENCH_CASES:-train:gpt2:full:32x512:bf16+phases train:gpt2:prompt:32x128:bf16+phases \
-train:gpt2:prefix:8x1004:bf16+phases train:llama-3.2-1b:prompt:8x256:bf16 \
+# The default order: first the cases that were behind PEFT on the H200 (2026-11-28), each
+# profiled and timed, then those that were ahead.
+cases="${BENCH_CASES:-profile:gpt2:prompt:32x128:bf16 profile:gpt2:full:32x512:bf16 \
+train:gpt2:full:32x512:bf16 train:gpt2:prompt:32x128:bf16 profile:gpt2:prefix:8x1004:bf16 \
+train:gpt2:prefix:8x1004:bf16 profile:llama-3.2-1b:prompt:8x256:bf16 train:llama-3.2-1b:prompt:8x256:bf16 \
 loss:gpt2:prompt:32x512:bf16 train:gpt2:full:8x1004:bf16 train:gpt2:prompt:32x512:f32 \
 train:gpt2:prompt:32x512:bf16+decomposed train:gpt2:prefix:32x512:bf16 \
 train:gpt2:prompt:8x1004:bf16 attention:gpt2:prefix:8x1004:bf16 infer:gpt2:prompt:32x128:bf16 \
@@ -79,14 +92,14 @@ record() {
     local sampler="" line peak
     if command -v nvidia-smi > /dev/null; then
         nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 \
-            > "$out/memory.txt" 2> /dev/null &
+            > "$scratch/memory.txt" 2> /dev/null &
         sampler=$!
     fi
-    line="$(timeout "$run_timeout" "$@" 2> "$out/last-error.txt" | grep '^{' | tail -n 1)"
+    line="$(timeout "$run_timeout" "$@" 2> "$scratch/last-error.txt" | grep '^{' | tail -n 1)"
     if [ -n "$sampler" ]; then
         kill "$sampler" 2> /dev/null
         wait "$sampler" 2> /dev/null
-        peak="$(sort -n "$out/memory.txt" | tail -n 1)"
+        peak="$(sort -n "$scratch/memory.txt" | tail -n 1)"
     fi
     if [ -n "$line" ]; then
         echo "$line" | python3 -c 'import json, sys
@@ -95,7 +108,7 @@ record["gpu_peak_mib"] = float(sys.argv[1]) if sys.argv[1] else None
 print(json.dumps(record))' "${peak:-}" | tee -a "$records"
     else
         local why
-        why="$(tail -n 3 "$out/last-error.txt" | tr '"\n\\' "' /")"
+        why="$(tail -n 3 "$scratch/last-error.txt" | tr '"\n\\' "' /")"
         echo "{\"failed\": \"$*\", \"error\": \"$why\"}" | tee -a "$records"
     fi
 }
@@ -180,6 +193,34 @@ for case in $cases; do
                 record "$bench" loss --rows "$((batch * seq))" "${vocab[@]}" "${head[@]}" \
                     "${chunk_args[@]}" --dtype "$dtype" --device "$device"
             done
+            ;;
+        profile)
+            echo "## $case" >> "$out/profile.txt"
+            if [ -z "$kineto" ]; then
+                echo "not profiled: carry gpu/libkineto.so.gz (see this script's header)" \
+                    | tee -a "$out/profile.txt"
+                continue
+            fi
+            sides=()
+            for side in peft-rs PEFT; do
+                if [ "$side" = peft-rs ]; then
+                    command=("$bench" train "${common[@]}" --device "$device")
+                else
+                    command=(python3 scripts/reference/bench_peft.py train "${common[@]}" --device "$torch_device")
+                fi
+                if PROFILE_LIBRARY="$kineto" timeout "$((2 * run_timeout))" \
+                    scripts/profile/profile.sh "$scratch/$side" "${command[@]}" > /dev/null \
+                    2> "$scratch/last-error.txt"; then
+                    sides+=("$side=$scratch/$side-2.json.gz,$scratch/$side-4.json.gz")
+                else
+                    echo "$side failed: $(tail -n 3 "$scratch/last-error.txt")" >> "$out/profile.txt"
+                fi
+            done
+            if [ ${#sides[@]} -gt 0 ]; then
+                python3 scripts/profile/summary.py "${sides[@]}" >> "$out/profile.txt" 2>&1
+            fi
+            echo >> "$out/profile.txt"
+            echo "profiled: $case"
             ;;
         *) echo "unknown mode in case $case" >&2 ;;
     esac

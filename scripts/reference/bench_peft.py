@@ -13,6 +13,7 @@ as `Trainer` runs it.
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -228,6 +229,21 @@ def bench_infer(args, model, config):
 
 def main():
     args = parse_args()
+    # scripts/profile/profile.sh: PyTorch's profiler over the whole run, as its preloaded
+    # library gives peft-bench, the trace written at the end.
+    trace = os.environ.get("PROFILE_TRACE")
+    if trace:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities, record_shapes=True) as profile:
+            run(args)
+        profile.export_chrome_trace(trace)
+    else:
+        run(args)
+
+
+def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.mode == "train" and args.method == "none":
