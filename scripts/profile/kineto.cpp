@@ -42,7 +42,10 @@ struct Start {
     if (!trace || !*trace) return;
     std::set<ActivityType> activities{ActivityType::CPU};
     if (at::hasCUDA()) activities.insert(ActivityType::CUDA);
-    ProfilerConfig config(ProfilerState::KINETO, /*report_input_shapes=*/true);
+    // Operand shapes cost host time on every operator, which a short GPU step may not have
+    // to spare: asked for with PROFILE_SHAPES=1.
+    const char* shapes = std::getenv("PROFILE_SHAPES");
+    ProfilerConfig config(ProfilerState::KINETO, shapes && std::string(shapes) == "1");
     profiler::prepareProfiler(config, activities);
     profiler::enableProfiler(config, activities);
     static thread_local Stop stop;

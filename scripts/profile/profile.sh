@@ -8,8 +8,9 @@
 #   scripts/profile/profile.sh NAME COMMAND...
 #
 # runs COMMAND with 1 warm-up and 2, then 4 timed steps, writes the traces to NAME-2.json.gz
-# and NAME-4.json.gz (Chrome traces: Perfetto or chrome://tracing open them) and prints one
-# step of it (summary.py: half the difference of the two runs). Two sides side by side:
+# and NAME-4.json.gz (Chrome traces: Perfetto or chrome://tracing open them; PROFILE_SHAPES=1
+# adds the operands' shapes, at a cost in host time per operator) and prints one step of it
+# (summary.py: half the difference of the two runs). Two sides side by side:
 #
 #   scripts/profile/profile.sh target/profile/ours target/release/peft-bench train --device tch ...
 #   scripts/profile/profile.sh target/profile/peft python3 scripts/reference/bench_peft.py train ...
@@ -21,7 +22,7 @@
 # machine's own (scripts/gpu/common.sh), with PROFILE_LIBRARY naming the library built here.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-[ $# -ge 2 ] || { sed -n '2,21p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,22p' "$0"; exit 2; }
 name="$1"
 shift
 mkdir -p "$(dirname "$name")"

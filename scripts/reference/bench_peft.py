@@ -236,7 +236,8 @@ def main():
         activities = [torch.profiler.ProfilerActivity.CPU]
         if torch.cuda.is_available():
             activities.append(torch.profiler.ProfilerActivity.CUDA)
-        with torch.profiler.profile(activities=activities, record_shapes=True) as profile:
+        shapes = os.environ.get("PROFILE_SHAPES") == "1"
+        with torch.profiler.profile(activities=activities, record_shapes=shapes) as profile:
             run(args)
         profile.export_chrome_trace(trace)
     else:
