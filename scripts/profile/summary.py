@@ -43,8 +43,11 @@ def category(name):
 
 def load(path):
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt") as file:
-        return json.load(file)["traceEvents"]
+    try:
+        with opener(path, "rt") as file:
+            return json.load(file)["traceEvents"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        sys.exit(f"summary.py: {path} is no trace of PyTorch's profiler ({error}); profile.sh writes them")
 
 
 def union_length(intervals):
@@ -183,6 +186,10 @@ def main():
     if len(sys.argv) < 2 or any("=" not in spec or "," not in spec for spec in sys.argv[1:]):
         sys.exit(__doc__)
     sides = [one_step(spec) for spec in sys.argv[1:]]
+    for label, rows, _, _ in sides:
+        if not rows:
+            print(f"{label}: no PyTorch operator ran per step: is the command on LibTorch "
+                  "(peft-bench --device tch or tch-cuda)?")
     on_device = any(kernels for _, _, kernels, _ in sides)
     print(f"{'one step':<60}" + "".join(f"{label:>{WIDTH}}" for label, _, _, _ in sides))
     keys = ["device kernels", "device busy, ms", "device time in kernels, ms"] if on_device else []
