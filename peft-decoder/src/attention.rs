@@ -135,39 +135,83 @@ pub fn attend(
             dropout,
         );
     }
-    // Burn's `Dropout` acts only in training, on an autodiff device.
+    let settings = fused_settings(mask, scale, dropout, &device);
+    let (key, value) = match prefix {
+        // The fused kernel takes one key sequence: the prefix, repeated per row, then the rest.
+        Some(prefix) => {
+            let (prefix_key, prefix_value) = per_row(prefix, query.dims()[0]);
+            (
+                Tensor::cat(vec![prefix_key, keys.key.clone()], 2),
+                Tensor::cat(vec![prefix_value, keys.value.clone()], 2),
+            )
+        }
+        None => (keys.key.clone(), keys.value.clone()),
+    };
+    fused::fused_attention(query, key, value, mask.bias.clone(), settings)
+}
+
+/// [`attend`] for a query, keys and values that one projection made, packed as
+/// `[3, B, heads, T, head_dim]` (views of its output), without a KV cache: where the fused
+/// operation runs, as its packed form
+/// ([`fused_attention_packed`](fused::fused_attention_packed)), whose backward hands the
+/// projection its gradient as one tensor; elsewhere unpacked into [`attend`].
+pub fn attend_packed(
+    qkv: Tensor<5>,
+    prefix: Option<&LayerKv>,
+    mask: &AttentionMask,
+    scale: f64,
+    dropout: &Dropout,
+) -> Tensor<4> {
+    let device = qkv.device();
+    let [_, batch, heads, len, head_dim] = qkv.dims();
+    if !FUSED_ATTENTION.load(Ordering::Relaxed) || !fused::runs_on(&device) {
+        let part = |i: usize| {
+            qkv.clone()
+                .narrow(0, i, 1)
+                .reshape([batch, heads, len, head_dim])
+        };
+        let keys = LayerKv::new(part(1), part(2));
+        return attend(part(0), prefix, &keys, mask, scale, dropout);
+    }
+    let settings = fused_settings(mask, scale, dropout, &device);
+    let prefix = prefix.map(|prefix| per_row(prefix, batch));
+    fused::fused_attention_packed(qkv, prefix, mask.bias.clone(), settings)
+}
+
+/// What the fused operation is told for one call: the mask's kind, the scale, and the dropout
+/// (Burn's `Dropout` acts only in training, on an autodiff device) with its seed.
+fn fused_settings(
+    mask: &AttentionMask,
+    scale: f64,
+    dropout: &Dropout,
+    device: &Device,
+) -> AttentionSettings {
     let dropout = if dropout.training.is_enabled() && device.is_autodiff() {
         dropout.prob
     } else {
         0.0
     };
     let seed = if dropout > 0.0 {
-        fused::dropout_seed(&device)
+        fused::dropout_seed(device)
     } else {
         0
     };
-    let (key, value) = match prefix {
-        // The fused kernel takes one key sequence: the prefix, repeated per row, then the rest.
-        Some(prefix) => {
-            let batch = query.dims()[0];
-            let per_row = |segment: &Tensor<4>| {
-                let [_, heads, len, head_dim] = segment.dims();
-                segment.clone().expand([batch, heads, len, head_dim])
-            };
-            (
-                Tensor::cat(vec![per_row(&prefix.key), keys.key.clone()], 2),
-                Tensor::cat(vec![per_row(&prefix.value), keys.value.clone()], 2),
-            )
-        }
-        None => (keys.key.clone(), keys.value.clone()),
-    };
-    let settings = AttentionSettings {
+    AttentionSettings {
         masking: mask.masking,
         scale,
         dropout,
         seed,
+    }
+}
+
+/// The prefix's keys and values for each of `batch` rows, `[B, heads, p, head_dim]`: a
+/// shared prefix (`[1, ..]`) broadcast without a copy, a per-row one as it is.
+fn per_row(prefix: &LayerKv, batch: usize) -> (Tensor<4>, Tensor<4>) {
+    let expand = |segment: &Tensor<4>| {
+        let [_, heads, len, head_dim] = segment.dims();
+        segment.clone().expand([batch, heads, len, head_dim])
     };
-    fused::fused_attention(query, key, value, mask.bias.clone(), settings)
+    (expand(&prefix.key), expand(&prefix.value))
 }
 
 /// [`attend`] as separate matrix products, softmax and dropout: what every backend can run,

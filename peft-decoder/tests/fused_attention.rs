@@ -7,7 +7,8 @@
 //! their groups as Hugging Face does); and
 //! its dropout: the CPU kernel's against the decomposed attention under the same mask,
 //! LibTorch's against PyTorch's own attention under the same generator state, and on every
-//! backend a backward that sees the forward's mask.
+//! backend a backward that sees the forward's mask; and the packed form a fused query/key/value
+//! projection takes, against the same attention of its parts.
 
 use burn::nn::DropoutConfig;
 use burn::prelude::*;
@@ -15,8 +16,8 @@ use burn::tensor::Distribution;
 use burn::tensor::activation::softmax;
 use peft_core::LayerKv;
 use peft_decoder::attention::{
-    AttentionMask, attend, attend_decomposed, repeat_heads, repeat_kv_heads, score_bias,
-    set_fused_attention,
+    AttentionMask, attend, attend_decomposed, attend_packed, repeat_heads, repeat_kv_heads,
+    score_bias, set_fused_attention,
 };
 use peft_decoder::fused_attention::{
     AttentionSettings, Masking, cpu_dropout_keeps, fused_attention, runs_on,
@@ -312,6 +313,120 @@ fn fused_attention_matches_the_decomposed_outputs_and_gradients() {
             );
             assert_same(&at, fused, reference);
         }
+    }
+}
+
+/// A query, keys and values that one projection made (GPT-2's), packed as a view of its
+/// `[B, T, 3, heads, head_dim]` output and attended without a cache: `attend_packed`'s one
+/// node gives the projection's output and the prefix the gradients that the decomposed
+/// attention of the unpacked parts gives them.
+#[test]
+fn packed_attention_matches_the_unpacked_outputs_and_gradients() {
+    let _generator = generator();
+    let no_dropout = DropoutConfig::new(0.0).init();
+    let scale = 1.0 / (HEAD_DIM as f64).sqrt();
+    for (backend, device) in devices() {
+        let device = device.autodiff();
+        for case in CASES.iter().filter(|case| case.past == 0) {
+            let at = format!("{backend}, packed, {}", case.name);
+            let operands = Operands::new(case, MULTI_HEAD, &device);
+            let (batch, len) = (case.batch, case.queries);
+            let projected = Tensor::<5>::random(
+                [batch, len, 3, HEADS, HEAD_DIM],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            )
+            .require_grad();
+            let packed = || projected.clone().permute([2, 0, 3, 1, 4]);
+            let prefix = operands.prefix.as_ref();
+            let output_and_gradients = |output: Tensor<4>| {
+                let grads = (output.clone() * operands.weights.clone()).sum().backward();
+                let projection = projected
+                    .grad(&grads)
+                    .expect("the projection has a gradient")
+                    .reshape([batch, len, 3 * HEADS, HEAD_DIM]);
+                let mut named = vec![("projection", projection)];
+                if let Some(prefix) = prefix {
+                    for (name, tensor) in
+                        [("prefix key", &prefix.key), ("prefix value", &prefix.value)]
+                    {
+                        let grad = tensor
+                            .grad(&grads)
+                            .unwrap_or_else(|| panic!("no gradient for {name}"));
+                        named.push((name, grad));
+                    }
+                }
+                (output.inner(), named)
+            };
+            let fused = attend_packed(packed(), prefix, &operands.mask, scale, &no_dropout);
+            let reference = {
+                let _decomposed = DecomposedAttention::new();
+                let part = |i: usize| {
+                    packed()
+                        .narrow(0, i, 1)
+                        .reshape([batch, HEADS, len, HEAD_DIM])
+                };
+                let keys = LayerKv::new(part(1), part(2));
+                attend(part(0), prefix, &keys, &operands.mask, scale, &no_dropout)
+            };
+            assert_same(
+                &at,
+                output_and_gradients(fused),
+                output_and_gradients(reference),
+            );
+        }
+    }
+}
+
+/// The packed form's backward with dropout sees the forward's mask, as the unpacked one's
+/// does (see `attention_dropout_backward_sees_the_forward_mask`): the output is linear in the
+/// values, here the third part of the projection's output and the prefix's values.
+#[test]
+fn packed_attention_dropout_backward_sees_the_forward_mask() {
+    let _generator = generator();
+    let dropout = DropoutConfig::new(0.5).init();
+    for ((backend, device), case) in devices()
+        .into_iter()
+        .flat_map(|device| [(device.clone(), &CASES[0]), (device, &CASES[1])])
+    {
+        let device = device.autodiff();
+        let operands = Operands::new(case, MULTI_HEAD, &device);
+        let (batch, len) = (case.batch, case.queries);
+        let projected = Tensor::<5>::random(
+            [batch, len, 3, HEADS, HEAD_DIM],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        )
+        .require_grad();
+        let packed = projected.clone().permute([2, 0, 3, 1, 4]);
+        let prefix = operands.prefix.as_ref();
+        let output = attend_packed(packed, prefix, &operands.mask, 0.5, &dropout);
+        let objective = (output * operands.weights.clone()).sum();
+        let grads = objective.clone().backward();
+        let values_part = |t: Tensor<5>| t.narrow(2, 2, 1);
+        let projection_grad = projected
+            .grad(&grads)
+            .expect("the projection has a gradient");
+        let mut through_values = (values_part(projection_grad)
+            * values_part(projected.clone().inner()))
+        .sum()
+        .into_scalar::<f32>();
+        if let Some(prefix) = prefix {
+            let grad = prefix
+                .value
+                .grad(&grads)
+                .expect("the prefix values have a gradient");
+            through_values += (grad * prefix.value.clone().inner())
+                .sum()
+                .into_scalar::<f32>();
+        }
+        let objective = objective.into_scalar::<f32>();
+        assert!(
+            (objective - through_values).abs() <= TOLERANCE * objective.abs().max(1.0),
+            "{backend}, packed, {}: sum(w ∘ out) = {objective}, through the value gradients \
+             {through_values}",
+            case.name
+        );
     }
 }
 

@@ -5,7 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 use peft_core::LayerKv;
 use peft_decoder::LayerCache;
-use peft_decoder::attention::{AttentionMask, attend, with_cached};
+use peft_decoder::attention::{AttentionMask, attend, attend_packed, with_cached};
 use peft_decoder::init::hf_linear;
 use peft_decoder::linear::ForwardRows;
 
@@ -62,15 +62,21 @@ impl CausalSelfAttention {
             .forward_rows(x)
             .reshape([batch, len, 3, self.n_head, head_dim])
             .permute([2, 0, 3, 1, 4]);
-        let part = |i: usize| {
-            qkv.clone()
-                .narrow(0, i, 1)
-                .reshape([batch, self.n_head, len, head_dim])
+        let context = match cache {
+            // Training and evaluation: the query, keys and values stay packed, so that the
+            // projection gets its gradient as one tensor.
+            None => attend_packed(qkv, prefix, mask, self.scale, &self.attn_dropout),
+            Some(cache) => {
+                let part = |i: usize| {
+                    qkv.clone()
+                        .narrow(0, i, 1)
+                        .reshape([batch, self.n_head, len, head_dim])
+                };
+                let (query, new_kv) = (part(0), LayerKv::new(part(1), part(2)));
+                let (prefix, keys) = with_cached(new_kv, prefix, Some(cache));
+                attend(query, prefix, &keys, mask, self.scale, &self.attn_dropout)
+            }
         };
-        let (query, new_kv) = (part(0), LayerKv::new(part(1), part(2)));
-
-        let (prefix, keys) = with_cached(new_kv, prefix, cache);
-        let context = attend(query, prefix, &keys, mask, self.scale, &self.attn_dropout);
         let merged = context.swap_dims(1, 2).reshape([batch, len, width]);
         self.resid_dropout.forward(self.c_proj.forward_rows(merged))
     }

@@ -29,8 +29,10 @@ mod cpu;
 #[cfg(feature = "tch")]
 mod libtorch;
 
-use burn::backend::{Backend, Dispatch, ExtensionType, backend_extension, tensor::FloatTensor};
-use burn::tensor::Distribution;
+use burn::backend::{
+    Backend, Dispatch, ExtensionType, TensorMetadata, backend_extension, tensor::FloatTensor,
+};
+use burn::tensor::{Distribution, Shape, Slice};
 
 use burn::prelude::*;
 
@@ -130,6 +132,71 @@ pub trait FusedAttentionOps: Backend {
         output_grad: FloatTensor<Self>,
         settings: AttentionSettings,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// [`FusedAttentionOps::fused_attention`] of a query, keys and values that one projection
+    /// made: `qkv`, `[3, B, H, T, d]`, holds them in that order (views of the projection's
+    /// output, laid out as it is). Under autodiff the projection gets its gradient from one
+    /// node, as one tensor, where three slices of it would each give it a zeroed gradient of
+    /// the whole size to write a third into, and the three would be summed: passes over the
+    /// whole output, each a launch on a GPU, in every layer.
+    fn fused_attention_packed(
+        qkv: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        settings: AttentionSettings,
+    ) -> FloatTensor<Self> {
+        unpacked_attention::<Self>(qkv, None, bias, settings)
+    }
+
+    /// [`FusedAttentionOps::fused_attention_packed`] with `prefix_key`/`prefix_value`,
+    /// `[B, H, P, d]`, before the keys. (Burn's extension macro routes no optional tensors
+    /// under autodiff, hence a second method rather than `Option`s.)
+    fn fused_attention_packed_after_prefix(
+        qkv: FloatTensor<Self>,
+        prefix_key: FloatTensor<Self>,
+        prefix_value: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        settings: AttentionSettings,
+    ) -> FloatTensor<Self> {
+        unpacked_attention::<Self>(qkv, Some((prefix_key, prefix_value)), bias, settings)
+    }
+}
+
+/// The query, keys and values in `qkv` (`[3, B, H, T, d]`), each `[B, H, T, d]`: views where
+/// the backend takes them without a copy.
+fn unpack<B: Backend>(qkv: FloatTensor<B>) -> [FloatTensor<B>; 3] {
+    let shape = qkv.shape();
+    let part_shape = Shape::new([shape[1], shape[2], shape[3], shape[4]]);
+    [0, 1, 2].map(|part| {
+        let mut slices = [Slice::full(); 5];
+        slices[0] = Slice::new(part, Some(part + 1), 1);
+        B::float_reshape(B::float_slice(qkv.clone(), &slices), part_shape.clone())
+    })
+}
+
+/// `own` after the prefix (if any) along the sequence axis of `[B, H, S, d]`.
+fn after_prefix<B: Backend>(prefix: Option<FloatTensor<B>>, own: FloatTensor<B>) -> FloatTensor<B> {
+    match prefix {
+        Some(prefix) => B::float_cat(vec![prefix, own], 2),
+        None => own,
+    }
+}
+
+/// [`FusedAttentionOps::fused_attention_packed`] (after a prefix, when `prefix` holds its keys
+/// and values) on the backends without autodiff: the parts unpacked, the prefix joined to the
+/// keys, and the operation itself.
+fn unpacked_attention<B: FusedAttentionOps>(
+    qkv: FloatTensor<B>,
+    prefix: Option<(FloatTensor<B>, FloatTensor<B>)>,
+    bias: FloatTensor<B>,
+    settings: AttentionSettings,
+) -> FloatTensor<B> {
+    let [query, key, value] = unpack::<B>(qkv);
+    let (prefix_key, prefix_value) = prefix.unzip();
+    let (key, value) = (
+        after_prefix::<B>(prefix_key, key),
+        after_prefix::<B>(prefix_value, value),
+    );
+    B::fused_attention(query, key, value, bias, settings)
 }
 
 /// `dropout(softmax(query·keyᵀ·scale + bias))·value` as one operation (see the module
@@ -149,6 +216,28 @@ pub fn fused_attention(
         bias.into_dispatch(),
         settings,
     ))
+}
+
+/// [`fused_attention`] of a query, keys and values packed by one projection (see
+/// [`FusedAttentionOps::fused_attention_packed`]): `qkv` `[3, B, H, T, d]`, `prefix` the keys
+/// and values `[B, H, P, d]` before them. Only call it where [`runs_on`] holds.
+pub fn fused_attention_packed(
+    qkv: Tensor<5>,
+    prefix: Option<(Tensor<4>, Tensor<4>)>,
+    bias: Tensor<4>,
+    settings: AttentionSettings,
+) -> Tensor<4> {
+    let (qkv, bias) = (qkv.into_dispatch(), bias.into_dispatch());
+    Tensor::from_dispatch(match prefix {
+        Some((key, value)) => <Dispatch as FusedAttentionOps>::fused_attention_packed_after_prefix(
+            qkv,
+            key.into_dispatch(),
+            value.into_dispatch(),
+            bias,
+            settings,
+        ),
+        None => <Dispatch as FusedAttentionOps>::fused_attention_packed(qkv, bias, settings),
+    })
 }
 
 /// The seed of one fused attention call's dropout mask on `device`, drawn from Burn's random
