@@ -35,6 +35,17 @@ pub fn engine(device: &Device) -> Engine {
     }
 }
 
+/// Whether `device` is LibTorch's (CPU or CUDA; with or without autodiff).
+#[allow(deprecated)]
+pub fn is_libtorch(device: &Device) -> bool {
+    #[cfg(feature = "tch")]
+    if let DispatchDevice::LibTorch(_) = device.clone().inner().as_dispatch() {
+        return true;
+    }
+    let _ = device;
+    false
+}
+
 /// Whether the fused operations run on `device`'s backend (with or without autodiff): flex,
 /// ndarray and LibTorch where compiled in. Elsewhere (CubeCL: Vulkan, CUDA) callers keep the
 /// decomposed form.

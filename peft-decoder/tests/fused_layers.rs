@@ -1,14 +1,16 @@
 //! The fused normalisations and activations against the decomposed forms they replace (Burn's
 //! `LayerNorm::forward`, `RmsNorm::forward` and `silu`, and `gelu_tanh_decomposed`): the same
 //! outputs and the same gradients for the input, gamma and beta, on every CPU backend compiled
-//! in, for a small shape and one that spans several of the kernels' chunks.
+//! in, for a small shape and one that spans several of the kernels' chunks; and the linear layers
+//! over rows (LibTorch's `addmm`) against Burn's `Linear`.
 
 use burn::module::Param;
-use burn::nn::{LayerNorm, LayerNormConfig, RmsNorm, RmsNormConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use peft_decoder::extension::runs_on;
 use peft_decoder::fused_layers::{gelu_tanh, gelu_tanh_decomposed, layer_norm, rms_norm, silu};
+use peft_decoder::linear::ForwardRows;
 
 mod common;
 use common::devices;
@@ -258,6 +260,97 @@ fn the_fused_layers_are_exact_where_they_are_known() {
                 (value - expected).abs() < 1e-4,
                 "{backend}: LayerNorm gave {normalised:?}"
             );
+        }
+    }
+}
+
+/// A linear layer with a bias, over `[batch, len, d_in]` rows (`forward_rows`: on LibTorch one
+/// `addmm` with its own backward), against Burn's `Linear::forward` of the same rows: the same
+/// outputs and the same gradients for the input, the weight and the bias, whichever of them
+/// autodiff tracks — all three (full fine-tuning), the input alone (a frozen layer, which then
+/// gives the weight and bias none), the parameters alone.
+#[test]
+fn linear_rows_match_burns_linear() {
+    for (backend, device) in devices() {
+        let device = device.autodiff();
+        for [batch, len, d_in] in SHAPES {
+            let d_out = d_in + 3;
+            for (input_tracked, params_tracked) in [(true, true), (true, false), (false, true)] {
+                let at = format!(
+                    "{backend}, linear [{batch}, {len}, {d_in}] -> {d_out}, input tracked: \
+                     {input_tracked}, parameters tracked: {params_tracked}"
+                );
+                let mut linear = LinearConfig::new(d_in, d_out).init(&device);
+                linear.bias = Some(Param::from_tensor(Tensor::<1>::random(
+                    [d_out],
+                    Distribution::Normal(0.0, 1.0),
+                    &device,
+                )));
+                if !params_tracked {
+                    linear = linear.no_grad();
+                }
+                let mut input = Tensor::<3>::random(
+                    [batch, len, d_in],
+                    Distribution::Normal(0.0, 1.0),
+                    &device,
+                );
+                if input_tracked {
+                    input = input.require_grad();
+                }
+                let weights = Tensor::<3>::random(
+                    [batch, len, d_out],
+                    Distribution::Normal(0.0, 1.0),
+                    &device,
+                );
+                let run = |output: Tensor<3>| {
+                    let grads = (output.clone() * weights.clone()).sum().backward();
+                    let bias = linear.bias.as_ref().expect("a bias");
+                    (
+                        output.inner(),
+                        input.grad(&grads),
+                        linear.weight.val().grad(&grads),
+                        bias.val().grad(&grads),
+                    )
+                };
+                let fused = run(linear.forward_rows(input.clone()));
+                let reference = run(linear
+                    .forward(input.clone().reshape([batch * len, d_in]))
+                    .reshape([batch, len, d_out]));
+                assert_close(fused.0, reference.0, &format!("{at}: outputs"));
+                for (name, fused, reference) in [
+                    (
+                        "input",
+                        fused.1.map(|g| g.flatten::<1>(0, 2)),
+                        reference.1.map(|g| g.flatten::<1>(0, 2)),
+                    ),
+                    (
+                        "weight",
+                        fused.2.map(|g| g.flatten::<1>(0, 1)),
+                        reference.2.map(|g| g.flatten::<1>(0, 1)),
+                    ),
+                    ("bias", fused.3, reference.3),
+                ] {
+                    match (fused, reference) {
+                        (Some(fused), Some(reference)) => {
+                            assert_close(fused, reference, &format!("{at}: {name} gradients"))
+                        }
+                        (None, None) => {}
+                        (fused, _) => panic!(
+                            "{at}: {name} has a gradient {} but not {}",
+                            if fused.is_some() {
+                                "fused"
+                            } else {
+                                "in Burn's"
+                            },
+                            if fused.is_some() {
+                                "in Burn's"
+                            } else {
+                                "fused"
+                            },
+                        ),
+                    }
+                }
+            }
         }
     }
 }

@@ -113,7 +113,7 @@ pub fn set_fused_layers(enabled: bool) {
     FUSED_LAYERS.store(enabled, Ordering::Relaxed);
 }
 
-fn fused_on(device: &Device) -> bool {
+pub(crate) fn fused_on(device: &Device) -> bool {
     FUSED_LAYERS.load(Ordering::Relaxed) && runs_on(device)
 }
 
