@@ -110,9 +110,10 @@ impl AttentionMask {
 /// values have as many heads or a divisor of that (grouped-query attention: query head `i`
 /// reads key/value head `i / groups`, as after Hugging Face's `repeat_kv`).
 ///
-/// Runs as one fused operation with its own backward ([`fused_attention`](fused::fused_attention)), dropout included,
-/// where the backend has it, which reads grouped heads where they lie; otherwise as
-/// [`attend_decomposed`] on heads repeated for their groups ([`repeat_heads`]).
+/// Runs as one fused operation with its own backward
+/// ([`fused_attention`](fused::fused_attention)), dropout included, where the backend has it,
+/// which reads grouped heads where they lie; otherwise as [`attend_decomposed`] on heads
+/// repeated for their groups ([`repeat_heads`]).
 pub fn attend(
     query: Tensor<4>,
     prefix: Option<&LayerKv>,
