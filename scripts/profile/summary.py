@@ -8,9 +8,10 @@ that half their difference is one step, free of start-up, loading and warm-up. W
 events in the traces (a GPU run: CUPTI's kernels, copies and fills) a step's time is the
 device's: each kernel's time goes to the operator that launched it. Without (a CPU run) it
 is the host's: each operator's own time, its nested operators' taken out. Two sides print
-side by side, the operators of both in one list. The step's time as the command measured it
-(its median, from the log beside the trace) heads the figures: against the device's busy time
-it says how much of a step the device waited for the host.
+side by side, the operators of both in one list, and the first's time less the second's in a
+last column. The step's time as the command measured it (its median, from the log beside the
+trace) heads the figures: against the device's busy time it says how much of a step the
+device waited for the host.
 """
 
 import collections
@@ -169,7 +170,8 @@ WIDTH = 16
 
 
 def print_rows(title, sides, rows_of, limit):
-    """`limit` rows of the sides' tables, the most time on either side first."""
+    """`limit` rows of the sides' tables, the most time on either side first; with two sides,
+    the first's time less the second's last (where the first spends more, positive)."""
     print(f"\n{title}")
     names = set().union(*(rows_of(side) for side in sides))
     ranked = sorted(names, key=lambda n: -max(rows_of(side).get(n, (0, 0))[0] for side in sides))
@@ -178,6 +180,9 @@ def print_rows(title, sides, rows_of, limit):
         for side in sides:
             time, calls = rows_of(side).get(name, (0, 0))
             cells.append(f"{time:9.2f} ({calls:4.0f})" if calls or time else "")
+        if len(sides) == 2:
+            times = [rows_of(side).get(name, (0, 0))[0] for side in sides]
+            cells.append(f"{times[0] - times[1]:+9.2f}")
         print(f"  {name[:58]:<58}" + "".join(f"{cell:>{WIDTH}}" for cell in cells))
 
 
@@ -191,10 +196,14 @@ def main():
             print(f"{label}: no PyTorch operator ran per step: is the command on LibTorch "
                   "(peft-bench --device tch or tch-cuda)?")
     on_device = any(kernels for _, _, kernels, _ in sides)
-    print(f"{'one step':<60}" + "".join(f"{label:>{WIDTH}}" for label, _, _, _ in sides))
+    labels = [label for label, _, _, _ in sides] + (["difference"] if len(sides) == 2 else [])
+    print(f"{'one step':<60}" + "".join(f"{label:>{WIDTH}}" for label in labels))
     keys = ["device kernels", "device busy, ms", "device time in kernels, ms"] if on_device else []
     for key in ["step, ms (the command's median)"] + keys + ["host time in operators, ms"]:
-        print(f"{key:<60}" + "".join(f"{t.get(key, 0):>{WIDTH}.1f}" for _, _, _, t in sides))
+        values = [t.get(key, 0) for _, _, _, t in sides]
+        if len(values) == 2:
+            values.append(values[0] - values[1])
+        print(f"{key:<60}" + "".join(f"{value:>{WIDTH}.1f}" for value in values))
     what = "device ms (kernels)" if on_device else "host ms, own time (calls)"
     by_kind = []
     for _, rows, _, _ in sides:
