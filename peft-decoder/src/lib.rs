@@ -28,6 +28,7 @@ pub mod fused_adamw;
 pub mod fused_attention;
 pub mod fused_cross_entropy;
 pub mod fused_layers;
+pub mod fused_rope;
 pub mod generate;
 pub mod init;
 pub mod layout;

@@ -2,7 +2,8 @@
 //! `LayerNorm::forward`, `RmsNorm::forward` and `silu`, and `gelu_tanh_decomposed`): the same
 //! outputs and the same gradients for the input, gamma and beta, on every CPU backend compiled
 //! in, for a small shape and one that spans several of the kernels' chunks; and the linear layers
-//! over rows (LibTorch's `addmm`) against Burn's `Linear`.
+//! over rows (LibTorch's `addmm`) against Burn's `Linear`, and the rotary embedding against its
+//! decomposed form.
 
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, LinearConfig, RmsNorm, RmsNormConfig};
@@ -10,6 +11,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use peft_decoder::extension::runs_on;
 use peft_decoder::fused_layers::{gelu_tanh, gelu_tanh_decomposed, layer_norm, rms_norm, silu};
+use peft_decoder::fused_rope::{rope, rope_decomposed};
 use peft_decoder::linear::ForwardRows;
 
 mod common;
@@ -351,6 +353,45 @@ fn linear_rows_match_burns_linear() {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The rotary embedding as one node against its decomposed form (Hugging Face's
+/// `rotate_half`), with phases shared by the batch and one per row: the same outputs and input
+/// gradients.
+#[test]
+fn rope_matches_the_decomposed_form() {
+    for (backend, device) in devices() {
+        let device = device.autodiff();
+        assert!(
+            runs_on(&device),
+            "{backend}: the rotary embedding is built for it"
+        );
+        for phase_rows in [1, 2] {
+            let at = format!("{backend}, RoPE, phases for {phase_rows} row(s)");
+            let x = Tensor::<4>::random([2, 3, 5, 8], Distribution::Normal(0.0, 1.0), &device)
+                .require_grad();
+            let phases = Tensor::<4>::random(
+                [phase_rows, 1, 5, 8],
+                Distribution::Uniform(-3.0, 3.0),
+                &device,
+            );
+            let (cos, sin) = (phases.clone().cos(), phases.sin());
+            let weights =
+                Tensor::<4>::random([2, 3, 5, 8], Distribution::Normal(0.0, 1.0), &device);
+            let run = |output: Tensor<4>| {
+                let grads = (output.clone() * weights.clone()).sum().backward();
+                (output.inner(), x.grad(&grads).expect("x has a gradient"))
+            };
+            let (fused, fused_grad) = run(rope(x.clone(), &cos, &sin));
+            let (decomposed, decomposed_grad) = run(rope_decomposed(x.clone(), &cos, &sin));
+            assert_close(fused, decomposed, &format!("{at}: outputs"));
+            assert_close(
+                fused_grad,
+                decomposed_grad,
+                &format!("{at}: input gradients"),
+            );
         }
     }
 }

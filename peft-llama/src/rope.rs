@@ -72,11 +72,8 @@ impl Rope {
 }
 
 /// `x·cos + rotate_half(x)·sin` for `x` `[B, heads, T, head_dim]`, `cos` and `sin` in `x`'s
-/// type ([`Rope::phases`]).
+/// type ([`Rope::phases`]): one operation with its own backward where the backend runs
+/// `peft_decoder`'s extensions ([`peft_decoder::fused_rope`]).
 pub fn rotate(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
-    let half = x.dims()[3] / 2;
-    let first = x.clone().narrow(3, 0, half);
-    let second = x.clone().narrow(3, half, half);
-    let rotated = Tensor::cat(vec![second.neg(), first], 3);
-    x * cos.clone() + rotated * sin.clone()
+    peft_decoder::fused_rope::rope(x, cos, sin)
 }

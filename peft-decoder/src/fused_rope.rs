@@ -1,0 +1,135 @@
+//! Rotary position embeddings (RoPE, the Llama family) as one operation with its own backward.
+//!
+//! `x·cos + rotate_half(x)·sin`, with `rotate_half(x) = [−x₂, x₁]` (the halves of the head
+//! dimension swapped, the first negated), is linear in `x`: its gradient is
+//! `g·cos + rotate_halfᵀ(g·sin)`, `rotate_halfᵀ(y) = [y₂, −y₁]`. Burn's autodiff, given the
+//! decomposed form, takes each half's gradient back as a zeroed tensor of the whole size with
+//! that half written in, and sums three of them: per query and key, every layer, two
+//! zero-fills, two copies and two additions more than the five operations of the gradient
+//! itself. Here the node's backward is those five, written in the inner backend's own
+//! operations, so every backend the crate's extensions route (flex, ndarray, LibTorch) runs it
+//! unchanged; others keep the decomposed form.
+
+// ndarray is deprecated upstream but still one of this project's CPU backends; the routing the
+// extension macro generates names it.
+#![allow(deprecated)]
+
+use burn::backend::autodiff::{
+    Autodiff,
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::backend::{Backend, Dispatch, TensorMetadata, backend_extension, tensor::FloatTensor};
+use burn::prelude::*;
+use burn::tensor::Slice;
+
+use crate::extension::runs_on;
+
+/// The rotary embedding, implemented once over any backend's operations.
+#[backend_extension(
+    Flex: cfg(feature = "flex"),
+    NdArray: cfg(feature = "ndarray"),
+    LibTorch: cfg(feature = "tch"),
+    Autodiff,
+)]
+pub trait RopeOps: Backend {
+    /// `x·cos + rotate_half(x)·sin` for `x` `[B, heads, T, head_dim]` and `cos`, `sin`
+    /// broadcast to it (`[B or 1, 1, T, head_dim]`).
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let rotated = halves_swapped::<Self>(x.clone(), true);
+        Self::float_add(Self::float_mul(x, cos), Self::float_mul(rotated, sin))
+    }
+}
+
+// The backends' own operations do the work (the trait's body).
+#[cfg(feature = "flex")]
+impl RopeOps for burn::backend::Flex {}
+#[cfg(feature = "ndarray")]
+impl RopeOps for burn::backend::NdArray {}
+#[cfg(feature = "tch")]
+impl RopeOps for burn::backend::libtorch::LibTorch {}
+
+/// `[−x₂, x₁]` (`rotate_half`) when `negate_first_out`, `[x₂, −x₁]` (its transpose) otherwise,
+/// over the last of 4 dimensions.
+fn halves_swapped<B: Backend>(x: FloatTensor<B>, negate_first_out: bool) -> FloatTensor<B> {
+    let width = x.shape()[3];
+    let half = |start: usize| {
+        let mut slices = [Slice::full(); 4];
+        slices[3] = Slice::new(start as isize, Some((start + width / 2) as isize), 1);
+        B::float_slice(x.clone(), &slices)
+    };
+    let (first, second) = (half(0), half(width / 2));
+    let halves = match negate_first_out {
+        true => vec![B::float_neg(second), first],
+        false => vec![second, B::float_neg(first)],
+    };
+    B::float_cat(halves, 3)
+}
+
+#[derive(Debug)]
+struct RopeBackward;
+
+impl<B: Backend> Backward<B, 1> for RopeBackward {
+    /// `cos` and `sin`: the gradient needs nothing else (the operation is linear in `x`).
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let output_grad = grads.consume::<B>(&ops.node);
+        let [x_node] = ops.parents;
+        if let Some(node) = x_node {
+            let (cos, sin) = ops.state;
+            let through_sin = halves_swapped::<B>(B::float_mul(output_grad.clone(), sin), false);
+            let d_x = B::float_add(B::float_mul(output_grad, cos), through_sin);
+            grads.register::<B>(node.id, d_x);
+        }
+    }
+}
+
+impl<B: Backend + RopeOps, C: CheckpointStrategy> RopeOps for Autodiff<B, C> {
+    /// One node over `x`; `cos` and `sin` are constants here, whatever their own graph.
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let nodes = [x.node()];
+        let (x, cos, sin) = (
+            x.into_primitive(),
+            cos.into_primitive(),
+            sin.into_primitive(),
+        );
+        let output = B::rope(x, cos.clone(), sin.clone());
+        match RopeBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((cos, sin), output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    }
+}
+
+/// `x·cos + rotate_half(x)·sin` (see [`RopeOps::rope`]): one operation with its own backward
+/// where the crate's extensions run ([`runs_on`]), [`rope_decomposed`] elsewhere.
+pub fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    if !runs_on(&x.device()) {
+        return rope_decomposed(x, cos, sin);
+    }
+    Tensor::from_dispatch(<Dispatch as RopeOps>::rope(
+        x.into_dispatch(),
+        cos.clone().into_dispatch(),
+        sin.clone().into_dispatch(),
+    ))
+}
+
+/// The same in Burn's tensor operations, as Hugging Face writes it: what other backends run,
+/// and the reference the operation is tested against.
+pub fn rope_decomposed(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    let half = x.dims()[3] / 2;
+    let first = x.clone().narrow(3, 0, half);
+    let second = x.clone().narrow(3, half, half);
+    let rotated = Tensor::cat(vec![second.neg(), first], 3);
+    x * cos.clone() + rotated * sin.clone()
+}
