@@ -24,8 +24,6 @@ use burn::backend::{Backend, Dispatch, TensorMetadata, backend_extension, tensor
 use burn::prelude::*;
 use burn::tensor::Slice;
 
-use crate::extension::runs_on;
-
 /// The rotary embedding, implemented once over any backend's operations.
 #[backend_extension(
     Flex: cfg(feature = "flex"),
@@ -112,9 +110,12 @@ impl<B: Backend + RopeOps, C: CheckpointStrategy> RopeOps for Autodiff<B, C> {
 }
 
 /// `x·cos + rotate_half(x)·sin` (see [`RopeOps::rope`]): one operation with its own backward
-/// where the crate's extensions run ([`runs_on`]), [`rope_decomposed`] elsewhere.
+/// where the crate's extensions run, [`rope_decomposed`] elsewhere and where the fused layers
+/// are turned off for a comparison
+/// ([`set_fused_layers`](crate::fused_layers::set_fused_layers)). `cos` and `sin` are
+/// constants to it (the model's phases are): no gradient reaches them.
 pub fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
-    if !runs_on(&x.device()) {
+    if !crate::fused_layers::fused_on(&x.device()) {
         return rope_decomposed(x, cos, sin);
     }
     Tensor::from_dispatch(<Dispatch as RopeOps>::rope(

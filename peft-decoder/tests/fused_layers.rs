@@ -270,17 +270,22 @@ fn the_fused_layers_are_exact_where_they_are_known() {
 /// `addmm` with its own backward), against Burn's `Linear::forward` of the same rows: the same
 /// outputs and the same gradients for the input, the weight and the bias, whichever of them
 /// autodiff tracks — all three (full fine-tuning), the input alone (a frozen layer, which then
-/// gives the weight and bias none), the parameters alone.
+/// gives the weight and bias none), the parameters alone, the bias alone.
 #[test]
 fn linear_rows_match_burns_linear() {
     for (backend, device) in devices() {
         let device = device.autodiff();
         for [batch, len, d_in] in SHAPES {
             let d_out = d_in + 3;
-            for (input_tracked, params_tracked) in [(true, true), (true, false), (false, true)] {
+            for (input_tracked, weight_tracked, bias_tracked) in [
+                (true, true, true),
+                (true, false, false),
+                (false, true, true),
+                (false, false, true),
+            ] {
                 let at = format!(
-                    "{backend}, linear [{batch}, {len}, {d_in}] -> {d_out}, input tracked: \
-                     {input_tracked}, parameters tracked: {params_tracked}"
+                    "{backend}, linear [{batch}, {len}, {d_in}] -> {d_out}, tracked: input \
+                     {input_tracked}, weight {weight_tracked}, bias {bias_tracked}"
                 );
                 let mut linear = LinearConfig::new(d_in, d_out).init(&device);
                 linear.bias = Some(Param::from_tensor(Tensor::<1>::random(
@@ -288,8 +293,11 @@ fn linear_rows_match_burns_linear() {
                     Distribution::Normal(0.0, 1.0),
                     &device,
                 )));
-                if !params_tracked {
-                    linear = linear.no_grad();
+                if !weight_tracked {
+                    linear.weight = linear.weight.set_require_grad(false);
+                }
+                if !bias_tracked {
+                    linear.bias = linear.bias.map(|bias| bias.set_require_grad(false));
                 }
                 let mut input = Tensor::<3>::random(
                     [batch, len, d_in],
