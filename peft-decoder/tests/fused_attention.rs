@@ -331,12 +331,7 @@ fn packed_attention_matches_the_unpacked_outputs_and_gradients() {
             let at = format!("{backend}, packed, {}", case.name);
             let operands = Operands::new(case, MULTI_HEAD, &device);
             let (batch, len) = (case.batch, case.queries);
-            let projected = Tensor::<5>::random(
-                [batch, len, 3, HEADS, HEAD_DIM],
-                Distribution::Normal(0.0, 1.0),
-                &device,
-            )
-            .require_grad();
+            let projected = projected_qkv(case, &device);
             let packed = || projected.clone().permute([2, 0, 3, 1, 4]);
             let prefix = operands.prefix.as_ref();
             let output_and_gradients = |output: Tensor<4>| {
@@ -378,6 +373,17 @@ fn packed_attention_matches_the_unpacked_outputs_and_gradients() {
     }
 }
 
+/// A fused query/key/value projection's output for `case`, `[B, T, 3, heads, head_dim]`
+/// (GPT-2's layout), tracked.
+fn projected_qkv(case: &Case, device: &Device) -> Tensor<5> {
+    Tensor::<5>::random(
+        [case.batch, case.queries, 3, HEADS, HEAD_DIM],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    )
+    .require_grad()
+}
+
 /// The packed form's backward with dropout sees the forward's mask, as the unpacked one's
 /// does (see `attention_dropout_backward_sees_the_forward_mask`): the output is linear in the
 /// values, here the third part of the projection's output and the prefix's values.
@@ -391,13 +397,7 @@ fn packed_attention_dropout_backward_sees_the_forward_mask() {
     {
         let device = device.autodiff();
         let operands = Operands::new(case, MULTI_HEAD, &device);
-        let (batch, len) = (case.batch, case.queries);
-        let projected = Tensor::<5>::random(
-            [batch, len, 3, HEADS, HEAD_DIM],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        )
-        .require_grad();
+        let projected = projected_qkv(case, &device);
         let packed = projected.clone().permute([2, 0, 3, 1, 4]);
         let prefix = operands.prefix.as_ref();
         let output = attend_packed(packed, prefix, &operands.mask, 0.5, &dropout);
