@@ -164,19 +164,25 @@ pub fn attend_packed(
     dropout: &Dropout,
 ) -> Tensor<4> {
     let device = qkv.device();
-    let [_, batch, heads, len, head_dim] = qkv.dims();
     if !FUSED_ATTENTION.load(Ordering::Relaxed) || !fused::runs_on(&device) {
-        let part = |i: usize| {
-            qkv.clone()
-                .narrow(0, i, 1)
-                .reshape([batch, heads, len, head_dim])
-        };
-        let keys = LayerKv::new(part(1), part(2));
-        return attend(part(0), prefix, &keys, mask, scale, dropout);
+        let (query, keys) = unpack_qkv(qkv);
+        return attend(query, prefix, &keys, mask, scale, dropout);
     }
     let settings = fused_settings(mask, scale, dropout, &device);
-    let prefix = prefix.map(|prefix| per_row(prefix, batch));
+    let prefix = prefix.map(|prefix| per_row(prefix, qkv.dims()[1]));
     fused::fused_attention_packed(qkv, prefix, mask.bias.clone(), settings)
+}
+
+/// The query `[B, heads, T, head_dim]` and the keys and values in `qkv`
+/// (`[3, B, heads, T, head_dim]`, one projection's output).
+pub fn unpack_qkv(qkv: Tensor<5>) -> (Tensor<4>, LayerKv) {
+    let [_, batch, heads, len, head_dim] = qkv.dims();
+    let part = |i: usize| {
+        qkv.clone()
+            .narrow(0, i, 1)
+            .reshape([batch, heads, len, head_dim])
+    };
+    (part(0), LayerKv::new(part(1), part(2)))
 }
 
 /// What the fused operation is told for one call: the mask's kind, the scale, and the dropout

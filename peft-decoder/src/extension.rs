@@ -2,9 +2,10 @@
 //! [`crate::fused_adamw`]) share: the backends they are built for, and how their CPU
 //! kernels read and write tensors.
 
+use burn::backend::autodiff::{NodeId, grads::Gradients};
 use burn::backend::{Backend, DispatchDevice, TensorMetadata, tensor::FloatTensor};
 use burn::prelude::*;
-use burn::tensor::{DType, FloatDType, TensorData, read_sync};
+use burn::tensor::{DType, FloatDType, Slice, TensorData, read_sync};
 
 /// Where a device computes, as this crate's operations tell backends apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +45,31 @@ pub fn is_libtorch(device: &Device) -> bool {
     }
     let _ = device;
     false
+}
+
+/// `tensor`'s elements `start..end` along `dim` (a view where the backend makes one): the
+/// narrowing Burn's `Tensor::narrow` does, for a backend's own tensors.
+pub(crate) fn narrow<B: Backend>(
+    tensor: FloatTensor<B>,
+    dim: usize,
+    start: usize,
+    end: usize,
+) -> FloatTensor<B> {
+    let mut slices = vec![Slice::full(); tensor.shape().num_dims()];
+    slices[dim] = Slice::new(start as isize, Some(end as isize), 1);
+    B::float_slice(tensor, &slices)
+}
+
+/// Adds `grad` to the gradient of the autodiff node `id`, when the node is tracked and the
+/// gradient was taken: how this crate's autodiff nodes hand their inputs' gradients back.
+pub(crate) fn register_gradient<B: Backend>(
+    grads: &mut Gradients,
+    id: Option<NodeId>,
+    grad: Option<FloatTensor<B>>,
+) {
+    if let (Some(id), Some(grad)) = (id, grad) {
+        grads.register::<B>(id, grad);
+    }
 }
 
 /// Whether the fused operations run on `device`'s backend (with or without autodiff): flex,

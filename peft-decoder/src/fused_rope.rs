@@ -22,7 +22,8 @@ use burn::backend::autodiff::{
 };
 use burn::backend::{Backend, Dispatch, TensorMetadata, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
-use burn::tensor::Slice;
+
+use crate::extension::narrow;
 
 /// The rotary embedding, implemented once over any backend's operations.
 #[backend_extension(
@@ -56,12 +57,10 @@ impl RopeOps for burn::backend::libtorch::LibTorch {}
 /// over the last of 4 dimensions.
 fn halves_swapped<B: Backend>(x: FloatTensor<B>, negate_first_out: bool) -> FloatTensor<B> {
     let width = x.shape()[3];
-    let half = |start: usize| {
-        let mut slices = [Slice::full(); 4];
-        slices[3] = Slice::new(start as isize, Some((start + width / 2) as isize), 1);
-        B::float_slice(x.clone(), &slices)
-    };
-    let (first, second) = (half(0), half(width / 2));
+    let (first, second) = (
+        narrow::<B>(x.clone(), 3, 0, width / 2),
+        narrow::<B>(x, 3, width / 2, width),
+    );
     let halves = match negate_first_out {
         true => vec![B::float_neg(second), first],
         false => vec![second, B::float_neg(first)],

@@ -5,7 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 use peft_core::LayerKv;
 use peft_decoder::LayerCache;
-use peft_decoder::attention::{AttentionMask, attend, attend_packed, with_cached};
+use peft_decoder::attention::{AttentionMask, attend, attend_packed, unpack_qkv, with_cached};
 use peft_decoder::init::hf_linear;
 use peft_decoder::linear::ForwardRows;
 
@@ -67,12 +67,7 @@ impl CausalSelfAttention {
             // projection gets its gradient as one tensor.
             None => attend_packed(qkv, prefix, mask, self.scale, &self.attn_dropout),
             Some(cache) => {
-                let part = |i: usize| {
-                    qkv.clone()
-                        .narrow(0, i, 1)
-                        .reshape([batch, self.n_head, len, head_dim])
-                };
-                let (query, new_kv) = (part(0), LayerKv::new(part(1), part(2)));
+                let (query, new_kv) = unpack_qkv(qkv);
                 let (prefix, keys) = with_cached(new_kv, prefix, Some(cache));
                 attend(query, prefix, &keys, mask, self.scale, &self.attn_dropout)
             }

@@ -9,9 +9,9 @@ use burn::backend::autodiff::{
     ops::{Backward, NodeGuard, Ops, OpsKind},
 };
 use burn::backend::{AutodiffBackend, Backend, TensorMetadata, tensor::FloatTensor};
-use burn::tensor::Slice;
 
 use super::{AttentionSaved, AttentionSettings, FusedAttentionOps, after_prefix, unpack};
+use crate::extension::{narrow, register_gradient};
 
 #[derive(Debug)]
 struct FusedAttentionBackward;
@@ -30,16 +30,10 @@ impl<B: Backend + FusedAttentionOps> Backward<B, 3> for FusedAttentionBackward {
         let output_grad = grads.consume::<B>(&ops.node);
         let Saved { tensors, settings } = ops.state;
         let (d_query, d_key, d_value) = B::fused_attention_backward(tensors, output_grad, settings);
-        let [query_node, key_node, value_node] = ops.parents;
-        for (node, grad) in [
-            (query_node, d_query),
-            (key_node, d_key),
-            (value_node, d_value),
-        ] {
-            if let Some(node) = node {
-                grads.register::<B>(node.id, grad);
-            }
-        }
+        let [query_node, key_node, value_node] = ops.parents.map(|node| node.map(|node| node.id));
+        register_gradient::<B>(grads, query_node, Some(d_query));
+        register_gradient::<B>(grads, key_node, Some(d_key));
+        register_gradient::<B>(grads, value_node, Some(d_value));
     }
 }
 
@@ -70,14 +64,12 @@ impl<B: Backend + FusedAttentionOps, const N: usize> Backward<B, N> for PackedAt
             B::fused_attention_backward(tensors, output_grad, settings);
         let (d_prefix_key, d_key) = split_prefix::<B>(d_keys, prefix_len);
         let (d_prefix_value, d_value) = split_prefix::<B>(d_values, prefix_len);
-        let mut parents = ops.parents.into_iter();
+        let mut parents = ops.parents.into_iter().map(|node| node.map(|node| node.id));
         if let Some(Some(packed)) = parents.next() {
-            grads.register::<B>(packed.id, packed_gradient::<B>([d_query, d_key, d_value]));
+            grads.register::<B>(packed, packed_gradient::<B>([d_query, d_key, d_value]));
         }
         for (parent, grad) in parents.zip([d_prefix_key, d_prefix_value]) {
-            if let (Some(parent), Some(grad)) = (parent, grad) {
-                grads.register::<B>(parent.id, grad);
-            }
+            register_gradient::<B>(grads, parent, grad);
         }
     }
 }
@@ -92,12 +84,8 @@ fn split_prefix<B: Backend>(
         return (None, grad);
     }
     let len = grad.shape()[2];
-    let along_keys = |start: usize, end: usize| {
-        let mut slices = [Slice::full(); 4];
-        slices[2] = Slice::new(start as isize, Some(end as isize), 1);
-        B::float_slice(grad.clone(), &slices)
-    };
-    (Some(along_keys(0, prefix_len)), along_keys(prefix_len, len))
+    let prefix = narrow::<B>(grad.clone(), 2, 0, prefix_len);
+    (Some(prefix), narrow::<B>(grad, 2, prefix_len, len))
 }
 
 /// The packed tensor's gradient, `[3, B, H, T, d]`, from its parts' (`[B, H, T, d]` each),

@@ -32,11 +32,12 @@ mod libtorch;
 use burn::backend::{
     Backend, Dispatch, ExtensionType, TensorMetadata, backend_extension, tensor::FloatTensor,
 };
-use burn::tensor::{Distribution, Shape, Slice};
+use burn::tensor::{Distribution, Shape};
 
 use burn::prelude::*;
 
 pub use crate::extension::runs_on;
+use crate::extension::{is_libtorch, narrow};
 pub use cpu::cpu_dropout_keeps;
 
 /// What hides the keys of an attention call: the bias alone, or causality (applied by the
@@ -167,9 +168,10 @@ fn unpack<B: Backend>(qkv: FloatTensor<B>) -> [FloatTensor<B>; 3] {
     let shape = qkv.shape();
     let part_shape = Shape::new([shape[1], shape[2], shape[3], shape[4]]);
     [0, 1, 2].map(|part| {
-        let mut slices = [Slice::full(); 5];
-        slices[0] = Slice::new(part, Some(part + 1), 1);
-        B::float_reshape(B::float_slice(qkv.clone(), &slices), part_shape.clone())
+        B::float_reshape(
+            narrow::<B>(qkv.clone(), 0, part, part + 1),
+            part_shape.clone(),
+        )
     })
 }
 
@@ -245,8 +247,7 @@ pub fn fused_attention_packed(
 /// reproduces the masks as it does every other dropout. LibTorch draws its masks from PyTorch's
 /// generator inside the kernel (which Burn's seed also sets) and ignores it: 0, without a draw.
 pub fn dropout_seed(device: &Device) -> u64 {
-    #[cfg(feature = "tch")]
-    if let burn::backend::DispatchDevice::LibTorch(_) = device.clone().inner().as_dispatch() {
+    if is_libtorch(device) {
         return 0;
     }
     // Two draws of 24 random bits each (an f32 in [0, 1) holds 24).

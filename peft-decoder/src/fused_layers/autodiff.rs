@@ -3,7 +3,7 @@
 //! backend for the gradients.
 
 use burn::backend::autodiff::{
-    Autodiff, NodeId,
+    Autodiff,
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
     grads::Gradients,
     ops::{Backward, Ops, OpsKind},
@@ -11,6 +11,7 @@ use burn::backend::autodiff::{
 use burn::backend::{AutodiffBackend, Backend, tensor::FloatTensor};
 
 use super::FusedLayerOps;
+use crate::extension::register_gradient as register;
 
 #[derive(Debug)]
 struct LayerNormBackward;
@@ -48,14 +49,6 @@ impl<B: Backend + FusedLayerOps> Backward<B, 2> for RmsNormBackward {
             B::fused_rms_norm_backward(input, gamma, output_grad, epsilon, gamma_node.is_some());
         register::<B>(grads, input_node, Some(d_input));
         register::<B>(grads, gamma_node, d_gamma);
-    }
-}
-
-/// Adds `grad` to the gradient of the node `id`, when the node is tracked and the gradient was
-/// taken.
-fn register<B: Backend>(grads: &mut Gradients, id: Option<NodeId>, grad: Option<FloatTensor<B>>) {
-    if let (Some(id), Some(grad)) = (id, grad) {
-        grads.register::<B>(id, grad);
     }
 }
 
