@@ -12,7 +12,7 @@
 #   cargo build --release -p peft-bench -p peft-train --no-default-features --features tch
 #   echo /gpu/ >> .git/info/exclude && mkdir -p gpu
 #   for b in peft-bench peft-train; do strip -o gpu/$b target/release/$b && gzip -f gpu/$b; done
-#   gzip -c "$(scripts/profile/build.sh)" > gpu/libkineto.so.gz
+#   gzip -c "$(scripts/torch-preload.sh scripts/profile/kineto.cpp target/profile/libkineto.so)" > gpu/libkineto.so.gz
 # (~23 min on 2 cores from clean; 30 MB together) then, with the device tool, carry `gpu` and run
 #   scripts/gpu/parity.sh; BENCH_BUDGET_S=380 BENCH_RUN_TIMEOUT_S=150 scripts/gpu/bench.sh
 # (parity.sh checks first that the GPU computes what the CPU does). The binaries link the

@@ -20,17 +20,9 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 trace=""
 if [ "${1:-}" = --trace ]; then trace="$2"; shift 2; fi
 [ $# -gt 0 ] || { sed -n '2,17p' "$0"; exit 2; }
-source "$root/scripts/torch-env.sh"
-[ -n "$TORCH_FEATURE" ] || { echo "count.sh: no PyTorch 2.11 venv (scripts/torch-env.sh)" >&2; exit 1; }
-torch_dir="$(dirname "$TORCH_LIB")"
 out="$root/target/opcount"
-mkdir -p "$out"
-library="$out/libopcount.so"
-if [ ! -f "$library" ] || [ "$root/scripts/opcount/opcount.cpp" -nt "$library" ]; then
-    g++ -O1 -shared -fPIC -std=c++17 -I"$torch_dir/include" \
-        -I"$torch_dir/include/torch/csrc/api/include" "$root/scripts/opcount/opcount.cpp" \
-        -L"$TORCH_LIB" -ltorch_cpu -lc10 -ldl -Wl,-rpath,"$TORCH_LIB" -o "$library"
-fi
+library="$("$root/scripts/torch-preload.sh" "$root/scripts/opcount/opcount.cpp" "$out/libopcount.so")"
+source "$root/scripts/torch-env.sh"
 for steps in 2 4; do
     OPCOUNT_TRACE="$trace" OPCOUNT_OUT="$out/steps-$steps.tsv" LD_PRELOAD="$library" \
         "$@" --warmup 1 --steps "$steps" > "$out/steps-$steps.log" 2>&1 \

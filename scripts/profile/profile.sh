@@ -18,15 +18,21 @@
 #       PEFT=target/profile/peft-2.json.gz,target/profile/peft-4.json.gz
 #
 # Needs the PyTorch 2.11 the command runs on: here the venv of scripts/torch-env.sh, against
-# which build.sh builds the preloaded library on first use (5 s); on the device machine the
-# machine's own (scripts/gpu/common.sh), with PROFILE_LIBRARY naming the library built here.
+# which scripts/torch-preload.sh builds the preloaded library on first use (5 s); on the device
+# machine the machine's own (scripts/gpu/common.sh), with PROFILE_LIBRARY naming the library
+# built here.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-[ $# -ge 2 ] || { sed -n '2,22p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,23p' "$0"; exit 2; }
 name="$1"
 shift
 mkdir -p "$(dirname "$name")"
-library="${PROFILE_LIBRARY:-$("$root/scripts/profile/build.sh")}"
+library="${PROFILE_LIBRARY:-}"
+if [ -z "$library" ]; then
+    library="$("$root/scripts/torch-preload.sh" "$root/scripts/profile/kineto.cpp" "$root/target/profile/libkineto.so")"
+    # The command runs on the same PyTorch (its libraries, python3 with torch and peft).
+    source "$root/scripts/torch-env.sh"
+fi
 preload="$library"
 case "$(basename "$1")" in python*) preload="" ;; esac
 for steps in 2 4; do
