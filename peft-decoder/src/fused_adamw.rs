@@ -8,9 +8,10 @@
 //! - on flex and ndarray, in one pass over the parameter, its gradient and both moments, split
 //!   across cores and written in place where the tensors are not shared, in the same order of
 //!   f32 operations as Burn's `AdamW`;
-//! - on LibTorch (CPU or CUDA), in nine of PyTorch's in-place kernels, the operations of
-//!   PyTorch's own single-tensor `AdamW` (on CUDA, fifteen kernel launches and allocations per
-//!   parameter tensor were six too many for full fine-tuning's 148 tensors).
+//! - on LibTorch (CPU or CUDA), in PyTorch's own fused kernel (`AdamW(fused=True)`), one pass
+//!   and one launch per parameter tensor, compiled in from `csrc/fused_adamw.cpp` since tch
+//!   binds no `_fused_adamw_` (nine of PyTorch's in-place kernels per tensor before: 1,332
+//!   launches a step for full fine-tuning's 148 tensors, more than its forward and backward).
 //!
 //! Other backends (Vulkan, CubeCL CUDA) and parameters that are not f32 take Burn's `AdamW`
 //! itself.
@@ -70,15 +71,17 @@ impl FusedAdamW {
         ModuleOptimizer::from(self.burn.clone())
     }
 
-    /// The constants of the update at step `time` (1 for the first) with learning rate `lr`,
+    /// The constants of the update at step `step` (1 for the first) with learning rate `lr`,
     /// computed as Burn's `AdamW` computes them.
-    fn update(&self, lr: LearningRate, time: usize) -> AdamWUpdate {
-        let time = i32::try_from(time).unwrap_or(i32::MAX);
+    fn update(&self, lr: LearningRate, step: usize) -> AdamWUpdate {
+        let time = i32::try_from(step).unwrap_or(i32::MAX);
         AdamWUpdate {
+            step,
             lr: lr as f32,
             beta_1: self.beta_1,
             beta_2: self.beta_2,
             epsilon: self.epsilon,
+            weight_decay: self.weight_decay,
             decay: (1.0 - lr * f64::from(self.weight_decay)) as f32,
             bias_correction_1: 1.0 - self.beta_1.powi(time),
             bias_correction_2: 1.0 - self.beta_2.powi(time),
@@ -145,10 +148,13 @@ pub fn fused_on(device: &Device) -> bool {
 /// The constants of one AdamW update, as f32 like the tensors they scale.
 #[derive(Clone, Copy, Debug)]
 pub struct AdamWUpdate {
+    /// The step's number, 1 for the first.
+    step: usize,
     lr: f32,
     beta_1: f32,
     beta_2: f32,
     epsilon: f32,
+    weight_decay: f32,
     /// `1 − lr·weight_decay`: the decoupled weight decay's factor (exactly 1 without decay).
     decay: f32,
     /// `1 − β₁ᵗ` and `1 − β₂ᵗ`.
@@ -243,9 +249,7 @@ cpu_adamw!(burn::backend::Flex);
 #[cfg(feature = "ndarray")]
 cpu_adamw!(burn::backend::NdArray);
 
-/// PyTorch's single-tensor AdamW (`torch.optim.adamw`, `foreach=False`) in place: the decay,
-/// `m.lerp_(g, 1 − β₁)`, `v.lerp_(g², 1 − β₂)`, and `p += m / denom` with the step size folded
-/// into `denom = (√v / √(1 − β₂ᵗ) + ε) / −(lr / (1 − β₁ᵗ))`.
+/// PyTorch's fused AdamW kernel in place. A tensor that another one still reads is copied first.
 #[cfg(feature = "tch")]
 impl AdamWOps for burn::backend::libtorch::LibTorch {
     fn adamw_step(
@@ -256,53 +260,81 @@ impl AdamWOps for burn::backend::libtorch::LibTorch {
         update: AdamWUpdate,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         use burn::backend::libtorch::TchTensor;
-        // A buffer that another tensor still reads is copied before it is written.
-        let writable = |tensor: TchTensor| match tensor.can_mut() {
-            true => tensor,
-            false => TchTensor::new(tensor.tensor.copy()),
+        // The kernel reads every tensor as one run of memory in row-major order, and writes the
+        // parameter and the moments in place. Burn's `Learner` updates a clone of the model while
+        // it still holds the original, so a parameter is usually shared here: then it is copied
+        // (into `empty_like`: tch's `copy` zero-fills its result first, a second pass).
+        let writable = |tensor: TchTensor| match (tensor.can_mut(), tensor.tensor.is_contiguous()) {
+            (true, true) => tensor,
+            (false, true) => {
+                let mut copy = tensor.tensor.empty_like();
+                copy.copy_(&tensor.tensor);
+                TchTensor::new(copy)
+            }
+            (_, false) => TchTensor::new(tensor.tensor.contiguous()),
         };
-        let [mut moment_1, mut moment_2] = [moment_1, moment_2].map(writable);
-        let step_size = f64::from(update.lr) / f64::from(update.bias_correction_1);
-        let bias_correction_2_sqrt = f64::from(update.bias_correction_2).sqrt();
-        let param = tch::no_grad(|| {
-            // The weight decay. Burn's `Learner` updates a clone of the model while it still
-            // holds the original, so a parameter is usually shared here: then the decayed
-            // parameter is a new tensor, made in the pass a copy would have taken.
-            let decay = f64::from(update.decay);
-            let mut param = match (param.can_mut(), decay != 1.0) {
-                (true, true) => {
-                    let mut param = param;
-                    let _ = param.tensor.g_mul_scalar_(decay);
-                    param
-                }
-                (true, false) => param,
-                (false, true) => TchTensor::new(param.tensor.g_mul_scalar(decay)),
-                (false, false) => TchTensor::new(param.tensor.copy()),
-            };
-            let _ = moment_1
-                .tensor
-                .lerp_(&grad.tensor, f64::from(1.0 - update.beta_1));
-            // One scratch buffer: g², then the denominator. The gradient's own where no other
-            // tensor reads it (autodiff hands each gradient over): a new one would cost, on
-            // the CPU, fresh pages every step (7× the time of the pass for GPT-2's embedding).
-            let mut scratch = match grad.can_mut() {
-                true => {
-                    let mut grad = grad.tensor;
-                    let _ = grad.square_();
-                    grad
-                }
-                false => grad.tensor.square(),
-            };
-            let _ = moment_2
-                .tensor
-                .lerp_(&scratch, f64::from(1.0 - update.beta_2));
-            let _ = moment_2.tensor.sqrt_out(&scratch);
-            let _ = scratch.g_div_scalar_(bias_correction_2_sqrt);
-            let _ = scratch.g_add_scalar_(f64::from(update.epsilon));
-            let _ = scratch.g_div_scalar_(-step_size);
-            let _ = param.tensor.addcdiv_(&moment_1.tensor, &scratch);
-            param
-        });
+        let [param, moment_1, moment_2] = [param, moment_1, moment_2].map(writable);
+        let grad = TchTensor::new(grad.tensor.contiguous());
+        let step = libtorch_step_count(update.step, param.tensor.device());
+        let failure = unsafe {
+            // SAFETY: each pointer is a live `at::Tensor` owned by a tensor held here until the
+            // call returns; the message returned, if any, lives until the next call on this thread.
+            peft_fused_adamw_step(
+                param.tensor.as_ptr(),
+                grad.tensor.as_ptr(),
+                moment_1.tensor.as_ptr(),
+                moment_2.tensor.as_ptr(),
+                step.as_ptr(),
+                f64::from(update.lr),
+                f64::from(update.beta_1),
+                f64::from(update.beta_2),
+                f64::from(update.weight_decay),
+                f64::from(update.epsilon),
+            )
+        };
+        if !failure.is_null() {
+            // The tensors are the ones this update made or was handed, f32 and of one shape, so
+            // ATen refusing them is a bug here, reported as tch reports its own failures.
+            let message = unsafe { std::ffi::CStr::from_ptr(failure) }.to_string_lossy();
+            panic!("libtorch's fused AdamW step failed: {message}");
+        }
         (param, moment_1, moment_2)
+    }
+}
+
+#[cfg(feature = "tch")]
+unsafe extern "C" {
+    /// `csrc/fused_adamw.cpp`: `at::_fused_adamw_` on one parameter tensor; null, or ATen's
+    /// message.
+    fn peft_fused_adamw_step(
+        param: *const torch_sys::C_tensor,
+        grad: *const torch_sys::C_tensor,
+        exp_avg: *const torch_sys::C_tensor,
+        exp_avg_sq: *const torch_sys::C_tensor,
+        step: *const torch_sys::C_tensor,
+        lr: f64,
+        beta_1: f64,
+        beta_2: f64,
+        weight_decay: f64,
+        epsilon: f64,
+    ) -> *const std::ffi::c_char;
+}
+
+/// The step number as the f32 scalar on `device` that PyTorch's kernel reads. Every parameter
+/// of a step has the same one, so it is made once a step (a launch on a GPU) and kept.
+#[cfg(feature = "tch")]
+fn libtorch_step_count(time: usize, device: tch::Device) -> tch::Tensor {
+    use std::sync::Mutex;
+    static LAST: Mutex<Option<(usize, tch::Device, tch::Tensor)>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    match &*last {
+        Some((kept_time, kept_device, step)) if *kept_time == time && *kept_device == device => {
+            step.shallow_clone()
+        }
+        _ => {
+            let step = tch::Tensor::full([], time as f64, (tch::Kind::Float, device));
+            *last = Some((time, device, step.shallow_clone()));
+            step
+        }
     }
 }

@@ -140,6 +140,39 @@ fn fused_steps_equal_burns_adamw() {
     }
 }
 
+/// A parameter laid out transposed in memory (as a view of a checkpoint's weight may be)
+/// updates as Burn's `AdamW` updates it: the kernels that read tensors as dense runs of memory
+/// are handed dense ones.
+#[test]
+fn transposed_parameters_update_as_with_burns_adamw() {
+    for (name, device) in devices() {
+        let transposed = |device: &Device| {
+            let mut params = params(device);
+            let large = params.large.val();
+            let [rows, columns] = large.dims();
+            let stored = Tensor::<2>::from_data(large.swap_dims(0, 1).into_data(), device);
+            assert_eq!(stored.dims(), [columns, rows]);
+            params.large = Param::from_tensor(stored.swap_dims(0, 1));
+            params
+        };
+        let start = values(&transposed(&device));
+        assert_eq!(start, values(&params(&device)), "{name}: the same values");
+        let fused = steps(
+            &mut adamw(0.01, 1e-8).init(),
+            transposed(&device),
+            0.05,
+            0..4,
+        );
+        let reference = steps(&mut burns(0.01, 1e-8), transposed(&device), 0.05, 0..4);
+        assert_close(
+            &format!("{name}, transposed"),
+            &values(&fused),
+            &values(&reference),
+            &start,
+        );
+    }
+}
+
 /// Optimizer state saved by one resumes in the other, both ways, and continues as an
 /// uninterrupted run: the state is Burn's `AdamWState`.
 #[test]

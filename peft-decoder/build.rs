@@ -1,0 +1,36 @@
+//! With the `tch` feature, compiles `csrc/fused_adamw.cpp` (PyTorch's fused AdamW kernel, which
+//! tch does not bind) against the libtorch that torch-sys found and links.
+
+use std::env;
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-changed=csrc/fused_adamw.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    if env::var_os("CARGO_FEATURE_TCH").is_none() {
+        return;
+    }
+    // torch-sys (`links = "tch"`) passes its libtorch's library folder to its dependents; the
+    // headers lie beside it, in a pip install (`torch/lib`, `torch/include`) as in a libtorch
+    // archive.
+    let lib = env::var_os("DEP_TCH_LIBTORCH_LIB")
+        .map(PathBuf::from)
+        .expect("torch-sys reports the libtorch it links (DEP_TCH_LIBTORCH_LIB)");
+    let include = lib
+        .parent()
+        .expect("libtorch's library folder has a parent")
+        .join("include");
+    // Every libtorch tch 0.22 accepts (2.9 and later) is built with the C++11 ABI; torch-sys's
+    // own default, overridden by the same variable.
+    let cxx11_abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .std("c++17")
+        .warnings(false)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .define("_GLIBCXX_USE_CXX11_ABI", cxx11_abi.as_str())
+        .file("csrc/fused_adamw.cpp")
+        .compile("peft_fused_adamw");
+}
