@@ -6,14 +6,11 @@
 # 100 ms); they are collected in $OUT/gpu.jsonl, the card's name in $OUT/gpu.txt, and a
 # Markdown table pairing the two implementations in $OUT/gpu.md (scripts/gpu/table.py).
 #
-# Prepare here (x86-64; the device machine has no cargo): with the environment of
-# scripts/test.sh (LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1, a venv with the CUDA
-# build of torch 2.11 on PATH),
-#   cargo build --release -p peft-bench -p peft-train --no-default-features --features tch
-#   echo /gpu/ >> .git/info/exclude && mkdir -p gpu
-#   for b in peft-bench peft-train; do strip -o gpu/$b target/release/$b && gzip -f gpu/$b; done
-#   gzip -c "$(scripts/torch-preload.sh scripts/profile/kineto.cpp target/profile/libkineto.so)" > gpu/libkineto.so.gz
-# (~23 min on 2 cores from clean; 30 MB together) then, with the device tool, carry `gpu` and run
+# Prepare here (x86-64; the device machine has no cargo): scripts/gpu/prepare.sh builds
+# peft-bench and peft-train with the LibTorch backend alone against the venv's CUDA build of
+# torch 2.11 and packs them, with the profiler's library, into the ignored folder gpu/ (~23 min
+# on 2 cores from clean; 30 MB together; gpu/COMMIT names the commit); then, with the device
+# tool, carry `gpu` and run
 #   scripts/gpu/parity.sh; BENCH_BUDGET_S=380 BENCH_RUN_TIMEOUT_S=150 scripts/gpu/bench.sh
 # (parity.sh checks first that the GPU computes what the CPU does). The binaries link the
 # machine's own torch 2.11 (its `lib` is put on LD_LIBRARY_PATH here). The first run, on an
