@@ -10,16 +10,18 @@ fn main() {
     if env::var_os("CARGO_FEATURE_TCH").is_none() {
         return;
     }
-    // torch-sys (`links = "tch"`) passes its libtorch's library folder to its dependents; the
-    // headers lie beside it, in a pip install (`torch/lib`, `torch/include`) as in a libtorch
-    // archive.
-    let lib = env::var_os("DEP_TCH_LIBTORCH_LIB")
-        .map(PathBuf::from)
-        .expect("torch-sys reports the libtorch it links (DEP_TCH_LIBTORCH_LIB)");
-    let include = lib
-        .parent()
-        .expect("libtorch's library folder has a parent")
-        .join("include");
+    // torch-sys (`links = "tch"`) passes its libtorch's library folder to its dependents (on
+    // Linux and macOS); the headers lie beside it, in a pip install (`torch/lib`,
+    // `torch/include`) as in a libtorch archive. Elsewhere torch-sys's own LIBTORCH says where.
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    let root = match env::var_os("DEP_TCH_LIBTORCH_LIB") {
+        Some(lib) => PathBuf::from(lib).join(".."),
+        None => env::var_os("LIBTORCH").map(PathBuf::from).expect(
+            "peft-decoder's tch feature compiles against libtorch's headers: set LIBTORCH to \
+             the libtorch folder (the one holding include/ and lib/)",
+        ),
+    };
+    let include = root.join("include");
     // Every libtorch tch 0.22 accepts (2.9 and later) is built with the C++11 ABI; torch-sys's
     // own default, overridden by the same variable.
     let cxx11_abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
