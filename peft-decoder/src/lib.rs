@@ -31,6 +31,7 @@ pub mod fused_layers;
 pub mod fused_rope;
 pub mod generate;
 pub mod init;
+pub mod known_gradient;
 pub mod layout;
 pub mod linear;
 pub mod loss;

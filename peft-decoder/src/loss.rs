@@ -7,6 +7,7 @@ use burn::tensor::activation::log_softmax;
 
 use crate::extension::{Engine, engine};
 use crate::fused_cross_entropy::cross_entropy_with_grad;
+use crate::known_gradient::with_known_gradient;
 
 /// Label value that excludes a position from the loss (PyTorch's `ignore_index`).
 pub const IGNORE_INDEX: i64 = -100;
@@ -168,8 +169,11 @@ pub fn loss_chunk_rows(device: &Device, vocab: usize) -> usize {
 
 /// The mean next-token loss over `targets`, as [`mean_loss`] computes it from the full logits,
 /// without ever building them: the LM head (`head`, the tied `[vocab, d]` embedding) and the
-/// cross-entropy run in chunks of rows outside the autodiff graph, and the gradient reaches
-/// `hidden` (and `head`, when it is trained) through a linear surrogate.
+/// cross-entropy run in chunks of rows outside the autodiff graph, and the gradient they give
+/// `hidden` (and `head`, when it is trained) is handed to autodiff
+/// ([`known_gradient`](crate::known_gradient); through a linear surrogate on backends the
+/// crate's extensions do not route, and with the fused layers turned off,
+/// [`set_fused_layers`](crate::fused_layers::set_fused_layers)).
 ///
 /// Why: under autodiff the `[B, T, vocab]` logits, their log-softmax and every step of its
 /// backward pass are each a tensor of the size of the whole vocabulary per position, and on
@@ -243,11 +247,21 @@ pub fn fused_lm_loss_in_chunks(
         row_grads.push(logit_grad.matmul(head_const.clone()));
     }
     let scale = 1.0 / count as f64;
-    let row_grad = Tensor::cat(row_grads, 0).mul_scalar(scale);
-    let mut surrogate = (rows * row_grad).sum().cast(DType::F32);
+    let row_grad = Tensor::cat(row_grads, 0);
+    let loss = total.mul_scalar(scale);
+    if crate::fused_layers::fused_on(&loss.device()) {
+        // The gradients handed to autodiff as they are.
+        let loss = with_known_gradient(loss, rows, row_grad, scale);
+        return match head_grad {
+            Some(grad) => with_known_gradient(loss, head, grad, scale),
+            None => loss,
+        };
+    }
+    // Elsewhere through a linear surrogate: value the loss, gradient the surrogate's, which is
+    // the loss's.
+    let mut surrogate = (rows * row_grad.mul_scalar(scale)).sum().cast(DType::F32);
     if let Some(grad) = head_grad {
         surrogate = surrogate + (head * grad.mul_scalar(scale)).sum().cast(DType::F32);
     }
-    // Value: the loss. Gradient: the surrogate's, which is the loss's.
-    surrogate.clone() - surrogate.detach() + total.mul_scalar(scale)
+    surrogate.clone() - surrogate.detach() + loss
 }

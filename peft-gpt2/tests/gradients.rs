@@ -12,6 +12,7 @@ use peft_core::{
     AdapterModule, ModelShape, PeftAdapter, PeftConfig, PrefixReparameterisation, PromptEncoder,
     PromptInit, PromptLearningConfig, PromptTuningConfig, PromptTuningInit,
 };
+use peft_decoder::fused_layers::set_fused_layers;
 use peft_gpt2::loss::{
     IGNORE_INDEX, LossTargets, fused_lm_loss_in_chunks, loss_chunk_rows, mean_loss,
 };
@@ -195,9 +196,20 @@ fn gradient_values(module: &impl Module, grads: &Gradients) -> Vec<Option<Vec<f3
 }
 
 /// The fused LM-head loss is the plain one: same value, same gradient for every parameter,
-/// for prompt and prefix adapters and for full fine-tuning (where the tied head is trained).
+/// for prompt and prefix adapters and for full fine-tuning (where the tied head is trained);
+/// with its gradients handed to autodiff as they are, and through the linear surrogate that
+/// backends without the crate's extensions use (the fused layers turned off: the other test
+/// here gives the same results either way).
 #[test]
 fn fused_loss_matches_full_logits_loss_and_gradients() {
+    for fused_layers in [true, false] {
+        set_fused_layers(fused_layers);
+        fused_loss_matches_full_logits_loss_and_gradients_with(fused_layers);
+    }
+    set_fused_layers(true);
+}
+
+fn fused_loss_matches_full_logits_loss_and_gradients_with(fused_layers: bool) {
     let device = ComputeBackend::Flex.device().unwrap().autodiff();
     let (gpt2, config, _) =
         load_pretrained(fixtures().join("tiny-gpt2").to_str().unwrap(), &device).unwrap();
@@ -240,6 +252,7 @@ fn fused_loss_matches_full_logits_loss_and_gradients() {
         .collect();
     models.push(("full", AdaptedGpt2::full_finetune(gpt2.clone())));
     for (name, model) in models {
+        let name = format!("{name}, fused layers {fused_layers}");
         // Full fine-tuning runs dropout: both passes draw the same masks.
         device.seed(7);
         let (logits, aligned) = model.forward(ids.clone(), Some(mask.clone()), labels.clone());
