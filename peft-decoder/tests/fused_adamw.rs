@@ -2,6 +2,8 @@
 //! every backend it runs on here (flex, ndarray, LibTorch CPU), and shares its optimizer state:
 //! a run checkpointed with one resumes with the other.
 
+mod common;
+
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, LearningRate, ModuleOptimizer};
 use burn::prelude::*;
@@ -104,21 +106,9 @@ fn assert_close(label: &str, fused: &[f32], reference: &[f32], start: &[f32]) {
     }
 }
 
-fn devices() -> Vec<(&'static str, Device)> {
-    #[allow(unused_mut)] // pushed to when ndarray or tch is compiled in
-    let mut devices = vec![("flex", Device::flex().autodiff())];
-    #[cfg(feature = "ndarray")]
-    #[allow(deprecated)]
-    devices.push(("ndarray", Device::ndarray().autodiff()));
-    #[cfg(feature = "tch")]
-    #[allow(deprecated)]
-    devices.push(("libtorch", Device::libtorch().autodiff()));
-    devices
-}
-
 #[test]
 fn fused_steps_equal_burns_adamw() {
-    for (name, device) in devices() {
+    for (name, device) in common::autodiff_devices() {
         assert!(fused_on(&device), "{name}: the fused step does not run");
         for (weight_decay, epsilon) in [(0.0, 1e-8), (0.01, 1e-8), (0.5, 1e-5)] {
             let label = format!("{name}, weight decay {weight_decay}, epsilon {epsilon}");
@@ -145,7 +135,7 @@ fn fused_steps_equal_burns_adamw() {
 /// are handed dense ones.
 #[test]
 fn transposed_parameters_update_as_with_burns_adamw() {
-    for (name, device) in devices() {
+    for (name, device) in common::autodiff_devices() {
         let transposed = |device: &Device| {
             let mut params = params(device);
             let large = params.large.val();
@@ -209,7 +199,7 @@ fn optimizer_state_moves_between_fused_and_burns_adamw() {
 /// Burn's `Learner` shares every parameter), moved as Burn's `AdamW` moves it.
 #[test]
 fn steps_leave_tensors_shared_with_the_parameters_alone() {
-    for (name, device) in devices() {
+    for (name, device) in common::autodiff_devices() {
         let start = params(&device);
         let start_values = values(&start);
         let kept = start.large.val();
@@ -230,7 +220,7 @@ fn steps_leave_tensors_shared_with_the_parameters_alone() {
 /// caller still holds keeps its values.
 #[test]
 fn steps_leave_gradients_held_elsewhere_alone() {
-    for (name, device) in devices() {
+    for (name, device) in common::autodiff_devices() {
         let start = params(&device);
         let start_values = start.large.val().to_data();
         let grads = gradients(&start, 0);

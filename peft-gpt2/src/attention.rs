@@ -6,6 +6,7 @@ use burn::prelude::*;
 use peft_core::LayerKv;
 use peft_decoder::LayerCache;
 use peft_decoder::attention::{AttentionMask, attend, attend_packed, unpack_qkv, with_cached};
+use peft_decoder::fused_dropout::dropout;
 use peft_decoder::init::hf_linear;
 use peft_decoder::linear::ForwardRows;
 
@@ -73,6 +74,6 @@ impl CausalSelfAttention {
             }
         };
         let merged = context.swap_dims(1, 2).reshape([batch, len, width]);
-        self.resid_dropout.forward(self.c_proj.forward_rows(merged))
+        dropout(&self.resid_dropout, self.c_proj.forward_rows(merged))
     }
 }

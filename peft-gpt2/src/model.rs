@@ -10,6 +10,7 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Li
 use burn::prelude::*;
 use peft_core::LayerKv;
 use peft_decoder::attention::AttentionMask;
+use peft_decoder::fused_dropout::dropout;
 use peft_decoder::fused_layers::{gelu_tanh, layer_norm};
 use peft_decoder::init::{hf_embedding, hf_linear};
 use peft_decoder::linear::ForwardRows;
@@ -44,7 +45,7 @@ impl Mlp {
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let hidden = gelu_tanh(self.c_fc.forward_rows(x));
-        self.dropout.forward(self.c_proj.forward_rows(hidden))
+        dropout(&self.dropout, self.c_proj.forward_rows(hidden))
     }
 }
 
@@ -157,9 +158,10 @@ impl Gpt2 {
     /// [`Gpt2::check_fits`] first.
     pub fn forward(&self, input: ForwardInput<'_>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
         let mask = input.attention_mask(self, cache.as_deref());
-        let mut x = self
-            .dropout
-            .forward(input.embeddings + self.wpe.forward(input.positions));
+        let mut x = dropout(
+            &self.dropout,
+            input.embeddings + self.wpe.forward(input.positions),
+        );
         for (layer, block) in self.h.iter().enumerate() {
             let prefix = input.prefix.map(|p| &p.layers[layer]);
             let slot = cache.as_deref_mut().map(|c| c.layer_mut(layer));

@@ -15,7 +15,7 @@
 //! backward recomputes each block's probabilities (as FlashAttention does) instead of storing
 //! them, so nothing but the inputs is kept between forward and backward. Dropout's mask is
 //! recomputed the same way: each keep-or-drop is a hash of the call's seed and the
-//! probability's position ([`DropoutMask`]).
+//! probability's position ([`DropoutMask`](crate::dropout_mask::DropoutMask)).
 
 use burn::backend::{Backend, TensorMetadata, tensor::FloatTensor};
 use burn::tensor::Shape;
@@ -23,6 +23,7 @@ use rayon::prelude::*;
 
 use super::{AttentionSaved, AttentionSettings, FusedAttentionOps, Masking};
 use crate::cpu_exp::exp_in_place;
+use crate::dropout_mask::DropoutMask;
 use crate::extension::{HeadBlocks, f32_values, tensor_of};
 
 /// Query rows per block: bounds the scratch to `QUERY_BLOCK × S` floats per buffer while
@@ -336,59 +337,6 @@ fn backward<B: Backend>(
         tensor_of::<B>(d_k, key_shape.clone(), dtype, &device),
         tensor_of::<B>(d_v, key_shape, dtype, &device),
     )
-}
-
-/// Dropout on the probabilities of one call: whether each is kept is a hash of the call's seed
-/// and the probability's index in the row-major `[B, H, T, S]` tensor, so the backward (and a
-/// test) regenerates exactly the forward's mask without storing it.
-#[derive(Clone, Copy)]
-struct DropoutMask {
-    /// The call's seed, mixed once.
-    key: u64,
-    /// A probability is kept when its hash's top 24 bits are at least this (`rate · 2²⁴`).
-    threshold: u32,
-    /// `1 / (1 − rate)`: what kept probabilities are scaled by.
-    keep_scale: f32,
-}
-
-impl DropoutMask {
-    /// The mask for dropping with probability `rate`; none when `rate` is 0.
-    fn new(rate: f64, seed: u64) -> Option<Self> {
-        (rate > 0.0).then(|| Self {
-            key: mix(seed ^ GOLDEN_GAMMA),
-            threshold: (rate * (1u64 << 24) as f64) as u32,
-            keep_scale: (1.0 / (1.0 - rate)) as f32,
-        })
-    }
-
-    fn keeps(&self, index: u64) -> bool {
-        (mix(self.key ^ index.wrapping_mul(GOLDEN_GAMMA)) >> 40) as u32 >= self.threshold
-    }
-
-    /// Drops or scales `values`: the first `seen` probabilities of consecutive rows of `keys`,
-    /// the first of them at index `first`.
-    fn apply_rows(&self, values: &mut [f32], seen: usize, first: u64, keys: usize) {
-        for (row, values) in (0u64..).zip(values.chunks_mut(seen)) {
-            let first = first + row * keys as u64;
-            for (index, value) in (first..).zip(values.iter_mut()) {
-                *value = if self.keeps(index) {
-                    *value * self.keep_scale
-                } else {
-                    0.0
-                };
-            }
-        }
-    }
-}
-
-/// SplitMix64's increment and finaliser: a fast bijective hash whose outputs pass statistical
-/// tests of randomness for consecutive inputs, as indices are.
-const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
-
-fn mix(x: u64) -> u64 {
-    let x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    let x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
 }
 
 /// Whether the CPU kernel keeps each probability of a `[B, H, T, S]` attention (`shape`) for

@@ -14,3 +14,12 @@ pub fn devices() -> Vec<(&'static str, Device)> {
     devices.push(("tch", Device::libtorch()));
     devices
 }
+
+/// The same devices under autodiff, for backward passes and optimizer steps.
+#[allow(dead_code)] // a test binary that runs no backward does not use it
+pub fn autodiff_devices() -> Vec<(&'static str, Device)> {
+    devices()
+        .into_iter()
+        .map(|(name, device)| (name, device.autodiff()))
+        .collect()
+}
