@@ -108,9 +108,10 @@ static FUSED_LAYERS: AtomicBool = AtomicBool::new(true);
 
 /// Turns the fused normalisations and activations off (or back on) for the whole process, so that
 /// benchmarks can compare them with the decomposed forms on the same backend; with them the
-/// rotary embedding ([`crate::fused_rope`]), LibTorch's linear layers ([`crate::linear`]) and
-/// the way the LM loss hands autodiff its gradients ([`crate::known_gradient`]). Results are
-/// the same either way, to rounding.
+/// rotary embedding ([`crate::fused_rope`]), LibTorch's linear layers ([`crate::linear`]),
+/// dropout ([`crate::fused_dropout`]: another draw of the same distribution) and the way the LM
+/// loss hands autodiff its gradients ([`crate::known_gradient`]). Results are the same either
+/// way, to rounding (dropout's masks aside).
 pub fn set_fused_layers(enabled: bool) {
     FUSED_LAYERS.store(enabled, Ordering::Relaxed);
 }
