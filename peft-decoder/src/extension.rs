@@ -6,6 +6,7 @@ use burn::backend::autodiff::{NodeId, grads::Gradients};
 use burn::backend::{Backend, DispatchDevice, TensorMetadata, tensor::FloatTensor};
 use burn::prelude::*;
 use burn::tensor::{DType, FloatDType, Slice, TensorData, read_sync};
+use rayon::prelude::*;
 
 /// Where a device computes, as this crate's operations tell backends apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,6 +195,28 @@ impl<B: Backend> WritableF32<B> {
             },
         }
     }
+}
+
+/// Elements per task of the CPU kernels' element-wise passes: enough to amortise scheduling,
+/// few enough to share between cores.
+pub(crate) const ELEMENTS_PER_TASK: usize = 64 * 1024;
+
+/// A CPU tensor rewritten element by element, split across cores in tasks of
+/// `elements_per_task`: `update` gets each task's values and the row-major index of its first.
+/// Written in place where the tensor allows ([`WritableF32`]); returned in its own type.
+pub(crate) fn update_elements<B: Backend>(
+    tensor: FloatTensor<B>,
+    elements_per_task: usize,
+    update: impl Fn(u64, &mut [f32]) + Sync,
+) -> FloatTensor<B> {
+    let dtype = tensor.dtype();
+    let mut values = WritableF32::<B>::of(tensor);
+    values
+        .values()
+        .par_chunks_mut(elements_per_task)
+        .enumerate()
+        .for_each(|(task, chunk)| update((task * elements_per_task) as u64, chunk));
+    values.into_tensor(dtype)
 }
 
 /// A `[B, heads, rows, cols]` tensor's values for a kernel that works on one (batch, head) pair

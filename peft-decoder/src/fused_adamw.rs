@@ -28,7 +28,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
-use crate::extension::WritableF32;
+use crate::extension::{ELEMENTS_PER_TASK, WritableF32};
 
 /// AdamW with PyTorch's betas (0.9, 0.999), a weight decay and an epsilon, for Burn's `Learner`
 /// ([`FusedAdamW::init`]).
@@ -148,12 +148,15 @@ pub fn fused_on(device: &Device) -> bool {
 /// The constants of one AdamW update, as f32 like the tensors they scale.
 #[derive(Clone, Copy, Debug)]
 pub struct AdamWUpdate {
-    /// The step's number, 1 for the first.
+    /// The step's number, 1 for the first. It and `weight_decay` are read by LibTorch's kernel
+    /// (the CPU kernel takes `decay`).
+    #[cfg_attr(not(feature = "tch"), allow(dead_code))]
     step: usize,
     lr: f32,
     beta_1: f32,
     beta_2: f32,
     epsilon: f32,
+    #[cfg_attr(not(feature = "tch"), allow(dead_code))]
     weight_decay: f32,
     /// `1 − lr·weight_decay`: the decoupled weight decay's factor (exactly 1 without decay).
     decay: f32,
@@ -193,9 +196,6 @@ pub trait AdamWOps: Backend {
         update: AdamWUpdate,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
-
-/// Elements per task: enough to amortise scheduling, few enough to share between cores.
-const ELEMENTS_PER_TASK: usize = 64 * 1024;
 
 /// [`AdamWOps::adamw_step`] on a CPU backend. The values are taken out of the tensors (without a
 /// copy where a tensor is not shared) and updated in place.

@@ -26,10 +26,9 @@ use burn::backend::{
 use burn::nn::Dropout;
 use burn::prelude::*;
 use burn::tensor::DType;
-use rayon::prelude::*;
 
 use crate::dropout_mask::DropoutMask;
-use crate::extension::{WritableF32, tensor_of};
+use crate::extension::{ELEMENTS_PER_TASK, tensor_of, update_elements};
 use crate::fused_attention::dropout_seed;
 
 /// The operation, implemented per backend.
@@ -60,22 +59,15 @@ pub trait FusedDropoutOps: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// Elements per task: enough to amortise scheduling, few enough to share between cores.
-const ELEMENTS_PER_TASK: usize = 64 * 1024;
-
 /// Drops or scales `values` (the forward's input, or the backward's gradient) by the call's
 /// mask, in place where the tensor allows, in its own type.
 fn cpu_dropout<B: Backend>(values: FloatTensor<B>, rate: f64, seed: u64) -> FloatTensor<B> {
-    let dtype = values.dtype();
-    let mut values = WritableF32::<B>::of(values);
-    if let Some(mask) = DropoutMask::new(rate, seed) {
-        values
-            .values()
-            .par_chunks_mut(ELEMENTS_PER_TASK)
-            .enumerate()
-            .for_each(|(task, chunk)| mask.apply(chunk, (task * ELEMENTS_PER_TASK) as u64));
+    match DropoutMask::new(rate, seed) {
+        Some(mask) => update_elements::<B>(values, ELEMENTS_PER_TASK, |first, chunk| {
+            mask.apply(chunk, first)
+        }),
+        None => values,
     }
-    values.into_tensor(dtype)
 }
 
 macro_rules! cpu_fused_dropout {

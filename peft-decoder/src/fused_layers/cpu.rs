@@ -11,7 +11,7 @@ use burn::tensor::Shape;
 use rayon::prelude::*;
 
 use super::{FusedLayerOps, GELU_CUBIC, TWO_SQRT_2_OVER_PI};
-use crate::extension::{WritableF32, f32_values, tensor_of};
+use crate::extension::{WritableF32, f32_values, tensor_of, update_elements};
 
 /// Rows of a norm per task: enough work per task to amortise scheduling, and enough tasks to
 /// share between cores.
@@ -295,13 +295,9 @@ fn map_elements<B: Backend>(
     input: FloatTensor<B>,
     activation: impl Fn(f32) -> f32 + Sync,
 ) -> FloatTensor<B> {
-    let dtype = input.dtype();
-    let mut values = WritableF32::<B>::of(input);
-    values
-        .values()
-        .par_chunks_mut(ELEMENTS_PER_TASK)
-        .for_each(|chunk| chunk.iter_mut().for_each(|x| *x = activation(*x)));
-    values.into_tensor(dtype)
+    update_elements::<B>(input, ELEMENTS_PER_TASK, |_, chunk| {
+        chunk.iter_mut().for_each(|x| *x = activation(*x))
+    })
 }
 
 /// An element-wise activation's input gradient: `output_grad · slope(input)`.
