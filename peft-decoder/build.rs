@@ -1,11 +1,14 @@
-//! With the `tch` feature, compiles `csrc/fused_adamw.cpp` (PyTorch's fused AdamW kernel, which
-//! tch does not bind) against the libtorch that torch-sys found and links.
+//! With the `tch` feature, compiles `csrc/` against the libtorch that torch-sys found and links:
+//! what tch does not bind (PyTorch's fused AdamW kernel, and autograd given an output gradient).
 
 use std::env;
 use std::path::PathBuf;
 
 fn main() {
-    println!("cargo:rerun-if-changed=csrc/fused_adamw.cpp");
+    const SOURCES: [&str; 2] = ["csrc/fused_adamw.cpp", "csrc/autograd.cpp"];
+    for source in SOURCES {
+        println!("cargo:rerun-if-changed={source}");
+    }
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     if env::var_os("CARGO_FEATURE_TCH").is_none() {
         return;
@@ -33,6 +36,6 @@ fn main() {
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .define("_GLIBCXX_USE_CXX11_ABI", cxx11_abi.as_str())
-        .file("csrc/fused_adamw.cpp")
-        .compile("peft_fused_adamw");
+        .files(SOURCES)
+        .compile("peft_libtorch");
 }

@@ -320,26 +320,9 @@ pub(crate) fn torch_gradients<const N: usize>(
     })
 }
 
-/// `tensor`'s dimensions from the one with the largest stride to the one with the smallest: the
-/// permutation that makes a dense tensor contiguous.
-#[cfg(feature = "tch")]
-fn memory_order(tensor: &tch::Tensor) -> Vec<i64> {
-    let strides = tensor.stride();
-    let mut order: Vec<i64> = (0..strides.len() as i64).collect();
-    order.sort_by_key(|&dim| std::cmp::Reverse(strides[dim as usize]));
-    order
-}
-
 /// The gradients of `sum(output_grad ∘ output)` with respect to `inputs`, through the autograd
-/// graph `output` carries from them (which this consumes).
-///
-/// tch's backward seeds its root with ones and takes no gradient for it, so `output_grad`
-/// enters as the objective's factor. Where both lie dense in the same order in memory (a
-/// norm's output and gradient, contiguous; the attention's, both laid out by heads), the
-/// objective is a dot product over that order, whose backward hands autograd `output_grad`
-/// itself (times the seed, 1: exactly) in one kernel; the product and sum it replaces took a
-/// full-size product forward, a reduction with its fills, and a product again backward.
-/// Elsewhere a dot product would first copy both, so the product and sum stay.
+/// graph `output` carries from them (which this releases): PyTorch's backward seeded with
+/// `output_grad` itself (`csrc/autograd.cpp`, since tch's seeds with ones and takes none).
 #[cfg(feature = "tch")]
 #[allow(deprecated)] // as above
 pub(crate) fn graph_gradients<const N: usize>(
@@ -347,19 +330,43 @@ pub(crate) fn graph_gradients<const N: usize>(
     output_grad: &tch::Tensor,
     inputs: [&tch::Tensor; N],
 ) -> [burn::backend::libtorch::TchTensor; N] {
-    let grads = tch::with_grad(|| {
-        let order = memory_order(output);
-        let (in_order, grad_in_order) = (output.permute(&order), output_grad.permute(&order));
-        let objective = if in_order.is_contiguous() && grad_in_order.is_contiguous() {
-            let grad_in_order = grad_in_order.to_kind(output.kind());
-            in_order.view(-1).dot(&grad_in_order.view(-1))
-        } else {
-            (output * output_grad).sum(output.kind())
-        };
-        tch::Tensor::run_backward(&[objective], &inputs, false, false)
-    });
-    let grads: [tch::Tensor; N] = grads
-        .try_into()
-        .unwrap_or_else(|_| unreachable!("autograd returns one gradient per input"));
-    grads.map(burn::backend::libtorch::TchTensor::new)
+    // Autograd takes the seed in the output's type (a no-op where they agree).
+    let output_grad = output_grad.to_kind(output.kind());
+    let inputs = inputs.map(|input| input.as_ptr());
+    let mut grads = [std::ptr::null_mut(); N];
+    let failure = unsafe {
+        // SAFETY: every pointer is a live `at::Tensor` held by the caller or here until the call
+        // returns; on success each of `grads` is a tensor the callee allocated for us to own, as
+        // tch owns its own; the message returned, if any, lives until the next call on this
+        // thread.
+        peft_autograd_grad(
+            output.as_ptr(),
+            output_grad.as_ptr(),
+            inputs.as_ptr(),
+            N,
+            grads.as_mut_ptr(),
+        )
+    };
+    if !failure.is_null() {
+        // The graph and the gradient are the ones an extension just made, of one shape and type,
+        // so PyTorch refusing them is a bug here, reported as tch reports its own failures.
+        let message = unsafe { std::ffi::CStr::from_ptr(failure) }.to_string_lossy();
+        panic!("libtorch's autograd failed: {message}");
+    }
+    // SAFETY: each pointer is a tensor the call above allocated and no one else holds.
+    grads
+        .map(|grad| burn::backend::libtorch::TchTensor::new(unsafe { tch::Tensor::from_ptr(grad) }))
+}
+
+#[cfg(feature = "tch")]
+unsafe extern "C" {
+    /// `csrc/autograd.cpp`: `torch::autograd::grad` of `output` seeded with `output_grad`; null,
+    /// or PyTorch's message.
+    fn peft_autograd_grad(
+        output: *const torch_sys::C_tensor,
+        output_grad: *const torch_sys::C_tensor,
+        inputs: *const *const torch_sys::C_tensor,
+        count: usize,
+        grads: *mut *mut torch_sys::C_tensor,
+    ) -> *const std::ffi::c_char;
 }
