@@ -5,9 +5,10 @@
 # Face's numbers.
 #   eval  — the shipped PEFT adapters (GPT-2; Llama, Qwen2, Qwen3) scored on both devices:
 #           per-example losses within 1e-4 in f32; bf16 on the GPU is reported, not held;
-#   train — prompt tuning (from text) and full fine-tuning trained two epochs on each device
-#           (the fused attention's backward runs on the GPU's kernels), then both results
-#           scored on the CPU: losses within 1e-4.
+#   train — prompt tuning (from text) of GPT-2 and of a Llama, and GPT-2's full fine-tuning,
+#           trained two epochs on each device (the fused attention's, LayerNorm's and
+#           RMSNorm's backward run on the GPU's kernels), then both results scored on the CPU:
+#           losses within 1e-4.
 # Prints one line per check and `parity: PASS` or `parity: FAIL` last; records in $OUT/parity.txt.
 #
 # Prepare as scripts/gpu/bench.sh's header says (it packs peft-train too). BENCH_DEVICE
@@ -93,8 +94,10 @@ config.update({key: 0.0 for key in config if key.endswith("pdrop")})
 json.dump(config, open(sys.argv[1], "w"), indent=2)
 EOF
 fi
-for method in $(wants train && echo prompt full); do
-    flags=(--model fixtures/tiny-gpt2 --method prompt --num-virtual-tokens 4 --prompt-init text --prompt-init-text "The food")
+for method in $(wants train && echo prompt llama-prompt full); do
+    model=fixtures/tiny-gpt2
+    [ "$method" = llama-prompt ] && model=fixtures/tiny-llama
+    flags=(--model "$model" --method prompt --num-virtual-tokens 4 --prompt-init text --prompt-init-text "The food")
     if [ "$method" = full ]; then
         flags=(--method full --model "$no_dropout")
     fi
@@ -103,7 +106,7 @@ for method in $(wants train && echo prompt full); do
         device="$cpu"
         [ "$side" = gpu ] && device="$gpu"
         dir="$work/train-$method-$side"
-        score=(--model fixtures/tiny-gpt2 --adapter "$dir/adapter")
+        score=(--model "$model" --adapter "$dir/adapter")
         [ "$method" = full ] && score=(--model "$dir/model")
         run "train-$method-$side" "$train" train "${flags[@]}" \
             --data "$data" --valid-data "$data" --output-dir "$dir" \

@@ -1,7 +1,8 @@
 //! The fused normalisations and activations on LibTorch: PyTorch's own kernels (`layer_norm`,
 //! which accumulates half types in f32, `gelu` with `approximate="tanh"`, `silu`) and their
-//! backward. The RMSNorm is written out in PyTorch operations as Hugging Face's `LlamaRMSNorm`
-//! is (f32 statistics), since `torch.rms_norm` keeps half types' statistics in the half type.
+//! backward. The RMSNorm is PyTorch's fused kernel forward and backward on a GPU
+//! (`_fused_rms_norm`); on the CPU, where PyTorch has no such kernel, it is written out in
+//! PyTorch operations as Hugging Face's `LlamaRMSNorm` is, which the tests hold it to.
 
 use burn::backend::libtorch::{LibTorch, TchTensor};
 use burn::backend::tensor::FloatTensor;
@@ -101,8 +102,10 @@ impl FusedLayerOps for LibTorch {
         gamma: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        TchTensor::new(tch::no_grad(|| {
-            rms_norm(&input.tensor, &gamma.tensor, epsilon)
+        let (input, gamma) = (&input.tensor, &gamma.tensor);
+        TchTensor::new(tch::no_grad(|| match input.device() {
+            tch::Device::Cpu => rms_norm(input, gamma, epsilon),
+            _ => rms_norm_kernel(input, gamma, epsilon),
         }))
     }
 
@@ -113,10 +116,12 @@ impl FusedLayerOps for LibTorch {
         epsilon: f64,
         affine: bool,
     ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
-        let (d_input, d_gamma) = tch::no_grad(|| {
-            let (input, gamma) = (&input.tensor, &gamma.tensor);
-            rms_norm_backward(input, gamma, &output_grad.tensor, epsilon, affine)
-        });
+        let (input, gamma, output_grad) = (&input.tensor, &gamma.tensor, &output_grad.tensor);
+        if input.device() != tch::Device::Cpu {
+            return rms_norm_kernel_backward(input, gamma, output_grad, epsilon, affine);
+        }
+        let (d_input, d_gamma) =
+            tch::no_grad(|| rms_norm_backward(input, gamma, output_grad, epsilon, affine));
         (TchTensor::new(d_input), d_gamma.map(TchTensor::new))
     }
 
@@ -132,6 +137,40 @@ impl FusedLayerOps for LibTorch {
             input.tensor.silu_backward(&output_grad.tensor)
         }))
     }
+}
+
+/// `input/√(mean(input²) + epsilon)·gamma` by PyTorch's fused kernel (on a GPU one launch; its
+/// statistics in f32 too, the product rounded to a half type once where `LlamaRMSNorm` rounds
+/// before and after the scale, so half types may differ from [`rms_norm`] in the last bit).
+fn rms_norm_kernel(input: &tch::Tensor, gamma: &tch::Tensor, epsilon: f64) -> tch::Tensor {
+    // The kernel takes gamma in the input's type (a trained f32 gamma beside bf16 activations).
+    let gamma = gamma.to_kind(input.kind());
+    input
+        .internal_fused_rms_norm(last_dimension(input), Some(&gamma), epsilon)
+        .0
+}
+
+/// The input and (with `affine`) gamma gradients of [`rms_norm_kernel`] by PyTorch's autograd,
+/// which on a GPU is its fused backward kernel (`_fused_rms_norm_backward`) after the forward
+/// again: three launches where the written-out [`rms_norm_backward`] takes a dozen. (On the CPU
+/// PyTorch decomposes both, and this is the slower route.)
+fn rms_norm_kernel_backward(
+    input: &tch::Tensor,
+    gamma: &tch::Tensor,
+    output_grad: &tch::Tensor,
+    epsilon: f64,
+    affine: bool,
+) -> (TchTensor, Option<TchTensor>) {
+    if !affine {
+        let [d_input] = torch_gradients([input], output_grad, |[input]| {
+            rms_norm_kernel(input, gamma, epsilon)
+        });
+        return (d_input, None);
+    }
+    let [d_input, d_gamma] = torch_gradients([input, gamma], output_grad, |[input, gamma]| {
+        rms_norm_kernel(input, gamma, epsilon)
+    });
+    (d_input, Some(d_gamma))
 }
 
 /// `input/√(mean(input²) + epsilon)·gamma` with the statistics in f32, as `LlamaRMSNorm`.
@@ -169,4 +208,45 @@ fn rms_norm_backward(
     let d_input = (d_normalised.addcmul(&normalised, &-projection) * inverse_rms).to_kind(kind);
     let d_gamma = affine.then(|| sum_over_rows(&(output_grad * normalised.to_kind(kind))));
     (d_input, d_gamma)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The GPU's route (PyTorch's kernel and autograd) gives what the written-out CPU route
+    /// gives, in f32: run here on the CPU, where PyTorch decomposes the same operation.
+    #[test]
+    fn the_kernel_route_gives_the_written_out_rms_norm_and_gradients() {
+        tch::manual_seed(0);
+        let options = (tch::Kind::Float, tch::Device::Cpu);
+        let input = tch::Tensor::randn([3, 5, 16], options) * 2.0;
+        let gamma = tch::Tensor::randn([16], options) * 0.1 + 1.0;
+        let output_grad = tch::Tensor::randn([3, 5, 16], options);
+        let epsilon = 1e-5;
+        let largest =
+            |a: &tch::Tensor, b: &tch::Tensor| f64::try_from((a - b).abs().max()).unwrap();
+
+        let written = tch::no_grad(|| rms_norm(&input, &gamma, epsilon));
+        let kernel = tch::no_grad(|| rms_norm_kernel(&input, &gamma, epsilon));
+        assert!(largest(&written, &kernel) < 1e-6, "outputs differ");
+
+        for affine in [true, false] {
+            let (d_input, d_gamma) =
+                tch::no_grad(|| rms_norm_backward(&input, &gamma, &output_grad, epsilon, affine));
+            let (k_input, k_gamma) =
+                rms_norm_kernel_backward(&input, &gamma, &output_grad, epsilon, affine);
+            assert!(
+                largest(&d_input, &k_input.tensor) < 1e-5,
+                "input gradients differ"
+            );
+            match (d_gamma, k_gamma) {
+                (Some(d), Some(k)) => {
+                    assert!(largest(&d, &k.tensor) < 1e-4, "gamma gradients differ")
+                }
+                (None, None) => {}
+                _ => panic!("affine {affine}: one route gave gamma a gradient, the other not"),
+            }
+        }
+    }
 }
