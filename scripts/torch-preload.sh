@@ -20,7 +20,9 @@ mkdir -p "$(dirname "$library")"
 if [ ! -f "$library" ] || [ "$source" -nt "$library" ]; then
     cuda=()
     [ -f "$TORCH_LIB/libtorch_cuda.so" ] && cuda=(-Wl,--no-as-needed -ltorch_cuda -Wl,--as-needed)
-    g++ -O1 -shared -fPIC -std=c++17 -I"$torch_dir/include" \
+    # NDEBUG as PyTorch's own release build: its headers' debug-only checks stay out (one
+    # refuses an operator's operands where the operator was recorded without them).
+    g++ -O1 -DNDEBUG -shared -fPIC -std=c++17 -I"$torch_dir/include" \
         -I"$torch_dir/include/torch/csrc/api/include" "$source" \
         -L"$TORCH_LIB" "${cuda[@]}" -ltorch_cpu -lc10 -ldl -Wl,-rpath,"$TORCH_LIB" -o "$library"
 fi

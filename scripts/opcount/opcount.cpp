@@ -4,7 +4,9 @@
 // "Kernels" are the operators that did work of their own: an `aten::` operator, not one that
 // only makes a view or an allocation (is_meta), during which no other such operator ran. On a
 // GPU each is a kernel launch and, for element-wise work, a pass over memory; the count is the
-// same on the CPU, where this runs. With OPCOUNT_TRACE=name,name,... each call of those
+// same on the CPU, where this runs. Each kernel's operands and results are also summed in bytes
+// (each tensor's distinct elements: a broadcast operand counts once), the memory a GPU kernel
+// reads and writes, which bounds an element-wise kernel's time there. With OPCOUNT_TRACE=name,name,... each call of those
 // operators is also counted by its caller chain: the two enclosing operators and the innermost
 // frames of the main executable, as offsets that count.sh turns into function names.
 #include <ATen/record_function.h>
@@ -22,13 +24,22 @@
 namespace {
 
 std::mutex mutex;
-// name -> (calls, calls that were kernels)
-std::map<std::string, std::pair<long, long>>* counts;
+struct Count {
+  long calls = 0;
+  long kernels = 0;
+  double bytes = 0;  // operands and results of the calls that were kernels
+};
+std::map<std::string, Count>* counts;
 std::vector<std::string>* traced;
-// Per thread, per open operator: whether a kernel ran inside it.
-thread_local std::vector<bool> kernel_inside;
-// Per thread, the open operators' names (static strings of the operator schema).
-thread_local std::vector<const char*> open_names;
+// What is known of an operator between its start and its end.
+struct Open {
+  const char* name;  // a static string of the operator schema
+  bool kernel_inside = false;
+  double operand_bytes = 0;  // readable only when it starts
+  std::string trace_key;     // empty unless traced
+};
+// Per thread, the open operators, innermost last.
+thread_local std::vector<Open> open_calls;
 
 bool is_meta(const std::string& name) {
   static const char* names[] = {
@@ -45,6 +56,32 @@ bool is_meta(const std::string& name) {
   for (const char* meta : names)
     if (name == meta) return true;
   return false;
+}
+
+// The bytes of the distinct elements `value` holds (a tensor, or a list of them): a dimension
+// of stride 0 (broadcast) counts once.
+double bytes_of(const c10::IValue& value) {
+  if (value.isTensor()) {
+    const at::Tensor& tensor = value.toTensor();
+    if (!tensor.defined()) return 0;
+    double elements = 1;
+    for (int64_t dim = 0; dim < tensor.dim(); dim++)
+      if (tensor.stride(dim) != 0) elements *= tensor.size(dim);
+    return elements * tensor.element_size();
+  }
+  if (value.isTensorList()) {
+    double sum = 0;
+    for (const at::Tensor& tensor : value.toTensorVector()) sum += bytes_of(c10::IValue(tensor));
+    return sum;
+  }
+  return 0;
+}
+
+// Operators that read their first operand only where an index points: that operand counts
+// as much as the result (what is gathered), not its whole size (an embedding table).
+bool gathers(const std::string& name) {
+  return name == "aten::index_select" || name == "aten::embedding" || name == "aten::gather" ||
+         name == "aten::index";
 }
 
 // Offsets into the main executable of its innermost frames on the stack.
@@ -67,38 +104,46 @@ std::string executable_frames() {
 }
 
 std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& call) {
-  kernel_inside.push_back(false);
+  Open open{call.name()};
   std::string name = call.name();
-  for (const auto& wanted : *traced) {
-    if (wanted != name) continue;
-    std::string key = "TRACE " + name;
-    for (size_t up = 1; up <= 2 && up <= open_names.size(); up++)
-      key += std::string(" <- ") + open_names[open_names.size() - up];
-    key += executable_frames();
-    std::lock_guard<std::mutex> lock(mutex);
-    (*counts)[key].first++;
+  auto inputs = call.inputs();
+  for (size_t i = gathers(name) ? 1 : 0; i < inputs.size(); i++)
+    open.operand_bytes += bytes_of(inputs[i]);
+  if (std::find(traced->begin(), traced->end(), name) != traced->end()) {
+    open.trace_key = "TRACE " + name;
+    for (size_t up = 1; up <= 2 && up <= open_calls.size(); up++)
+      open.trace_key += std::string(" <- ") + open_calls[open_calls.size() - up].name;
+    open.trace_key += executable_frames();
   }
-  open_names.push_back(call.name());
+  open_calls.push_back(std::move(open));
   return nullptr;
 }
 
 void on_end(const at::RecordFunction& call, at::ObserverContext*) {
-  if (kernel_inside.empty()) return;  // began before the callback was added
-  open_names.pop_back();
+  if (open_calls.empty()) return;  // began before the callback was added
+  Open open = std::move(open_calls.back());
+  open_calls.pop_back();
   std::string name = call.name();
-  bool inside = kernel_inside.back();
-  kernel_inside.pop_back();
-  bool kernel = !inside && name.rfind("aten::", 0) == 0 && !is_meta(name);
-  if ((kernel || inside) && !kernel_inside.empty()) kernel_inside.back() = true;
+  bool kernel = !open.kernel_inside && name.rfind("aten::", 0) == 0 && !is_meta(name);
+  if ((kernel || open.kernel_inside) && !open_calls.empty()) open_calls.back().kernel_inside = true;
+  double bytes = 0;
+  if (kernel) {
+    bytes = open.operand_bytes;
+    for (const auto& output : call.outputs()) bytes += (gathers(name) ? 2 : 1) * bytes_of(output);
+  }
   std::lock_guard<std::mutex> lock(mutex);
-  auto& count = (*counts)[name];
-  count.first++;
-  if (kernel) count.second++;
+  for (const std::string& key : {name, open.trace_key}) {
+    if (key.empty()) continue;
+    auto& count = (*counts)[key];
+    count.calls++;
+    if (kernel) count.kernels++;
+    count.bytes += bytes;
+  }
 }
 
 struct Counter {
   Counter() {
-    counts = new std::map<std::string, std::pair<long, long>>();
+    counts = new std::map<std::string, Count>();
     traced = new std::vector<std::string>();
     if (const char* list = std::getenv("OPCOUNT_TRACE")) {
       std::string all = list;
@@ -110,24 +155,31 @@ struct Counter {
       }
     }
     at::addGlobalCallback(at::RecordFunctionCallback(on_start, on_end)
+                              .needsInputs(true)
+                              .needsOutputs(true)
                               .scopes({at::RecordScope::FUNCTION,
                                        at::RecordScope::BACKWARD_FUNCTION}));
   }
-  // At exit: "<calls>\t<kernels>\t<name>" lines, most called first, after a total line.
+  // At exit: "<calls>\t<kernels>\t<bytes>\t<name>" lines, most called first, after a total
+  // line.
   ~Counter() {
     const char* path = std::getenv("OPCOUNT_OUT");
     FILE* out = path ? std::fopen(path, "w") : stderr;
     if (!out) return;
     std::lock_guard<std::mutex> lock(mutex);
-    std::vector<std::pair<std::string, std::pair<long, long>>> rows(counts->begin(),
-                                                                     counts->end());
+    std::vector<std::pair<std::string, Count>> rows(counts->begin(), counts->end());
     std::sort(rows.begin(), rows.end(),
-              [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
-    long kernels = 0;
-    for (const auto& row : rows) kernels += row.second.second;
-    std::fprintf(out, "%ld\t%ld\tkernels in all\n", kernels, kernels);
-    for (const auto& row : rows)
-      std::fprintf(out, "%ld\t%ld\t%s\n", row.second.first, row.second.second, row.first.c_str());
+              [](const auto& a, const auto& b) { return a.second.calls > b.second.calls; });
+    Count all;
+    for (const auto& row : rows) {
+      if (row.first.rfind("TRACE ", 0) == 0) continue;  // counted again under their name
+      all.kernels += row.second.kernels;
+      all.bytes += row.second.bytes;
+    }
+    std::fprintf(out, "%ld\t%ld\t%.0f\tkernels in all\n", all.kernels, all.kernels, all.bytes);
+    for (const auto& [name, count] : rows)
+      std::fprintf(out, "%ld\t%ld\t%.0f\t%s\n", count.calls, count.kernels, count.bytes,
+                   name.c_str());
     if (path) std::fclose(out);
   }
 } counter;
