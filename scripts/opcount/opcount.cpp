@@ -77,11 +77,33 @@ double bytes_of(const c10::IValue& value) {
   return 0;
 }
 
-// Operators that read their first operand only where an index points: that operand counts
-// as much as the result (what is gathered), not its whole size (an embedding table).
-bool gathers(const std::string& name) {
-  return name == "aten::index_select" || name == "aten::embedding" || name == "aten::gather" ||
-         name == "aten::index";
+// How an operator's first operand and its results count, where not as read and written whole.
+enum class Access {
+  Whole,
+  // Read only where an index points: the first operand counts as much as the result (what is
+  // gathered), not its whole size (an embedding table).
+  Gathers,
+  // Written, not read: the first operand (the destination) counts once, as the result.
+  Overwrites,
+  // Written in place only where an index points: as much as the other operands (index and
+  // values) are read, written again; the destination's size does not count.
+  Scatters,
+};
+
+Access access(const std::string& name) {
+  static const char* gathers[] = {"aten::index_select", "aten::embedding", "aten::gather",
+                                  "aten::index"};
+  static const char* overwrites[] = {"aten::copy_", "aten::fill_", "aten::zero_"};
+  static const char* scatters[] = {"aten::scatter_", "aten::scatter_add_",
+                                   "aten::scatter_reduce_", "aten::index_put_",
+                                   "aten::index_add_", "aten::index_fill_"};
+  for (const char* op : gathers)
+    if (name == op) return Access::Gathers;
+  for (const char* op : overwrites)
+    if (name == op) return Access::Overwrites;
+  for (const char* op : scatters)
+    if (name == op) return Access::Scatters;
+  return Access::Whole;
 }
 
 // Offsets into the main executable of its innermost frames on the stack.
@@ -107,8 +129,9 @@ std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& call) {
   Open open{call.name()};
   std::string name = call.name();
   auto inputs = call.inputs();
-  for (size_t i = gathers(name) ? 1 : 0; i < inputs.size(); i++)
-    open.operand_bytes += bytes_of(inputs[i]);
+  Access how = access(name);
+  for (size_t i = how == Access::Whole ? 0 : 1; i < inputs.size(); i++)
+    open.operand_bytes += (how == Access::Scatters ? 2 : 1) * bytes_of(inputs[i]);
   if (std::find(traced->begin(), traced->end(), name) != traced->end()) {
     open.trace_key = "TRACE " + name;
     for (size_t up = 1; up <= 2 && up <= open_calls.size(); up++)
@@ -129,7 +152,10 @@ void on_end(const at::RecordFunction& call, at::ObserverContext*) {
   double bytes = 0;
   if (kernel) {
     bytes = open.operand_bytes;
-    for (const auto& output : call.outputs()) bytes += (gathers(name) ? 2 : 1) * bytes_of(output);
+    Access how = access(name);
+    if (how != Access::Scatters)
+      for (const auto& output : call.outputs())
+        bytes += (how == Access::Gathers ? 2 : 1) * bytes_of(output);
   }
   std::lock_guard<std::mutex> lock(mutex);
   for (const std::string& key : {name, open.trace_key}) {
