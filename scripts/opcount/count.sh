@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Kernels per training step of a LibTorch process: `peft-bench train --device tch` or
 # scripts/reference/bench_peft.py (PEFT), which both take --warmup and --steps. A kernel is a
-# PyTorch operator that does work of its own, not a view or an allocation (opcount.cpp): on a
-# GPU each is a launch, and for element-wise work a pass over memory, so the count taken on
-# the CPU tells where a GPU step spends launches. COMMAND runs with 2 and then 4 timed steps
-# (1 warm-up each); the difference over 2 is one step, printed with the operators making it up:
-# kernels, and the MB their operands and results hold (each tensor's distinct elements), the
-# memory a GPU reads and writes for them — what bounds an element-wise kernel's time there.
+# PyTorch operator that does work of its own on more than a single value, not a view or an
+# allocation (opcount.cpp): on a GPU each is a launch, and for element-wise work a pass over
+# memory, so the count taken on the CPU tells where a GPU step spends launches. COMMAND runs
+# with 2 and then 4 timed steps (1 warm-up each); the difference over 2 is one step, printed
+# with the operators making it up: kernels, and the MB their operands and results hold (each
+# tensor's distinct elements), the memory a GPU reads and writes for them — what bounds an
+# element-wise kernel's time there.
 # --trace NAMES (comma-separated operators) adds where each call of those came from: the
 # enclosing operators and, for a Rust binary, the innermost functions of ours on the stack.
 #

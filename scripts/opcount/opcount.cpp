@@ -2,13 +2,15 @@
 // callback: LD_PRELOAD it into `peft-bench --device tch` or `bench_peft.py` (count.sh does).
 //
 // "Kernels" are the operators that did work of their own: an `aten::` operator, not one that
-// only makes a view or an allocation (is_meta), during which no other such operator ran. On a
-// GPU each is a kernel launch and, for element-wise work, a pass over memory; the count is the
-// same on the CPU, where this runs. Each kernel's operands and results are also summed in bytes
-// (each tensor's distinct elements: a broadcast operand counts once), the memory a GPU kernel
-// reads and writes, which bounds an element-wise kernel's time there. With OPCOUNT_TRACE=name,name,... each call of those
-// operators is also counted by its caller chain: the two enclosing operators and the innermost
-// frames of the main executable, as offsets that count.sh turns into function names.
+// only makes a view or an allocation (is_meta), during which no other such operator ran, on a
+// tensor of more than one element (a scalar operand is converted on the host, on a GPU too).
+// On a GPU each is a kernel launch and, for element-wise work, a pass over memory; the count is
+// the same on the CPU, where this runs. Each kernel's operands and results are also summed in
+// bytes (each tensor's distinct elements: a broadcast operand counts once), the memory a GPU
+// kernel reads and writes, which bounds an element-wise kernel's time there. With
+// OPCOUNT_TRACE=name,name,... each call of those operators is also counted by its caller chain:
+// the two enclosing operators and the innermost frames of the main executable, as offsets that
+// count.sh turns into function names.
 #include <ATen/record_function.h>
 #include <dlfcn.h>
 #include <execinfo.h>
@@ -36,6 +38,7 @@ struct Open {
   const char* name;  // a static string of the operator schema
   bool kernel_inside = false;
   double operand_bytes = 0;  // readable only when it starts
+  int64_t largest = 0;       // the most elements of a tensor it touched
   std::string trace_key;     // empty unless traced
 };
 // Per thread, the open operators, innermost last.
@@ -60,6 +63,16 @@ bool is_meta(const std::string& name) {
 
 // The bytes of the distinct elements `value` holds (a tensor, or a list of them): a dimension
 // of stride 0 (broadcast) counts once.
+// The most elements of the tensors `value` holds (a tensor, or a list of them).
+int64_t largest_of(const c10::IValue& value) {
+  if (value.isTensor()) return value.toTensor().defined() ? value.toTensor().numel() : 0;
+  int64_t largest = 0;
+  if (value.isTensorList())
+    for (const at::Tensor& tensor : value.toTensorVector())
+      largest = std::max(largest, tensor.defined() ? tensor.numel() : int64_t{0});
+  return largest;
+}
+
 double bytes_of(const c10::IValue& value) {
   if (value.isTensor()) {
     const at::Tensor& tensor = value.toTensor();
@@ -132,6 +145,7 @@ std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& call) {
   Access how = access(name);
   for (size_t i = how == Access::Whole ? 0 : 1; i < inputs.size(); i++)
     open.operand_bytes += (how == Access::Scatters ? 2 : 1) * bytes_of(inputs[i]);
+  for (const auto& input : inputs) open.largest = std::max(open.largest, largest_of(input));
   if (std::find(traced->begin(), traced->end(), name) != traced->end()) {
     open.trace_key = "TRACE " + name;
     for (size_t up = 1; up <= 2 && up <= open_calls.size(); up++)
@@ -147,7 +161,11 @@ void on_end(const at::RecordFunction& call, at::ObserverContext*) {
   Open open = std::move(open_calls.back());
   open_calls.pop_back();
   std::string name = call.name();
-  bool kernel = !open.kernel_inside && name.rfind("aten::", 0) == 0 && !is_meta(name);
+  for (const auto& output : call.outputs()) open.largest = std::max(open.largest, largest_of(output));
+  // Work on single values alone is not counted: a wrapped number converted on the host (a
+  // scalar operand), which a GPU run does there too, without a launch.
+  bool kernel = !open.kernel_inside && name.rfind("aten::", 0) == 0 && !is_meta(name) &&
+                open.largest > 1;
   if ((kernel || open.kernel_inside) && !open_calls.empty()) open_calls.back().kernel_inside = true;
   double bytes = 0;
   if (kernel) {
