@@ -21,7 +21,9 @@ use burn::backend::{Backend, TensorMetadata, tensor::FloatTensor};
 use burn::tensor::Shape;
 use rayon::prelude::*;
 
-use super::{AttentionSaved, AttentionSettings, FusedAttentionOps, Masking};
+use super::{
+    AttentionSaved, AttentionSettings, FusedAttentionOps, Masking, forward_keeping_operands,
+};
 use crate::cpu_exp::exp_in_place;
 use crate::dropout_mask::DropoutMask;
 use crate::extension::{HeadBlocks, f32_values, tensor_of};
@@ -51,21 +53,8 @@ macro_rules! cpu_fused_attention {
                 bias: FloatTensor<Self>,
                 settings: AttentionSettings,
             ) -> (FloatTensor<Self>, AttentionSaved<Self>) {
-                let output = forward::<Self>(
-                    query.clone(),
-                    key.clone(),
-                    value.clone(),
-                    bias.clone(),
-                    settings,
-                );
-                // The operands: the backward recomputes the probabilities and the mask.
-                let saved = AttentionSaved {
-                    query,
-                    key,
-                    value,
-                    bias_or_graph: bias,
-                };
-                (output, saved)
+                // The backward recomputes the probabilities and the mask from the operands.
+                forward_keeping_operands::<Self>(query, key, value, bias, settings)
             }
 
             fn fused_attention_backward(

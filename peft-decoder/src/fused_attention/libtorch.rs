@@ -22,7 +22,9 @@
 use burn::backend::libtorch::{LibTorch, TchTensor};
 use burn::backend::tensor::FloatTensor;
 
-use super::{AttentionSaved, AttentionSettings, FusedAttentionOps, Masking};
+use super::{
+    AttentionSaved, AttentionSettings, FusedAttentionOps, Masking, forward_keeping_operands,
+};
 use crate::attention::MASKED_SCORE;
 use crate::extension::{graph_gradients, torch_gradients};
 
@@ -134,20 +136,7 @@ impl FusedAttentionOps for LibTorch {
         settings: AttentionSettings,
     ) -> (FloatTensor<Self>, AttentionSaved<Self>) {
         if settings.dropout == 0.0 {
-            let output = Self::fused_attention(
-                query.clone(),
-                key.clone(),
-                value.clone(),
-                bias.clone(),
-                settings,
-            );
-            let saved = AttentionSaved {
-                query,
-                key,
-                value,
-                bias_or_graph: bias,
-            };
-            return (output, saved);
+            return forward_keeping_operands::<Self>(query, key, value, bias, settings);
         }
         let (query, key, value) = (graph_leaf(&query), graph_leaf(&key), graph_leaf(&value));
         let graph = TchTensor::new(tch::with_grad(|| {

@@ -162,6 +162,31 @@ pub trait FusedAttentionOps: Backend {
     }
 }
 
+/// [`FusedAttentionOps::fused_attention_forward`] for a backend whose backward recomputes the
+/// probabilities (and the dropout mask) from the operands: the output, and the operands kept.
+fn forward_keeping_operands<B: FusedAttentionOps>(
+    query: FloatTensor<B>,
+    key: FloatTensor<B>,
+    value: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    settings: AttentionSettings,
+) -> (FloatTensor<B>, AttentionSaved<B>) {
+    let output = B::fused_attention(
+        query.clone(),
+        key.clone(),
+        value.clone(),
+        bias.clone(),
+        settings,
+    );
+    let saved = AttentionSaved {
+        query,
+        key,
+        value,
+        bias_or_graph: bias,
+    };
+    (output, saved)
+}
+
 /// The query, keys and values in `qkv` (`[3, B, H, T, d]`), each `[B, H, T, d]`: views where
 /// the backend takes them without a copy.
 fn unpack<B: Backend>(qkv: FloatTensor<B>) -> [FloatTensor<B>; 3] {
