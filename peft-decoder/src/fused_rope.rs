@@ -6,9 +6,14 @@
 //! decomposed form, takes each half's gradient back as a zeroed tensor of the whole size with
 //! that half written in, and sums three of them: per query and key, every layer, two
 //! zero-fills, two copies and two additions more than the five operations of the gradient
-//! itself. Here the node's backward is those five, written in the inner backend's own
-//! operations, so every backend the crate's extensions route (flex, ndarray, LibTorch) runs it
-//! unchanged; others keep the decomposed form.
+//! itself. Here the node's backward is those, written in the inner backend's own operations, so
+//! every backend the crate's extensions route (flex, ndarray, LibTorch) runs it unchanged;
+//! others keep the decomposed form.
+//!
+//! `rotate_half`'s negation is folded into the sine once a forward pass ([`RotaryPhases`]):
+//! `rotate_half(x)·sin = swap(x)·[−sin₁, sin₂]`, `swap(x) = [x₂, x₁]` its own transpose, which
+//! spares a negation forward and one backward in every call (two layers' worth of launches a
+//! step for each query and key); negation is exact, so the values are the same.
 
 // ndarray is deprecated upstream but still one of this project's CPU backends; the routing the
 // extension macro generates names it.
@@ -33,15 +38,19 @@ use crate::extension::narrow;
     Autodiff,
 )]
 pub trait RopeOps: Backend {
-    /// `x·cos + rotate_half(x)·sin` for `x` `[B, heads, T, head_dim]` and `cos`, `sin`
-    /// broadcast to it (`[B or 1, 1, T, head_dim]`).
+    /// `x·cos + rotate_half(x)·sin` for `x` `[B, heads, T, head_dim]` and `cos`, `signed_sin`
+    /// broadcast to it (`[B or 1, 1, T, head_dim]`), `signed_sin` the sine with its first half
+    /// negated ([`RotaryPhases`]).
     fn rope(
         x: FloatTensor<Self>,
         cos: FloatTensor<Self>,
-        sin: FloatTensor<Self>,
+        signed_sin: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let rotated = halves_swapped::<Self>(x.clone(), true);
-        Self::float_add(Self::float_mul(x, cos), Self::float_mul(rotated, sin))
+        let swapped = halves_swapped::<Self>(x.clone());
+        Self::float_add(
+            Self::float_mul(x, cos),
+            Self::float_mul(swapped, signed_sin),
+        )
     }
 }
 
@@ -53,34 +62,30 @@ impl RopeOps for burn::backend::NdArray {}
 #[cfg(feature = "tch")]
 impl RopeOps for burn::backend::libtorch::LibTorch {}
 
-/// `[−x₂, x₁]` (`rotate_half`) when `negate_first_out`, `[x₂, −x₁]` (its transpose) otherwise,
-/// over the last of 4 dimensions.
-fn halves_swapped<B: Backend>(x: FloatTensor<B>, negate_first_out: bool) -> FloatTensor<B> {
+/// `[x₂, x₁]`: the halves of the last of 4 dimensions swapped.
+fn halves_swapped<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
     let width = x.shape()[3];
     let (first, second) = (
         narrow::<B>(x.clone(), 3, 0, width / 2),
         narrow::<B>(x, 3, width / 2, width),
     );
-    let halves = match negate_first_out {
-        true => vec![B::float_neg(second), first],
-        false => vec![second, B::float_neg(first)],
-    };
-    B::float_cat(halves, 3)
+    B::float_cat(vec![second, first], 3)
 }
 
 #[derive(Debug)]
 struct RopeBackward;
 
 impl<B: Backend> Backward<B, 1> for RopeBackward {
-    /// `cos` and `sin`: the gradient needs nothing else (the operation is linear in `x`).
+    /// `cos` and the signed sine: the gradient needs nothing else (the operation is linear in
+    /// `x`).
     type State = (FloatTensor<B>, FloatTensor<B>);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let output_grad = grads.consume::<B>(&ops.node);
         let [x_node] = ops.parents;
         if let Some(node) = x_node {
-            let (cos, sin) = ops.state;
-            let through_sin = halves_swapped::<B>(B::float_mul(output_grad.clone(), sin), false);
+            let (cos, signed_sin) = ops.state;
+            let through_sin = halves_swapped::<B>(B::float_mul(output_grad.clone(), signed_sin));
             let d_x = B::float_add(B::float_mul(output_grad, cos), through_sin);
             grads.register::<B>(node.id, d_x);
         }
@@ -88,22 +93,50 @@ impl<B: Backend> Backward<B, 1> for RopeBackward {
 }
 
 impl<B: Backend + RopeOps, C: CheckpointStrategy> RopeOps for Autodiff<B, C> {
-    /// One node over `x`; `cos` and `sin` are constants here, whatever their own graph.
+    /// One node over `x`; `cos` and the sine are constants here, whatever their own graph.
     fn rope(
         x: FloatTensor<Self>,
         cos: FloatTensor<Self>,
-        sin: FloatTensor<Self>,
+        signed_sin: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         let nodes = [x.node()];
-        let (x, cos, sin) = (
+        let (x, cos, signed_sin) = (
             x.into_primitive(),
             cos.into_primitive(),
-            sin.into_primitive(),
+            signed_sin.into_primitive(),
         );
-        let output = B::rope(x, cos.clone(), sin.clone());
+        let output = B::rope(x, cos.clone(), signed_sin.clone());
         match RopeBackward.prepare::<C>(nodes).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((cos, sin), output),
+            OpsKind::Tracked(prep) => prep.finish((cos, signed_sin), output),
             OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    }
+}
+
+/// The rotary phases of one forward pass, shared by every layer: `cos` and `sin` as Hugging
+/// Face's rotary embedding gives them (`[B or 1, 1, T, head_dim]`), and the sine with the first
+/// half of each row negated, which the fused operation multiplies the swapped halves by.
+#[derive(Clone, Debug)]
+pub struct RotaryPhases {
+    pub cos: Tensor<4>,
+    pub sin: Tensor<4>,
+    signed_sin: Tensor<4>,
+}
+
+impl RotaryPhases {
+    pub fn new(cos: Tensor<4>, sin: Tensor<4>) -> Self {
+        let half = sin.dims()[3] / 2;
+        let signed_sin = Tensor::cat(
+            vec![
+                sin.clone().narrow(3, 0, half).neg(),
+                sin.clone().narrow(3, half, half),
+            ],
+            3,
+        );
+        Self {
+            cos,
+            sin,
+            signed_sin,
         }
     }
 }
@@ -111,16 +144,16 @@ impl<B: Backend + RopeOps, C: CheckpointStrategy> RopeOps for Autodiff<B, C> {
 /// `x·cos + rotate_half(x)·sin` (see [`RopeOps::rope`]): one operation with its own backward
 /// where the crate's extensions run, [`rope_decomposed`] elsewhere and where the fused layers
 /// are turned off for a comparison
-/// ([`set_fused_layers`](crate::fused_layers::set_fused_layers)). `cos` and `sin` are
-/// constants to it (the model's phases are): no gradient reaches them.
-pub fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+/// ([`set_fused_layers`](crate::fused_layers::set_fused_layers)). The phases are constants to
+/// it (the model's are): no gradient reaches them.
+pub fn rope(x: Tensor<4>, phases: &RotaryPhases) -> Tensor<4> {
     if !crate::fused_layers::fused_on(&x.device()) {
-        return rope_decomposed(x, cos, sin);
+        return rope_decomposed(x, &phases.cos, &phases.sin);
     }
     Tensor::from_dispatch(<Dispatch as RopeOps>::rope(
         x.into_dispatch(),
-        cos.clone().into_dispatch(),
-        sin.clone().into_dispatch(),
+        phases.cos.clone().into_dispatch(),
+        phases.signed_sin.clone().into_dispatch(),
     ))
 }
 

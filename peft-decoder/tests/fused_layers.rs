@@ -11,7 +11,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use peft_decoder::extension::runs_on;
 use peft_decoder::fused_layers::{gelu_tanh, gelu_tanh_decomposed, layer_norm, rms_norm, silu};
-use peft_decoder::fused_rope::{rope, rope_decomposed};
+use peft_decoder::fused_rope::{RotaryPhases, rope, rope_decomposed};
 use peft_decoder::linear::ForwardRows;
 
 mod common;
@@ -392,7 +392,8 @@ fn rope_matches_the_decomposed_form() {
                 let grads = (output.clone() * weights.clone()).sum().backward();
                 (output.inner(), x.grad(&grads).expect("x has a gradient"))
             };
-            let (fused, fused_grad) = run(rope(x.clone(), &cos, &sin));
+            let rotary = RotaryPhases::new(cos.clone(), sin.clone());
+            let (fused, fused_grad) = run(rope(x.clone(), &rotary));
             let (decomposed, decomposed_grad) = run(rope_decomposed(x.clone(), &cos, &sin));
             assert_close(fused, decomposed, &format!("{at}: outputs"));
             assert_close(

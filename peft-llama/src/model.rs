@@ -9,6 +9,7 @@ use burn::prelude::*;
 use peft_core::LayerKv;
 use peft_decoder::attention::{AttentionMask, attend, with_cached};
 use peft_decoder::fused_layers::{rms_norm, silu};
+use peft_decoder::fused_rope::RotaryPhases;
 use peft_decoder::init::{hf_embedding, hf_linear};
 use peft_decoder::linear::ForwardRows;
 use peft_decoder::{Decoder, ForwardInput, KvCache, LayerCache};
@@ -74,13 +75,12 @@ impl Attention {
     fn forward(
         &self,
         x: Tensor<3>,
-        phases: &(Tensor<4>, Tensor<4>),
+        phases: &RotaryPhases,
         mask: &AttentionMask,
         prefix: Option<&LayerKv>,
         cache: Option<&mut LayerCache>,
     ) -> Tensor<3> {
         let [batch, len, _] = x.dims();
-        let (cos, sin) = phases;
         let query = self.heads(
             self.q_proj.forward_rows(x.clone()),
             self.n_head,
@@ -92,7 +92,7 @@ impl Attention {
             self.k_norm.as_ref(),
         );
         let value = self.heads(self.v_proj.forward_rows(x), self.n_kv_head, None);
-        let (query, key) = (rotate(query, cos, sin), rotate(key, cos, sin));
+        let (query, key) = (rotate(query, phases), rotate(key, phases));
         // The prefix, the cache and the attention keep the key/value heads: each serves its
         // group of query heads where it lies (`attend`), never repeated per group.
         let (prefix, keys) = with_cached(LayerKv::new(key, value), prefix, cache);
@@ -167,7 +167,7 @@ impl Layer {
     fn forward(
         &self,
         x: Tensor<3>,
-        phases: &(Tensor<4>, Tensor<4>),
+        phases: &RotaryPhases,
         mask: &AttentionMask,
         prefix: Option<&LayerKv>,
         cache: Option<&mut LayerCache>,

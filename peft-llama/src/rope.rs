@@ -4,6 +4,7 @@
 
 use burn::prelude::*;
 use burn::tensor::DType;
+use peft_decoder::fused_rope::RotaryPhases;
 
 use crate::config::{LlamaConfig, RopeScaling};
 
@@ -58,7 +59,7 @@ impl Rope {
     /// `cos` and `sin` of every position's phases, each `[B, 1, T, head_dim]`, for positions
     /// `[B, T]`: computed in f32, then rounded to `dtype` (the activations' type) once for
     /// every layer, as transformers' rotary embedding does.
-    pub fn phases(&self, positions: Tensor<2, Int>, dtype: DType) -> (Tensor<4>, Tensor<4>) {
+    pub fn phases(&self, positions: Tensor<2, Int>, dtype: DType) -> RotaryPhases {
         let [batch, len] = positions.dims();
         let half = self.inv_freq.len();
         let device = positions.device();
@@ -67,13 +68,13 @@ impl Rope {
                 .reshape([1, 1, half]);
         let freqs = positions.float().reshape([batch, len, 1]) * inv_freq;
         let phases = Tensor::cat(vec![freqs.clone(), freqs], 2).unsqueeze_dim::<4>(1);
-        (phases.clone().cos().cast(dtype), phases.sin().cast(dtype))
+        RotaryPhases::new(phases.clone().cos().cast(dtype), phases.sin().cast(dtype))
     }
 }
 
-/// `x·cos + rotate_half(x)·sin` for `x` `[B, heads, T, head_dim]`, `cos` and `sin` in `x`'s
-/// type ([`Rope::phases`]): one operation with its own backward where the backend runs
+/// `x·cos + rotate_half(x)·sin` for `x` `[B, heads, T, head_dim]`, the phases in `x`'s type
+/// ([`Rope::phases`]): one operation with its own backward where the backend runs
 /// `peft_decoder`'s extensions ([`peft_decoder::fused_rope`]).
-pub fn rotate(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
-    peft_decoder::fused_rope::rope(x, cos, sin)
+pub fn rotate(x: Tensor<4>, phases: &RotaryPhases) -> Tensor<4> {
+    peft_decoder::fused_rope::rope(x, phases)
 }
