@@ -52,15 +52,86 @@ pub trait RopeOps: Backend {
             Self::float_mul(swapped, signed_sin),
         )
     }
+
+    /// The gradient of `sum(output_grad ∘ rope(x, cos, signed_sin))` with respect to `x`:
+    /// `g·cos + swap(g·signed_sin)` (the operation is linear in `x`, `swap` its own transpose).
+    fn rope_backward(
+        output_grad: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        signed_sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let through_sin = halves_swapped::<Self>(Self::float_mul(output_grad.clone(), signed_sin));
+        Self::float_add(Self::float_mul(output_grad, cos), through_sin)
+    }
 }
 
-// The backends' own operations do the work (the trait's body).
+// The backends' own operations do the work (the trait's bodies).
 #[cfg(feature = "flex")]
 impl RopeOps for burn::backend::Flex {}
 #[cfg(feature = "ndarray")]
 impl RopeOps for burn::backend::NdArray {}
+
+/// The same sums with PyTorch's `addcmul_` adding each half's swapped product into the first
+/// product in place: three launches each way where the trait's bodies take four, and no
+/// concatenation, so the result keeps its operand's layout (a concatenation's contiguous
+/// result made the gradient's way back through the head reshape a copy).
 #[cfg(feature = "tch")]
-impl RopeOps for burn::backend::libtorch::LibTorch {}
+impl RopeOps for burn::backend::libtorch::LibTorch {
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        signed_sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        burn::backend::libtorch::TchTensor::new(libtorch_rope_sum(
+            &x.tensor,
+            &cos.tensor,
+            &x.tensor,
+            &signed_sin.tensor,
+            false,
+        ))
+    }
+
+    fn rope_backward(
+        output_grad: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        signed_sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let g = &output_grad.tensor;
+        burn::backend::libtorch::TchTensor::new(libtorch_rope_sum(
+            g,
+            &cos.tensor,
+            g,
+            &signed_sin.tensor,
+            true,
+        ))
+    }
+}
+
+/// `a·c + swap(b)·s` (`swapped_after` false: the rotation) or `a·c + swap(b·s)` (true: its
+/// transpose), `swap` exchanging the halves of the last dimension, as one product and a
+/// product added into each half.
+#[cfg(feature = "tch")]
+fn libtorch_rope_sum(
+    a: &tch::Tensor,
+    c: &tch::Tensor,
+    b: &tch::Tensor,
+    s: &tch::Tensor,
+    swapped_after: bool,
+) -> tch::Tensor {
+    let half = a.size()[3] / 2;
+    let first = |t: &tch::Tensor| t.narrow(3, 0, half);
+    let second = |t: &tch::Tensor| t.narrow(3, half, half);
+    let sum = a * c;
+    // Into the first half: b's second half times s's first (the rotation) or its second (the
+    // transpose), and the reverse into the second half.
+    let (s_into_first, s_into_second) = match swapped_after {
+        false => (first(s), second(s)),
+        true => (second(s), first(s)),
+    };
+    let _ = first(&sum).addcmul_(&second(b), &s_into_first);
+    let _ = second(&sum).addcmul_(&first(b), &s_into_second);
+    sum
+}
 
 /// `[x₂, x₁]`: the halves of the last of 4 dimensions swapped.
 fn halves_swapped<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
@@ -75,7 +146,7 @@ fn halves_swapped<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
 #[derive(Debug)]
 struct RopeBackward;
 
-impl<B: Backend> Backward<B, 1> for RopeBackward {
+impl<B: Backend + RopeOps> Backward<B, 1> for RopeBackward {
     /// `cos` and the signed sine: the gradient needs nothing else (the operation is linear in
     /// `x`).
     type State = (FloatTensor<B>, FloatTensor<B>);
@@ -85,9 +156,7 @@ impl<B: Backend> Backward<B, 1> for RopeBackward {
         let [x_node] = ops.parents;
         if let Some(node) = x_node {
             let (cos, signed_sin) = ops.state;
-            let through_sin = halves_swapped::<B>(B::float_mul(output_grad.clone(), signed_sin));
-            let d_x = B::float_add(B::float_mul(output_grad, cos), through_sin);
-            grads.register::<B>(node.id, d_x);
+            grads.register::<B>(node.id, B::rope_backward(output_grad, cos, signed_sin));
         }
     }
 }
