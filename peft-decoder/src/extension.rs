@@ -370,3 +370,32 @@ unsafe extern "C" {
         grads: *mut *mut torch_sys::C_tensor,
     ) -> *const std::ffi::c_char;
 }
+
+#[cfg(all(test, feature = "tch"))]
+#[allow(deprecated)] // burn-tch is deprecated upstream but still one of this project's backends
+mod tests {
+    use super::graph_gradients;
+
+    /// The gradients come back seeded with the given output gradient, not with ones.
+    #[test]
+    fn graph_gradients_are_seeded_with_the_output_gradient() {
+        let x = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0]).set_requires_grad(true);
+        let output = tch::with_grad(|| &x * &x);
+        let seed = tch::Tensor::from_slice(&[1.0f32, 10.0, 100.0]);
+        let [grad] = graph_gradients(&output, &seed, [&x]);
+        let expected = tch::Tensor::from_slice(&[2.0f32, 40.0, 600.0]);
+        assert!(grad.tensor.allclose(&expected, 0.0, 0.0, false));
+    }
+
+    /// PyTorch refusing a call (here: an input the output does not depend on) is a panic with
+    /// its message, not an exception crossing into Rust (which would abort the process).
+    #[test]
+    #[should_panic(expected = "libtorch's autograd failed")]
+    fn a_refused_backward_is_a_panic_with_pytorchs_message() {
+        let x = tch::Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
+        let unrelated = tch::Tensor::from_slice(&[3.0f32]).set_requires_grad(true);
+        let output = tch::with_grad(|| &x * 2.0);
+        let seed = tch::Tensor::from_slice(&[1.0f32, 1.0]);
+        let _ = graph_gradients(&output, &seed, [&unrelated]);
+    }
+}
