@@ -275,6 +275,12 @@ impl AdamWOps for burn::backend::libtorch::LibTorch {
         };
         let [param, moment_1, moment_2] = [param, moment_1, moment_2].map(writable);
         let grad = TchTensor::new(grad.tensor.contiguous());
+        // PyTorch's CPU kernel reads the gradient over the parameter's size without checking it.
+        assert_eq!(
+            grad.tensor.size(),
+            param.tensor.size(),
+            "AdamW was given a gradient of another shape than its parameter"
+        );
         let step = libtorch_step_count(update.step, param.tensor.device());
         let failure = unsafe {
             // SAFETY: each pointer is a live `at::Tensor` owned by a tensor held here until the
@@ -336,5 +342,28 @@ fn libtorch_step_count(time: usize, device: tch::Device) -> tch::Tensor {
             *last = Some((time, device, step.shallow_clone()));
             step
         }
+    }
+}
+
+#[cfg(all(test, feature = "tch"))]
+#[allow(deprecated)] // burn-tch is deprecated upstream but still one of this project's backends
+mod tests {
+    use super::*;
+    use burn::backend::libtorch::{LibTorch, TchTensor};
+
+    /// PyTorch refusing the kernel's operands (here a gradient of another type) is a panic with
+    /// its message, not an exception crossing into Rust (which would abort the process).
+    #[test]
+    #[should_panic(expected = "libtorch's fused AdamW step failed")]
+    fn a_refused_step_is_a_panic_with_pytorchs_message() {
+        let tensor = |values: &[f32]| TchTensor::new(tch::Tensor::from_slice(values));
+        let update = FusedAdamW::new(0.01, 1e-8).update(1e-3, 1);
+        let _ = <LibTorch as AdamWOps>::adamw_step(
+            tensor(&[1.0, 2.0]),
+            TchTensor::new(tch::Tensor::from_slice(&[0.1f64, 0.2])),
+            tensor(&[0.0, 0.0]),
+            tensor(&[0.0, 0.0]),
+            update,
+        );
     }
 }
