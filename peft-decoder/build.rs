@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 fn main() {
     const SOURCES: [&str; 2] = ["csrc/fused_adamw.cpp", "csrc/autograd.cpp"];
-    for source in SOURCES {
+    for source in SOURCES.iter().chain(&["csrc/failure.h"]) {
         println!("cargo:rerun-if-changed={source}");
     }
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");

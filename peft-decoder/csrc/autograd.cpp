@@ -7,32 +7,21 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include <cstddef>
-#include <exception>
-#include <string>
 
-namespace {
-// The last failure's message on this thread, returned to Rust as a C string that stays valid
-// until the next call on the thread.
-thread_local std::string last_error;
-}  // namespace
+#include "failure.h"
 
 // Writes into `grads[i]` a new tensor (the caller frees it as tch frees its own) holding the
 // gradient of `sum(output_grad ∘ output)` with respect to `inputs[i]`, for `count` inputs that
 // `output`'s autograd graph reaches; the graph is released. `output_grad` has `output`'s shape
-// and type. Returns null, or a message if PyTorch refused (no C++ exception may cross into
-// Rust).
+// and type. Returns null, or a message if PyTorch refused (`failure.h`).
 extern "C" const char* peft_autograd_grad(const at::Tensor* output, const at::Tensor* output_grad,
                                           const at::Tensor* const* inputs, size_t count,
                                           at::Tensor** grads) {
-  try {
+  return peft::failure_of([&] {
     torch::autograd::variable_list wanted;
     for (size_t i = 0; i < count; i++) wanted.push_back(*inputs[i]);
     auto found = torch::autograd::grad({*output}, wanted, {*output_grad},
                                        /*retain_graph=*/false, /*create_graph=*/false);
     for (size_t i = 0; i < count; i++) grads[i] = new at::Tensor(std::move(found[i]));
-    return nullptr;
-  } catch (const std::exception& error) {
-    last_error = error.what();
-    return last_error.c_str();
-  }
+  });
 }

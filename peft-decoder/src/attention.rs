@@ -186,18 +186,14 @@ pub fn unpack_qkv(qkv: Tensor<5>) -> (Tensor<4>, LayerKv) {
 }
 
 /// What the fused operation is told for one call: the mask's kind, the scale, and the dropout
-/// (Burn's `Dropout` acts only in training, on an autodiff device) with its seed.
+/// (at the rate Burn's `Dropout` would act) with its seed.
 fn fused_settings(
     mask: &AttentionMask,
     scale: f64,
     dropout: &Dropout,
     device: &Device,
 ) -> AttentionSettings {
-    let dropout = if dropout.training.is_enabled() && device.is_autodiff() {
-        dropout.prob
-    } else {
-        0.0
-    };
+    let dropout = crate::fused_dropout::acting_rate(dropout, device);
     let seed = if dropout > 0.0 {
         fused::dropout_seed(device)
     } else {

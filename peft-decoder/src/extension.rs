@@ -337,8 +337,7 @@ pub(crate) fn graph_gradients<const N: usize>(
     let failure = unsafe {
         // SAFETY: every pointer is a live `at::Tensor` held by the caller or here until the call
         // returns; on success each of `grads` is a tensor the callee allocated for us to own, as
-        // tch owns its own; the message returned, if any, lives until the next call on this
-        // thread.
+        // tch owns its own.
         peft_autograd_grad(
             output.as_ptr(),
             output_grad.as_ptr(),
@@ -347,15 +346,23 @@ pub(crate) fn graph_gradients<const N: usize>(
             grads.as_mut_ptr(),
         )
     };
-    if !failure.is_null() {
-        // The graph and the gradient are the ones an extension just made, of one shape and type,
-        // so PyTorch refusing them is a bug here, reported as tch reports its own failures.
-        let message = unsafe { std::ffi::CStr::from_ptr(failure) }.to_string_lossy();
-        panic!("libtorch's autograd failed: {message}");
-    }
+    check_csrc_call(failure, "autograd");
     // SAFETY: each pointer is a tensor the call above allocated and no one else holds.
     grads
         .map(|grad| burn::backend::libtorch::TchTensor::new(unsafe { tch::Tensor::from_ptr(grad) }))
+}
+
+/// Panics with PyTorch's message where a call into `csrc/` returned one (`failure` not null).
+/// Those calls get tensors this crate made, of the shapes and types they take, so PyTorch
+/// refusing them is a bug here, reported as tch reports its own failures.
+#[cfg(feature = "tch")]
+pub(crate) fn check_csrc_call(failure: *const std::ffi::c_char, what: &str) {
+    if !failure.is_null() {
+        // SAFETY: a failure is a NUL-terminated message the callee keeps until the next failure
+        // on this thread (`csrc/failure.h`).
+        let message = unsafe { std::ffi::CStr::from_ptr(failure) }.to_string_lossy();
+        panic!("libtorch's {what} failed: {message}");
+    }
 }
 
 #[cfg(feature = "tch")]

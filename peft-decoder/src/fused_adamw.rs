@@ -284,7 +284,7 @@ impl AdamWOps for burn::backend::libtorch::LibTorch {
         let step = libtorch_step_count(update.step, param.tensor.device());
         let failure = unsafe {
             // SAFETY: each pointer is a live `at::Tensor` owned by a tensor held here until the
-            // call returns; the message returned, if any, lives until the next call on this thread.
+            // call returns.
             peft_fused_adamw_step(
                 param.tensor.as_ptr(),
                 grad.tensor.as_ptr(),
@@ -298,12 +298,7 @@ impl AdamWOps for burn::backend::libtorch::LibTorch {
                 f64::from(update.epsilon),
             )
         };
-        if !failure.is_null() {
-            // The tensors are the ones this update made or was handed, f32 and of one shape, so
-            // ATen refusing them is a bug here, reported as tch reports its own failures.
-            let message = unsafe { std::ffi::CStr::from_ptr(failure) }.to_string_lossy();
-            panic!("libtorch's fused AdamW step failed: {message}");
-        }
+        crate::extension::check_csrc_call(failure, "fused AdamW step");
         (param, moment_1, moment_2)
     }
 }

@@ -187,12 +187,21 @@ impl<B: Backend + FusedDropoutOps, C: CheckpointStrategy> FusedDropoutOps for Au
 /// dropped differ from Burn's draw (another generator); the distribution is the same.
 pub fn dropout<const D: usize>(dropout: &Dropout, input: Tensor<D>) -> Tensor<D> {
     let device = input.device();
-    let active = dropout.training.is_enabled() && device.is_autodiff() && dropout.prob > 0.0;
-    if !active || !crate::fused_layers::fused_on(&device) {
+    let rate = acting_rate(dropout, &device);
+    if rate == 0.0 || !crate::fused_layers::fused_on(&device) {
         return dropout.forward(input);
     }
     let seed = dropout_seed(&device);
     let (output, _) =
-        <Dispatch as FusedDropoutOps>::fused_dropout(input.into_dispatch(), dropout.prob, seed);
+        <Dispatch as FusedDropoutOps>::fused_dropout(input.into_dispatch(), rate, seed);
     Tensor::from_dispatch(output)
+}
+
+/// The rate at which Burn's `Dropout::forward` drops on `device`: the module's own in training
+/// (its flag) on an autodiff device, 0 where it passes its input through.
+pub(crate) fn acting_rate(dropout: &Dropout, device: &Device) -> f64 {
+    match dropout.training.is_enabled() && device.is_autodiff() {
+        true => dropout.prob,
+        false => 0.0,
+    }
 }

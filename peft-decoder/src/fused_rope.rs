@@ -85,7 +85,6 @@ impl RopeOps for burn::backend::libtorch::LibTorch {
         burn::backend::libtorch::TchTensor::new(libtorch_rope_sum(
             &x.tensor,
             &cos.tensor,
-            &x.tensor,
             &signed_sin.tensor,
             false,
         ))
@@ -96,40 +95,37 @@ impl RopeOps for burn::backend::libtorch::LibTorch {
         cos: FloatTensor<Self>,
         signed_sin: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let g = &output_grad.tensor;
         burn::backend::libtorch::TchTensor::new(libtorch_rope_sum(
-            g,
+            &output_grad.tensor,
             &cos.tensor,
-            g,
             &signed_sin.tensor,
             true,
         ))
     }
 }
 
-/// `a·c + swap(b)·s` (`swapped_after` false: the rotation) or `a·c + swap(b·s)` (true: its
-/// transpose), `swap` exchanging the halves of the last dimension, as one product and a
-/// product added into each half.
+/// `x·c + swap(x)·s` (`transposed` false: the rotation) or `x·c + swap(x·s)` (true: its
+/// transpose, the gradient), `swap` exchanging the halves of the last dimension, as one product
+/// and a product added into each half.
 #[cfg(feature = "tch")]
 fn libtorch_rope_sum(
-    a: &tch::Tensor,
+    x: &tch::Tensor,
     c: &tch::Tensor,
-    b: &tch::Tensor,
     s: &tch::Tensor,
-    swapped_after: bool,
+    transposed: bool,
 ) -> tch::Tensor {
-    let half = a.size()[3] / 2;
+    let half = x.size()[3] / 2;
     let first = |t: &tch::Tensor| t.narrow(3, 0, half);
     let second = |t: &tch::Tensor| t.narrow(3, half, half);
-    let sum = a * c;
-    // Into the first half: b's second half times s's first (the rotation) or its second (the
+    let sum = x * c;
+    // Into the first half: x's second half times s's first (the rotation) or its second (the
     // transpose), and the reverse into the second half.
-    let (s_into_first, s_into_second) = match swapped_after {
+    let (s_into_first, s_into_second) = match transposed {
         false => (first(s), second(s)),
         true => (second(s), first(s)),
     };
-    let _ = first(&sum).addcmul_(&second(b), &s_into_first);
-    let _ = second(&sum).addcmul_(&first(b), &s_into_second);
+    let _ = first(&sum).addcmul_(&second(x), &s_into_first);
+    let _ = second(&sum).addcmul_(&first(x), &s_into_second);
     sum
 }
 

@@ -103,9 +103,9 @@ impl FusedLayerOps for LibTorch {
         epsilon: f64,
     ) -> FloatTensor<Self> {
         let (input, gamma) = (&input.tensor, &gamma.tensor);
-        TchTensor::new(tch::no_grad(|| match input.device() {
-            tch::Device::Cpu => rms_norm(input, gamma, epsilon),
-            _ => rms_norm_kernel(input, gamma, epsilon),
+        TchTensor::new(tch::no_grad(|| match has_rms_norm_kernel(input) {
+            true => rms_norm_kernel(input, gamma, epsilon),
+            false => rms_norm(input, gamma, epsilon),
         }))
     }
 
@@ -117,7 +117,7 @@ impl FusedLayerOps for LibTorch {
         affine: bool,
     ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
         let (input, gamma, output_grad) = (&input.tensor, &gamma.tensor, &output_grad.tensor);
-        if input.device() != tch::Device::Cpu {
+        if has_rms_norm_kernel(input) {
             return rms_norm_kernel_backward(input, gamma, output_grad, epsilon, affine);
         }
         let (d_input, d_gamma) =
@@ -137,6 +137,12 @@ impl FusedLayerOps for LibTorch {
             input.tensor.silu_backward(&output_grad.tensor)
         }))
     }
+}
+
+/// Whether PyTorch has a fused RMSNorm kernel where `input` lies: on a GPU, not on the CPU
+/// (where it decomposes `_fused_rms_norm`, and the written-out form is the faster one).
+fn has_rms_norm_kernel(input: &tch::Tensor) -> bool {
+    input.device() != tch::Device::Cpu
 }
 
 /// `input/√(mean(input²) + epsilon)·gamma` by PyTorch's fused kernel (on a GPU one launch; its
